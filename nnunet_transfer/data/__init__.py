@@ -1,0 +1,1 @@
+"""Datasets: synthetic source / target pairs for tests and the demo."""

@@ -1,0 +1,1 @@
+"""Transfer strategies, weight transfer and the bookkeeping of a training run."""

@@ -1,0 +1,122 @@
+"""What a run leaves for the analysis: epoch-0 weights, snapshots, a per-epoch log, settings.
+
+Everything lives in `<fold folder>/transfer/`:
+
+    settings.json          effective settings, pretrained source, parameter counts, versions
+    epochs.csv             one row per finished epoch (see EPOCH_COLUMNS)
+    snapshots/epoch_NNNN.pth   network weights after NNNN epochs (0 = the start of the run);
+                           nnU-Net's checkpoint layout without optimizer state, so
+                           `nnUNetv2_predict -chk transfer/snapshots/epoch_0010.pth` works
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import tempfile
+from importlib import metadata
+
+import torch
+
+EPOCH_COLUMNS = (
+    "epoch",               # 0-based index of the finished epoch
+    "iterations",          # training iterations done so far, this epoch included
+    "train_loss",
+    "val_loss",
+    "pseudo_dice",         # nnU-Net's mean foreground pseudo-Dice on the validation batches
+    "ema_pseudo_dice",     # nnU-Net's exponential moving average of it
+    "learning_rate",
+    "train_time_s",        # wall time of this epoch's training iterations
+    "epoch_time_s",        # wall time of the whole epoch, validation included
+    "cumulative_train_time_s",
+    "cumulative_time_s",
+)
+
+PACKAGES = ("nnunet-transfer", "nnunetv2", "dynamic-network-architectures", "torch",
+            "numpy", "batchgenerators", "batchgeneratorsv2", "SimpleITK")
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write `path` so that a reader never sees a half-written file, even after a crash."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_json(path: str, content: dict) -> None:
+    atomic_write_bytes(path, (json.dumps(content, indent=2, default=str) + "\n").encode())
+
+
+def atomic_torch_save(path: str, content: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(content, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+class RunRecord:
+    """The files of one run's bookkeeping, in `<fold folder>/transfer/`."""
+
+    def __init__(self, fold_folder: str):
+        self.folder = os.path.join(fold_folder, "transfer")
+        self.settings_path = os.path.join(self.folder, "settings.json")
+        self.epochs_path = os.path.join(self.folder, "epochs.csv")
+        self.snapshot_folder = os.path.join(self.folder, "snapshots")
+
+    def snapshot_path(self, epochs_done: int) -> str:
+        return os.path.join(self.snapshot_folder, f"epoch_{epochs_done:04d}.pth")
+
+    def save_snapshot(self, epochs_done: int, checkpoint: dict) -> str:
+        path = self.snapshot_path(epochs_done)
+        atomic_torch_save(path, checkpoint)
+        return path
+
+    def read_settings(self) -> dict:
+        with open(self.settings_path) as f:
+            return json.load(f)
+
+    def write_settings(self, settings: dict) -> None:
+        atomic_write_json(self.settings_path, settings)
+
+    def read_epochs(self) -> list[dict[str, str]]:
+        if not os.path.isfile(self.epochs_path):
+            return []
+        with open(self.epochs_path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def keep_epochs_before(self, epoch: int) -> list[dict[str, str]]:
+        """Drop rows of epochs that a resumed run will train again; return the rows kept."""
+        kept = [row for row in self.read_epochs() if int(row["epoch"]) < epoch]
+        self._write_epochs(kept)
+        return kept
+
+    def append_epoch(self, row: dict) -> None:
+        self._write_epochs([*self.read_epochs(), {k: row[k] for k in EPOCH_COLUMNS}])
+
+    def _write_epochs(self, rows: list[dict]) -> None:
+        # Rewritten whole and atomically: a run killed mid-write leaves the previous log intact.
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=EPOCH_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_bytes(self.epochs_path, text.getvalue().encode())

@@ -1,0 +1,120 @@
+"""Budget knobs of a run, read from environment variables so no new trainer class is needed.
+
+`nnUNetv2_train` has no way to pass extra options to a trainer, so the knobs travel in the
+environment (set them by hand or with `eval "$(nnunet-transfer env --epochs 50 ...)"`). Every
+value is checked when the trainer starts and recorded in the run's settings.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, fields
+from typing import Callable, Mapping
+
+from nnunet_transfer.errors import UserError
+
+ENV_PREFIX = "NNUNET_TRANSFER_"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive whole number")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or a positive whole number")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text
+    return parse
+
+
+@dataclass(frozen=True)
+class Knob:
+    field: str
+    parse: Callable[[str], object]
+    help: str
+
+    @property
+    def variable(self) -> str:
+        return ENV_PREFIX + self.field.upper()
+
+    @property
+    def option(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+
+KNOBS = (
+    Knob("epochs", _positive_int, "number of epochs (nnU-Net: 1000)"),
+    Knob("iters", _positive_int, "training iterations per epoch (nnU-Net: 250)"),
+    Knob("val_iters", _positive_int, "validation iterations per epoch (nnU-Net: 50)"),
+    Knob("lr", _positive_float,
+         "initial learning rate; default: nnU-Net's 0.01 times the strategy's factor"),
+    Knob("snapshot_every", _non_negative_int,
+         "keep the weights every K epochs besides epoch 0 and the final ones (default 50; "
+         "0 keeps only those two)"),
+    Knob("seed", _non_negative_int,
+         "seed of the network initialisation (default: drawn at random and recorded)"),
+    Knob("load", _choice("all", "encoder"),
+         "what -pretrained_weights loads: the whole network or the encoder only (default all)"),
+    Knob("head", _choice("auto", "reinit"),
+         "the output layer(s): 'auto' loads them when the source's labels equal the target's, "
+         "'reinit' always starts them from random (default auto)"),
+)
+
+
+def parse_knob(knob: Knob, text: str, given_as: str, fix: str) -> object:
+    """The value of `knob` written as `text`, or a UserError naming how it was given."""
+    try:
+        return knob.parse(text)
+    except ValueError as error:
+        reason = str(error) if str(error).startswith("must") else "is not a number"
+        raise UserError(f"{given_as} {reason} ({knob.help}); {fix}") from None
+
+
+@dataclass(frozen=True)
+class Budget:
+    epochs: int | None = None
+    iters: int | None = None
+    val_iters: int | None = None
+    lr: float | None = None
+    snapshot_every: int = 50
+    seed: int | None = None
+    load: str = "all"
+    head: str = "auto"
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> "Budget":
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for knob in KNOBS:
+            text = environ.get(knob.variable, "").strip()
+            if not text:
+                continue
+            values[knob.field] = parse_knob(knob, text, f"{knob.variable}={text!r}",
+                                            f"fix it or unset it: unset {knob.variable}")
+        budget = cls(**values)
+        if budget.seed is None:
+            # A run without a seed still records the one it used, so it can be repeated.
+            budget = cls(**{**budget.as_dict(), "seed": secrets.randbelow(2**31)})
+        return budget
+
+    def as_dict(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -1,0 +1,38 @@
+"""Freezing parts of a network so that they cost nothing and cannot change.
+
+A frozen parameter has requires_grad off: autograd then builds no graph through a frozen
+encoder (its outputs do not require grad), which is where the speed-up and the memory saving
+come from; it gets no gradient, is left out of the optimizer (so no weight decay or momentum
+touches it), and the modules of a frozen part stay in eval mode so normalisation layers keep
+their running statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from torch import nn
+
+from nnunet_transfer.architectures.parts import NetworkParts
+
+
+def freeze(parts: NetworkParts, frozen_parts: Iterable[str]) -> None:
+    """Turn off requires_grad for every parameter of the named parts."""
+    for part in frozen_parts:
+        for parameter in parts.parameters(part):
+            parameter.requires_grad_(False)
+
+
+def keep_frozen_in_eval_mode(parts: NetworkParts, frozen_parts: Iterable[str]) -> None:
+    """Put frozen parts back in eval mode after `network.train()` switched everything to train.
+
+    `network.train()` recurses through `decoder.encoder` too, so this has to follow every call.
+    """
+    for part in frozen_parts:
+        for module in parts.modules[part]:
+            module.eval()
+
+
+def trainable_parameters(network: nn.Module) -> list[nn.Parameter]:
+    """The parameters an optimizer should see: those that still require grad, each once."""
+    return [p for p in network.parameters() if p.requires_grad]

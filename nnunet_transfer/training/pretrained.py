@@ -1,0 +1,261 @@
+"""Loading pretrained weights across datasets, with a readable preflight report.
+
+nnU-Net's own loader asserts that every key but the segmentation layers matches, and stops on
+the first one that does not. Here every tensor of the target network is classified first:
+
+    loaded          same name and shape in the checkpoint
+    adapted         the input layer, whose number of input channels differs (see below)
+    re-initialised  an output layer kept at its random init (other labels, or asked for)
+    not loaded      left at its random init because only the encoder is loaded
+    missing         not in the checkpoint                         -> refused
+    mismatched      in the checkpoint with another shape          -> refused
+and every checkpoint tensor the network lacks is `unexpected` (refused unless only the encoder
+is loaded). A refused load prints the whole table and the command that fixes the usual cause.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from nnunet_transfer.architectures.parts import PARTS, NetworkParts, unwrap
+from nnunet_transfer.errors import UserError
+
+BLOCKING = ("missing", "mismatched", "unexpected")
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    key: str
+    part: str
+    status: str
+    checkpoint_shape: tuple[int, ...] | None
+    network_shape: tuple[int, ...] | None
+
+
+@dataclass
+class SourceCheckpoint:
+    path: str
+    sha256: str
+    weights: dict[str, torch.Tensor]
+    dataset_name: str | None = None
+    plans_name: str | None = None
+    configuration: str | None = None
+    trainer_name: str | None = None
+    labels: dict | None = None
+
+
+@dataclass
+class LoadReport:
+    source: SourceCheckpoint
+    rows: list[KeyRow]
+    head_note: str
+    state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+
+    @property
+    def problems(self) -> list[KeyRow]:
+        return [r for r in self.rows if r.status in BLOCKING]
+
+    def fully_loaded(self, part: str) -> bool:
+        rows = [r for r in self.rows if r.part == part]
+        return bool(rows) and all(r.status in ("loaded", "adapted") for r in rows)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for row in self.rows:
+            by_status = counts.setdefault(row.part, {})
+            by_status[row.status] = by_status.get(row.status, 0) + 1
+        return counts
+
+    def table(self, everything: bool = False) -> str:
+        """The report as text: a count per part and status, then the rows worth reading."""
+        statuses = ["loaded", "adapted", "re-initialised", "not loaded", *BLOCKING]
+        counts = self.counts()
+        lines = [f"Pretrained weights: {self.source.path}",
+                 f"  sha256 {self.source.sha256}",
+                 f"  from {self.source.dataset_name or '?'}, plans {self.source.plans_name or '?'}, "
+                 f"configuration {self.source.configuration or '?'}, "
+                 f"trainer {self.source.trainer_name or '?'}",
+                 f"  output layer(s): {self.head_note}",
+                 "  " + f"{'part':<10}" + "".join(f"{s:>15}" for s in statuses)]
+        for part in (*PARTS, "?"):
+            if part in counts:
+                lines.append("  " + f"{part:<10}" + "".join(
+                    f"{counts[part].get(s, 0):>15}" for s in statuses))
+        shown = self.rows if everything else [r for r in self.rows if r.status != "loaded"]
+        if shown:
+            width = max(len(r.key) for r in shown)
+            lines.append("  " + f"{'status':<15}{'part':<9}{'tensor':<{width + 2}}"
+                         f"{'checkpoint':<22}network")
+            for r in shown:
+                lines.append("  " + f"{r.status:<15}{r.part:<9}{r.key:<{width + 2}}"
+                             f"{_shape(r.checkpoint_shape):<22}{_shape(r.network_shape)}")
+        return "\n".join(lines)
+
+    def as_json(self) -> dict:
+        return {
+            "path": self.source.path, "sha256": self.source.sha256,
+            "source_dataset": self.source.dataset_name, "source_plans": self.source.plans_name,
+            "source_configuration": self.source.configuration,
+            "source_trainer": self.source.trainer_name, "head": self.head_note,
+            "tensors_per_part_and_status": self.counts(),
+            "not_loaded_as_is": [
+                {"key": r.key, "part": r.part, "status": r.status,
+                 "checkpoint_shape": r.checkpoint_shape, "network_shape": r.network_shape}
+                for r in self.rows if r.status != "loaded"],
+        }
+
+
+def _shape(shape: tuple[int, ...] | None) -> str:
+    return "-" if shape is None else "(" + ", ".join(map(str, shape)) + ")"
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _strip_wrapper_prefixes(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    return key
+
+
+def read_checkpoint(path: str) -> SourceCheckpoint:
+    """Read an nnU-Net checkpoint (or a bare state dict) on the CPU, with clear errors."""
+    hint = ("give the source run's checkpoint, e.g. $nnUNet_results/Dataset501_X/"
+            "nnUNetTrainer_Scratch__nnUNetPlans__3d_fullres/fold_all/checkpoint_final.pth")
+    if not os.path.exists(path):
+        raise UserError(f"the pretrained weights file {path} does not exist; {hint}")
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a folder, not a checkpoint file; {hint}")
+    try:
+        # nnU-Net checkpoints hold plans and numpy values besides tensors, hence weights_only=False.
+        content = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises many kinds for a damaged file
+        raise UserError(
+            f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else 'no detail'}). The file may be "
+            "truncated or not a checkpoint: copy it again or re-run the source training.") from None
+    if isinstance(content, dict) and "network_weights" in content:
+        weights, meta = content["network_weights"], content
+    elif isinstance(content, dict) and content and all(
+            isinstance(v, torch.Tensor) for v in content.values()):
+        weights, meta = content, {}
+    else:
+        raise UserError(f"{path} holds no network weights (no 'network_weights' entry and not a "
+                        "state dict); is it an nnU-Net checkpoint_final.pth?")
+    init_args = meta.get("init_args") or {}
+    plans = init_args.get("plans") or {}
+    dataset_json = init_args.get("dataset_json") or {}
+    return SourceCheckpoint(
+        path=os.path.abspath(path), sha256=sha256_of(path),
+        weights={_strip_wrapper_prefixes(k): v for k, v in weights.items()},
+        dataset_name=plans.get("dataset_name"), plans_name=plans.get("plans_name"),
+        configuration=init_args.get("configuration"), trainer_name=meta.get("trainer_name"),
+        labels=dataset_json.get("labels"))
+
+
+def adapt_input_channels(weight: torch.Tensor, num_input_channels: int) -> torch.Tensor:
+    """Input-layer weights (out, in_source, *kernel) for `num_input_channels` input channels.
+
+    The kernels are averaged over the source's input channels and repeated, scaled by
+    in_source / in_target so that an image repeated on every channel gives the same response
+    as before (1 -> n channels divides each by n, n -> 1 sums them).
+    """
+    mean = weight.mean(dim=1, keepdim=True)
+    repeats = (1, num_input_channels) + (1,) * (weight.ndim - 2)
+    return mean.repeat(*repeats) * (weight.shape[1] / num_input_channels)
+
+
+def _is_input_layer_change(part: str, checkpoint: torch.Tensor, target: torch.Tensor,
+                           num_input_channels: int) -> bool:
+    return (part == "encoder" and checkpoint.ndim == target.ndim >= 3
+            and target.shape[1] == num_input_channels
+            and checkpoint.shape[0] == target.shape[0]
+            and checkpoint.shape[2:] == target.shape[2:])
+
+
+def plan_load(network: nn.Module, parts: NetworkParts, source: SourceCheckpoint, *,
+              num_input_channels: int, target_labels: dict | None, load: str = "all",
+              head: str = "auto") -> LoadReport:
+    """Classify every tensor of `network` against the checkpoint and build the state to load."""
+    state = unwrap(network).state_dict(keep_vars=True)
+    part_of = parts.part_of()
+    canonical: dict[int, str] = {}
+    for key, tensor in state.items():
+        canonical.setdefault(id(tensor), key)
+    same_labels = source.labels is not None and source.labels == target_labels
+    load_head = load == "all" and head == "auto" and same_labels
+    if load == "encoder":
+        head_note = "random init (only the encoder is loaded)"
+    elif head == "reinit":
+        head_note = "re-initialised (NNUNET_TRANSFER_HEAD=reinit)"
+    elif load_head:
+        head_note = "loaded (the source's labels equal the target's)"
+    else:
+        head_note = ("re-initialised: the source's labels are unknown" if source.labels is None
+                     else f"re-initialised: source labels {source.labels} differ from the "
+                          f"target's {target_labels}")
+
+    rows, new_state = [], {}
+    aliases_of: dict[str, list[str]] = {}
+    for key, tensor in state.items():
+        aliases_of.setdefault(canonical[id(tensor)], []).append(key)
+    for key, keys in aliases_of.items():
+        target = state[key]
+        part = part_of.get(id(target), "?")
+        found = next((source.weights[k] for k in keys if k in source.weights), None)
+        shape_c = tuple(found.shape) if found is not None else None
+        value = None
+        if load == "encoder" and part != "encoder":
+            status = "not loaded"
+        elif part == "head" and not load_head:
+            status = "re-initialised"
+        elif found is None:
+            status = "missing"
+        elif found.shape == target.shape:
+            status, value = "loaded", found
+        elif _is_input_layer_change(part, found, target, num_input_channels):
+            status, value = "adapted", adapt_input_channels(found.float(), num_input_channels)
+        else:
+            status = "mismatched"
+        rows.append(KeyRow(key, part, status, shape_c, tuple(target.shape)))
+        for alias in keys:
+            new_state[alias] = (value if value is not None else target).detach()
+    known = set(state)
+    for key, tensor in source.weights.items():
+        if key not in known and load == "all":
+            rows.append(KeyRow(key, "?", "unexpected", tuple(tensor.shape), None))
+    return LoadReport(source=source, rows=rows, head_note=head_note, state=new_state)
+
+
+def refusal_message(report: LoadReport, target: str) -> str:
+    src = report.source
+    fix_source = (src.dataset_name or "<source dataset id>").split("_")[0].replace("Dataset", "")
+    return (
+        f"the pretrained weights do not fit the network of {target}:\n"
+        f"{report.table()}\n"
+        "The usual cause: the target was preprocessed with its own plans instead of the "
+        "source's, so the two networks differ. Fix:\n"
+        f"  nnunet-transfer plans-transfer --source {fix_source} --target <target dataset id>"
+        f" -p {src.plans_name or '<source plans>'}\n"
+        "then train with the transferred plans (-p as printed by that command). To load only "
+        "the encoder instead, set NNUNET_TRANSFER_LOAD=encoder.")
+
+
+def apply_load(network: nn.Module, report: LoadReport) -> None:
+    with torch.no_grad():
+        unwrap(network).load_state_dict(report.state, strict=True)

@@ -1,0 +1,259 @@
+"""`TransferTrainer`: nnU-Net's trainer with a transfer strategy and the run's bookkeeping.
+
+The strategy trainers users type (`trainers/nnUNetTrainer_transfer.py`) only set `strategy`.
+Everything else is nnU-Net's own training loop; this class hooks in where nnU-Net lets it:
+
+- `initialize`: seeds the network initialisation (same seed, same init);
+- `configure_optimizers`: splits the network into encoder / decoder / head, freezes the
+  strategy's parts and gives the optimizer only what trains;
+- `load_pretrained_weights`: `-pretrained_weights` lands here (see `_route_pretrained_weights`),
+  with a preflight report instead of nnU-Net's bare assertion;
+- the epoch hooks: frozen parts kept in eval mode, per-epoch log, snapshots, settings.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import weakref
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+import nnunetv2.run.run_training as nnunet_run_training
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_transfer.architectures.parts import partition, unwrap
+from nnunet_transfer.errors import UserError, user_errors_exit
+from nnunet_transfer.training.bookkeeping import RunRecord, package_versions
+from nnunet_transfer.training.budget import Budget
+from nnunet_transfer.training.freezing import (
+    freeze, keep_frozen_in_eval_mode, trainable_parameters)
+from nnunet_transfer.training.pretrained import (
+    apply_load, plan_load, read_checkpoint, refusal_message)
+from nnunet_transfer.training.strategies import SCRATCH, Pretrained, Strategy
+
+# nnU-Net's default initial learning rate, the base of every strategy's lr_factor.
+NNUNET_INITIAL_LR = 1e-2
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class TransferTrainer(nnUNetTrainer):
+    strategy: Strategy = SCRATCH
+
+    @user_errors_exit
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.budget = Budget.from_environment()
+        self.num_epochs = self.budget.epochs or self.num_epochs
+        self.num_iterations_per_epoch = self.budget.iters or self.num_iterations_per_epoch
+        self.num_val_iterations_per_epoch = (self.budget.val_iters
+                                             or self.num_val_iterations_per_epoch)
+        self.initial_lr = (self.budget.lr if self.budget.lr is not None
+                           else NNUNET_INITIAL_LR * self.strategy.lr_factor)
+        self.record = RunRecord(self.output_folder)
+        self.parts = None
+        self.pretrained_report = None
+        self._epoch_rows: list[dict] = []
+        self._train_started = 0.0
+        self._train_time = 0.0
+
+    # -- network, freezing, optimizer ------------------------------------------------------------
+    def initialize(self):
+        seed_everything(self.budget.seed)
+        super().initialize()
+        _TRAINER_OF_NETWORK[self.network] = self
+
+    @user_errors_exit
+    def configure_optimizers(self):
+        self.parts = partition(self.network)
+        freeze(self.parts, self.strategy.frozen_parts)
+        # nnU-Net's optimizer and schedule, over the parameters that train.
+        optimizer = torch.optim.SGD(trainable_parameters(self.network), self.initial_lr,
+                                    weight_decay=self.weight_decay, momentum=0.99, nesterov=True)
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    # -- pretrained weights ------------------------------------------------------------------------
+    @user_errors_exit
+    def load_pretrained_weights(self, path: str) -> None:
+        name = type(self).__name__
+        if self.strategy.pretrained is Pretrained.REFUSED:
+            alternative = ("nnUNetTrainer_FineTune" if not self.strategy.frozen_parts
+                           else "nnUNetTrainer_FrozenEncoder")
+            raise UserError(
+                f"{name} ({self.strategy.summary}) does not take -pretrained_weights. Drop "
+                f"-pretrained_weights, or use {alternative} to start from {path}.")
+        report = plan_load(self.network, self.parts, read_checkpoint(path),
+                           num_input_channels=self.num_input_channels,
+                           target_labels=self.dataset_json.get("labels"),
+                           load=self.budget.load, head=self.budget.head)
+        if report.problems:
+            raise UserError(refusal_message(report, self._describe_run()))
+        for part in self.strategy.frozen_parts:
+            if not report.fully_loaded(part):
+                raise UserError(
+                    f"{name} freezes the {part}, but the checkpoint does not provide all of it "
+                    f"({report.head_note if part == 'head' else 'NNUNET_TRANSFER_LOAD=encoder'}); "
+                    f"a frozen {part} would stay random. Use a strategy that trains the {part}, "
+                    "or load the whole network (unset NNUNET_TRANSFER_LOAD / NNUNET_TRANSFER_HEAD).\n"
+                    + report.table())
+        apply_load(self.network, report)
+        self.pretrained_report = report
+        self.print_to_log_file(report.table(), add_timestamp=False)
+
+    def _describe_run(self) -> str:
+        return (f"{self.plans_manager.dataset_name}, plans {self.plans_manager.plans_name}, "
+                f"configuration {self.configuration_name}")
+
+    # -- the training loop's hooks ------------------------------------------------------------------
+    @user_errors_exit
+    def on_train_start(self):
+        fresh = self.current_epoch == 0
+        if (fresh and self.strategy.pretrained is Pretrained.REQUIRED
+                and self.pretrained_report is None):
+            raise UserError(
+                f"{type(self).__name__} ({self.strategy.summary}) needs the source network: add "
+                "-pretrained_weights <source fold folder>/checkpoint_final.pth, and train with the "
+                "source's plans (nnunet-transfer plans-transfer --help).")
+        super().on_train_start()
+        if self.local_rank != 0:
+            return
+        self._epoch_rows = self.record.keep_epochs_before(self.current_epoch)
+        if fresh:
+            self.record.save_snapshot(0, self._snapshot(0))
+            self.record.write_settings(self._settings())
+        else:
+            settings = self.record.read_settings()
+            settings.setdefault("resumed_at_epoch", []).append(self.current_epoch)
+            self.record.write_settings(settings)
+        counts = self.parts.parameter_counts()
+        self.print_to_log_file(
+            f"Strategy {self.strategy.name}: {self.strategy.summary}. Initial LR {self.initial_lr}, "
+            f"seed {self.budget.seed}. Parameters trainable / frozen: " + ", ".join(
+                f"{p} {c['trainable']} / {c['frozen']}" for p, c in counts.items()))
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        keep_frozen_in_eval_mode(self.parts, self.strategy.frozen_parts)
+        self._train_started = time.perf_counter()
+
+    def on_train_epoch_end(self, train_outputs):
+        self._train_time = time.perf_counter() - self._train_started
+        super().on_train_epoch_end(train_outputs)
+
+    def on_epoch_end(self):
+        epoch = self.current_epoch
+        super().on_epoch_end()
+        if self.local_rank != 0:
+            return
+        self._log_epoch(epoch)
+        epochs_done = epoch + 1
+        every = self.budget.snapshot_every
+        if every and epochs_done % every == 0 and epochs_done != self.num_epochs:
+            self.record.save_snapshot(epochs_done, self._snapshot(epochs_done))
+
+    def on_train_end(self):
+        super().on_train_end()
+        if self.local_rank != 0:
+            return
+        self.record.save_snapshot(self.current_epoch, self._snapshot(self.current_epoch))
+        settings = self.record.read_settings()
+        settings["finished"] = _now()
+        settings["epochs_done"] = self.current_epoch
+        settings["cumulative_train_time_s"] = (
+            float(self._epoch_rows[-1]["cumulative_train_time_s"]) if self._epoch_rows else 0.0)
+        self.record.write_settings(settings)
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+    def _log_epoch(self, epoch: int) -> None:
+        value = self.logger.get_value
+        previous = self._epoch_rows[-1] if self._epoch_rows else None
+
+        def so_far(column: str, now: float) -> float:
+            return now + (float(previous[column]) if previous else 0.0)
+
+        epoch_time = value("epoch_end_timestamps", epoch) - value("epoch_start_timestamps", epoch)
+        row = {
+            "epoch": epoch,
+            "iterations": int(so_far("iterations", self.num_iterations_per_epoch)),
+            "train_loss": float(value("train_losses", epoch)),
+            "val_loss": float(value("val_losses", epoch)),
+            "pseudo_dice": float(value("mean_fg_dice", epoch)),
+            "ema_pseudo_dice": float(value("ema_fg_dice", epoch)),
+            "learning_rate": float(value("lrs", epoch)),
+            "train_time_s": round(self._train_time, 4),
+            "epoch_time_s": round(epoch_time, 4),
+            "cumulative_train_time_s": round(so_far("cumulative_train_time_s", self._train_time), 4),
+            "cumulative_time_s": round(so_far("cumulative_time_s", epoch_time), 4),
+        }
+        self.record.append_epoch(row)
+        self._epoch_rows.append(row)
+
+    def _snapshot(self, epochs_done: int) -> dict:
+        return {
+            "network_weights": unwrap(self.network).state_dict(),
+            "init_args": self.my_init_kwargs,
+            "trainer_name": type(self).__name__,
+            "current_epoch": epochs_done,
+            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
+            "strategy": self.strategy.name,
+        }
+
+    def _settings(self) -> dict:
+        return {
+            "strategy": self.strategy.name,
+            "trainer": type(self).__name__,
+            "summary": self.strategy.summary,
+            "frozen_parts": sorted(self.strategy.frozen_parts),
+            "dataset": self.plans_manager.dataset_name,
+            "plans": self.plans_manager.plans_name,
+            "configuration": self.configuration_name,
+            "fold": self.fold,
+            "device": str(self.device),
+            "initial_lr": self.initial_lr,
+            "lr_rule": ("NNUNET_TRANSFER_LR" if self.budget.lr is not None
+                        else f"{NNUNET_INITIAL_LR} x {self.strategy.lr_factor}"),
+            "weight_decay": self.weight_decay,
+            "num_epochs": self.num_epochs,
+            "iterations_per_epoch": self.num_iterations_per_epoch,
+            "val_iterations_per_epoch": self.num_val_iterations_per_epoch,
+            "batch_size": self.batch_size,
+            "patch_size": list(self.configuration_manager.patch_size),
+            "budget": self.budget.as_dict(),
+            "pretrained": self.pretrained_report.as_json() if self.pretrained_report else None,
+            "parameters": self.parts.parameter_counts(),
+            "versions": package_versions(),
+            "started": _now(),
+        }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# nnU-Net applies -pretrained_weights through a module-level function of run_training and gives
+# the trainer no say. Routing the call to our trainer is what lets a strategy refuse or require
+# weights, tolerate other classes or channels, and report a mismatch readably. Networks of other
+# trainers still go to nnU-Net's own loader.
+_TRAINER_OF_NETWORK: "weakref.WeakKeyDictionary[torch.nn.Module, TransferTrainer]" = (
+    weakref.WeakKeyDictionary())
+
+
+def _route_pretrained_weights(network, fname, verbose=False):
+    trainer = _TRAINER_OF_NETWORK.get(network)
+    if trainer is None:
+        return _route_pretrained_weights.nnunet_loader(network, fname, verbose)
+    trainer.load_pretrained_weights(fname)
+
+
+if not getattr(nnunet_run_training.load_pretrained_weights, "routes_to_transfer_trainers", False):
+    _route_pretrained_weights.nnunet_loader = nnunet_run_training.load_pretrained_weights
+    _route_pretrained_weights.routes_to_transfer_trainers = True
+    nnunet_run_training.load_pretrained_weights = _route_pretrained_weights
