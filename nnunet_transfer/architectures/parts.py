@@ -49,6 +49,12 @@ class NetworkParts:
         """Map id(parameter or buffer) -> part name."""
         return {id(t): part for part in PARTS for t in self.tensors(part)}
 
+    def state_dict_parts(self, network: nn.Module) -> dict[str, str]:
+        """Map every key of `network.state_dict()` (aliases included) to its part."""
+        part_of = self.part_of()
+        return {key: part_of[id(t)]
+                for key, t in unwrap(network).state_dict(keep_vars=True).items()}
+
     def parameter_counts(self) -> dict[str, dict[str, int]]:
         """Per part: number of trainable and of frozen parameter values."""
         counts = {}

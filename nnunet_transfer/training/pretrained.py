@@ -193,7 +193,7 @@ def plan_load(network: nn.Module, parts: NetworkParts, source: SourceCheckpoint,
               head: str = "auto") -> LoadReport:
     """Classify every tensor of `network` against the checkpoint and build the state to load."""
     state = unwrap(network).state_dict(keep_vars=True)
-    part_of = parts.part_of()
+    part_of_key = parts.state_dict_parts(network)
     canonical: dict[int, str] = {}
     for key, tensor in state.items():
         canonical.setdefault(id(tensor), key)
@@ -216,7 +216,7 @@ def plan_load(network: nn.Module, parts: NetworkParts, source: SourceCheckpoint,
         aliases_of.setdefault(canonical[id(tensor)], []).append(key)
     for key, keys in aliases_of.items():
         target = state[key]
-        part = part_of.get(id(target), "?")
+        part = part_of_key[key]
         found = next((source.weights[k] for k in keys if k in source.weights), None)
         shape_c = tuple(found.shape) if found is not None else None
         value = None

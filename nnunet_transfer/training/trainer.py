@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 import time
 import weakref
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import numpy as np
@@ -64,6 +65,15 @@ class TransferTrainer(nnUNetTrainer):
         self._epoch_rows: list[dict] = []
         self._train_started = 0.0
         self._train_time = 0.0
+        self.bookkeeping_time = 0.0  # seconds spent in this class's own work, for the benchmark
+
+    @contextmanager
+    def _bookkeeping(self):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.bookkeeping_time += time.perf_counter() - started
 
     # -- network, freezing, optimizer ------------------------------------------------------------
     def initialize(self):
@@ -125,14 +135,15 @@ class TransferTrainer(nnUNetTrainer):
         super().on_train_start()
         if self.local_rank != 0:
             return
-        self._epoch_rows = self.record.keep_epochs_before(self.current_epoch)
-        if fresh:
-            self.record.save_snapshot(0, self._snapshot(0))
-            self.record.write_settings(self._settings())
-        else:
-            settings = self.record.read_settings()
-            settings.setdefault("resumed_at_epoch", []).append(self.current_epoch)
-            self.record.write_settings(settings)
+        with self._bookkeeping():
+            self._epoch_rows = self.record.keep_epochs_before(self.current_epoch)
+            if fresh:
+                self.record.save_snapshot(0, self._snapshot(0))
+                self.record.write_settings(self._settings())
+            else:
+                settings = self.record.read_settings()
+                settings.setdefault("resumed_at_epoch", []).append(self.current_epoch)
+                self.record.write_settings(settings)
         counts = self.parts.parameter_counts()
         self.print_to_log_file(
             f"Strategy {self.strategy.name}: {self.strategy.summary}. Initial LR {self.initial_lr}, "
@@ -141,7 +152,8 @@ class TransferTrainer(nnUNetTrainer):
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
-        keep_frozen_in_eval_mode(self.parts, self.strategy.frozen_parts)
+        with self._bookkeeping():
+            keep_frozen_in_eval_mode(self.parts, self.strategy.frozen_parts)
         self._train_started = time.perf_counter()
 
     def on_train_epoch_end(self, train_outputs):
@@ -153,22 +165,25 @@ class TransferTrainer(nnUNetTrainer):
         super().on_epoch_end()
         if self.local_rank != 0:
             return
-        self._log_epoch(epoch)
-        epochs_done = epoch + 1
-        every = self.budget.snapshot_every
-        if every and epochs_done % every == 0 and epochs_done != self.num_epochs:
-            self.record.save_snapshot(epochs_done, self._snapshot(epochs_done))
+        with self._bookkeeping():
+            self._log_epoch(epoch)
+            epochs_done = epoch + 1
+            every = self.budget.snapshot_every
+            if every and epochs_done % every == 0 and epochs_done != self.num_epochs:
+                self.record.save_snapshot(epochs_done, self._snapshot(epochs_done))
 
     def on_train_end(self):
         super().on_train_end()
         if self.local_rank != 0:
             return
-        self.record.save_snapshot(self.current_epoch, self._snapshot(self.current_epoch))
-        settings = self.record.read_settings()
-        settings["finished"] = _now()
-        settings["epochs_done"] = self.current_epoch
-        settings["cumulative_train_time_s"] = (
-            float(self._epoch_rows[-1]["cumulative_train_time_s"]) if self._epoch_rows else 0.0)
+        with self._bookkeeping():
+            self.record.save_snapshot(self.current_epoch, self._snapshot(self.current_epoch))
+            settings = self.record.read_settings()
+        last = self._epoch_rows[-1] if self._epoch_rows else {}
+        settings.update(finished=_now(), epochs_done=self.current_epoch,
+                        cumulative_train_time_s=float(last.get("cumulative_train_time_s", 0)),
+                        cumulative_time_s=float(last.get("cumulative_time_s", 0)),
+                        bookkeeping_time_s=round(self.bookkeeping_time, 4))
         self.record.write_settings(settings)
 
     # -- bookkeeping -------------------------------------------------------------------------------

@@ -1,0 +1,43 @@
+"""Small nnU-Net networks built directly, for in-process tests."""
+
+from __future__ import annotations
+
+import torch
+from dynamic_network_architectures.architectures.unet import PlainConvUNet, ResidualEncoderUNet
+from torch import nn
+
+
+def _common(n_stages: int, features: int) -> dict:
+    return dict(n_stages=n_stages, features_per_stage=[features * 2 ** i for i in range(n_stages)],
+                conv_op=nn.Conv3d, kernel_sizes=[[3, 3, 3]] * n_stages,
+                strides=[[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1), conv_bias=True,
+                norm_op=nn.InstanceNorm3d, norm_op_kwargs={"eps": 1e-5, "affine": True},
+                nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True}, deep_supervision=True)
+
+
+def plain_unet(in_channels: int = 1, classes: int = 2, n_stages: int = 3, features: int = 4,
+               norm_op=nn.InstanceNorm3d) -> PlainConvUNet:
+    kwargs = _common(n_stages, features)
+    kwargs["norm_op"] = norm_op
+    if norm_op is nn.BatchNorm3d:
+        kwargs["norm_op_kwargs"] = {"eps": 1e-5, "affine": True}
+    return PlainConvUNet(in_channels, num_classes=classes, n_conv_per_stage=[2] * n_stages,
+                         n_conv_per_stage_decoder=[2] * (n_stages - 1), **kwargs)
+
+
+def residual_unet(in_channels: int = 1, classes: int = 2, n_stages: int = 3,
+                  features: int = 4) -> ResidualEncoderUNet:
+    return ResidualEncoderUNet(in_channels, num_classes=classes, n_blocks_per_stage=[1] * n_stages,
+                               n_conv_per_stage_decoder=[1] * (n_stages - 1),
+                               **_common(n_stages, features))
+
+
+def checkpoint_of(network: nn.Module, labels: dict | None = None) -> dict:
+    """A checkpoint in nnU-Net's layout (the parts the loader reads)."""
+    init_args = {"dataset_json": {"labels": labels}} if labels is not None else {}
+    return {"network_weights": network.state_dict(), "init_args": init_args,
+            "trainer_name": "nnUNetTrainer"}
+
+
+def batch(in_channels: int = 1, size: int = 8) -> torch.Tensor:
+    return torch.randn(2, in_channels, size, size, size)

@@ -1,0 +1,158 @@
+"""Every strategy through the real nnUNetv2_train and nnUNetv2_predict, checked from the
+checkpoints it leaves: frozen parts bit-identical to epoch 0, trainable parts changed,
+pretrained parts equal to the source at epoch 0."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from nnunet_transfer.architectures import partition
+from nnunet_transfer.architectures.build import load_checkpoint_file, network_from_checkpoint
+from nnunet_transfer.training.strategies import ALL_STRATEGIES, Pretrained
+
+from conftest import BUDGET
+
+# A frozen head must come from the source, so that strategy runs on a target with its labels.
+NEEDS_SOURCE_LABELS = {"FrozenDecoderAndHead"}
+
+
+def _train_and_predict(workspace, source, target, strategy):
+    args = ["nnUNetv2_train", str(target["id"]), "3d_fullres", "0", "-p", target["plans"],
+            "-tr", strategy.trainer_name, "-device", "cpu"]
+    if strategy.pretrained is Pretrained.REQUIRED:
+        args += ["-pretrained_weights", source["checkpoint"]]
+    train = workspace.run(*args, extra_env={**BUDGET, "nnUNet_n_proc_DA": "0"})
+    out = os.path.join(workspace.root, "predictions", strategy.name)
+    workspace.run("nnUNetv2_predict", "-i",
+                  os.path.join(workspace.raw, target["name"], "imagesTs"), "-o", out,
+                  "-d", str(target["id"]), "-c", "3d_fullres", "-f", "0", "-p", target["plans"],
+                  "-tr", strategy.trainer_name, "-device", "cpu", "-npp", "1", "-nps", "1")
+    return train, out
+
+
+@pytest.fixture(scope="module")
+def runs(workspace, source, target, same_labels_target):
+    """Train and predict every strategy once; tests below read what the runs left."""
+    results = {}
+    for strategy in ALL_STRATEGIES:
+        on = same_labels_target if strategy.name in NEEDS_SOURCE_LABELS else target
+        train, predictions = _train_and_predict(workspace, source, on, strategy)
+        folder = workspace.run_folder(on["name"], strategy.trainer_name, on["plans"])
+        results[strategy.name] = {"train": train, "predictions": predictions, "folder": folder,
+                                  "target": on}
+    return results
+
+
+def _parts_by_key(checkpoint: dict) -> dict[str, str]:
+    network = network_from_checkpoint(checkpoint, load_weights=False)
+    return partition(network).state_dict_parts(network)
+
+
+@pytest.mark.parametrize("strategy", ALL_STRATEGIES, ids=lambda s: s.name)
+def test_frozen_parts_identical_and_trainable_parts_changed(runs, strategy):
+    folder = runs[strategy.name]["folder"]
+    start = load_checkpoint_file(os.path.join(folder, "transfer", "snapshots", "epoch_0000.pth"))
+    final = load_checkpoint_file(os.path.join(folder, "checkpoint_final.pth"))
+    parts = _parts_by_key(final)
+    changed_per_part: dict[str, list[bool]] = {}
+    for key, part in parts.items():
+        before, after = start["network_weights"][key], final["network_weights"][key]
+        if part in strategy.frozen_parts:
+            assert torch.equal(before, after), f"frozen {part} tensor {key} changed"
+        elif before.ndim >= 2:  # conv weights: every one of them must have moved
+            changed_per_part.setdefault(part, []).append(not torch.equal(before, after))
+    for part, changed in changed_per_part.items():
+        if part == "head":
+            # nnU-Net weights the lowest-resolution deep-supervision output 0: that output
+            # layer never gets a gradient, in nnU-Net's own training too.
+            assert changed.count(False) <= 1 and any(changed), f"head: {changed}"
+        else:
+            assert all(changed), f"trainable {part}: {changed.count(False)} conv weights unchanged"
+    assert set(changed_per_part) == {"encoder", "decoder", "head"} - strategy.frozen_parts
+
+
+@pytest.mark.parametrize("strategy", [s for s in ALL_STRATEGIES
+                                      if s.pretrained is Pretrained.REQUIRED],
+                         ids=lambda s: s.name)
+def test_pretrained_run_starts_from_source_weights(runs, source, strategy):
+    folder = runs[strategy.name]["folder"]
+    start = load_checkpoint_file(os.path.join(folder, "transfer", "snapshots", "epoch_0000.pth"))
+    src = load_checkpoint_file(source["checkpoint"])
+    head_transferred = runs[strategy.name]["target"]["labels"] == 2  # the source's labels
+    parts = _parts_by_key(start)
+    for key, part in parts.items():
+        if part == "head" and not head_transferred:  # 3 labels here, 2 in the source
+            assert start["network_weights"][key].shape[0] == 3
+        else:
+            assert torch.equal(start["network_weights"][key], src["network_weights"][key]), key
+    settings = json.load(open(os.path.join(folder, "transfer", "settings.json")))
+    digest = hashlib.sha256(open(source["checkpoint"], "rb").read()).hexdigest()
+    assert settings["pretrained"]["sha256"] == digest
+    assert settings["pretrained"]["path"] == os.path.abspath(source["checkpoint"])
+    assert settings["pretrained"]["head"].startswith(
+        "loaded" if head_transferred else "re-initialised")
+
+
+def test_same_seed_gives_same_initialisation(runs):
+    """Scratch and FrozenRandomEncoder ran with the same seed and plans: same epoch-0 weights."""
+    def start(name):
+        path = os.path.join(runs[name]["folder"], "transfer", "snapshots", "epoch_0000.pth")
+        return load_checkpoint_file(path)["network_weights"]
+    a, b = start("Scratch"), start("FrozenRandomEncoder")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = start("FineTune")  # loaded from the source: must differ
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("strategy", ALL_STRATEGIES, ids=lambda s: s.name)
+def test_bookkeeping_files(runs, strategy):
+    folder = os.path.join(runs[strategy.name]["folder"], "transfer")
+    settings = json.load(open(os.path.join(folder, "settings.json")))
+    assert settings["strategy"] == strategy.name
+    assert settings["num_epochs"] == 2 and settings["iterations_per_epoch"] == 3
+    assert settings["budget"]["seed"] == 3
+    assert settings["initial_lr"] == pytest.approx(0.01 * strategy.lr_factor)
+    assert settings["epochs_done"] == 2
+    for part, counts in settings["parameters"].items():
+        if part in strategy.frozen_parts:
+            assert counts["trainable"] == 0 and counts["frozen"] > 0
+        else:
+            assert counts["frozen"] == 0 and counts["trainable"] > 0
+    assert settings["versions"]["nnunetv2"] == "2.8.1"
+    with open(os.path.join(folder, "epochs.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["iterations"]) for r in rows] == [3, 6]
+    assert float(rows[1]["cumulative_train_time_s"]) > float(rows[0]["cumulative_train_time_s"]) > 0
+    assert float(rows[0]["learning_rate"]) == pytest.approx(settings["initial_lr"])
+    assert all(0 <= float(r["pseudo_dice"]) <= 1 for r in rows)
+    assert sorted(os.listdir(os.path.join(folder, "snapshots"))) == [
+        "epoch_0000.pth", "epoch_0001.pth", "epoch_0002.pth"]
+
+
+@pytest.mark.parametrize("strategy", ALL_STRATEGIES, ids=lambda s: s.name)
+def test_predict_writes_segmentations_of_image_shape(runs, workspace, strategy):
+    out = runs[strategy.name]["predictions"]
+    target = runs[strategy.name]["target"]
+    images = os.path.join(workspace.raw, target["name"], "imagesTs")
+    for image_file in sorted(os.listdir(images)):
+        case = image_file.replace("_0000.nii.gz", ".nii.gz")
+        image = sitk.ReadImage(os.path.join(images, image_file))
+        prediction = sitk.ReadImage(os.path.join(out, case))
+        assert prediction.GetSize() == image.GetSize()
+        assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= set(range(target["labels"]))
+
+
+def test_preflight_report_is_printed(runs):
+    stdout = runs["FineTune"]["train"].stdout
+    assert "Pretrained weights:" in stdout
+    assert "re-initialised" in stdout and "decoder.seg_layers.0.weight" in stdout

@@ -1,0 +1,88 @@
+"""Freezing on real nnU-Net networks, in-process: no gradient, no graph, no update, no stats."""
+
+import pytest
+import torch
+from torch import nn
+
+from nnunet_transfer.architectures import partition
+from nnunet_transfer.training.freezing import freeze, keep_frozen_in_eval_mode, trainable_parameters
+from nnunet_transfer.training.strategies import ALL_STRATEGIES
+
+from networks import batch, plain_unet, residual_unet
+
+
+def _train_steps(network, parts, frozen, steps=3):
+    optimizer = torch.optim.SGD(trainable_parameters(network), 0.1, momentum=0.99, nesterov=True,
+                                weight_decay=0.1)  # large decay: would move anything it touched
+    for _ in range(steps):
+        network.train()
+        keep_frozen_in_eval_mode(parts, frozen)
+        optimizer.zero_grad(set_to_none=True)
+        outputs = network(batch())
+        sum(o.square().mean() for o in outputs).backward()
+        optimizer.step()
+    return optimizer
+
+
+@pytest.mark.parametrize("strategy", ALL_STRATEGIES, ids=lambda s: s.name)
+@pytest.mark.parametrize("build", [plain_unet, residual_unet], ids=["plain", "residual"])
+def test_frozen_parts_do_not_change_and_are_not_optimised(strategy, build):
+    torch.manual_seed(0)
+    network = build()
+    parts = partition(network)
+    freeze(parts, strategy.frozen_parts)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    optimizer = _train_steps(network, parts, strategy.frozen_parts)
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    keys = parts.state_dict_parts(network)
+    named = dict(network.named_parameters())
+    for part in ("encoder", "decoder", "head"):
+        params = parts.parameters(part)
+        if part in strategy.frozen_parts:
+            assert not any(id(p) in in_optimizer for p in params)
+            assert all(p.grad is None for p in params)
+        else:
+            assert all(id(p) in in_optimizer for p in params)
+    for key, part in keys.items():
+        same = torch.equal(before[key], network.state_dict()[key])
+        if part in strategy.frozen_parts:
+            assert same, key
+        elif key in named and named[key].ndim >= 2:
+            assert not same, key
+
+
+def _encoder_outputs(network):
+    captured = []
+    network.encoder.register_forward_hook(lambda m, i, o: captured.extend(o))
+    return captured
+
+
+def test_no_autograd_graph_through_frozen_encoder():
+    network = plain_unet()
+    parts = partition(network)
+    freeze(parts, {"encoder"})
+    skips = _encoder_outputs(network)
+    outputs = network(batch())
+    assert skips and all(s.grad_fn is None and not s.requires_grad for s in skips)
+    assert outputs[0].requires_grad  # the decoder and head still train
+
+
+def test_frozen_decoder_still_passes_gradient_to_encoder():
+    network = plain_unet()
+    parts = partition(network)
+    freeze(parts, {"decoder"})
+    network(batch())[0].sum().backward()
+    assert all(p.grad is not None for p in parts.parameters("encoder"))
+    assert all(p.grad is None for p in parts.parameters("decoder"))
+
+
+def test_normalisation_statistics_of_frozen_part_stay():
+    network = plain_unet(norm_op=nn.BatchNorm3d)
+    parts = partition(network)
+    freeze(parts, {"encoder"})
+    stats = lambda part: [b.clone() for m in parts.modules[part] for b in m.buffers()
+                          if b.dtype.is_floating_point]
+    encoder_before, decoder_before = stats("encoder"), stats("decoder")
+    _train_steps(network, parts, {"encoder"}, steps=2)
+    assert all(torch.equal(a, b) for a, b in zip(encoder_before, stats("encoder")))
+    assert not all(torch.equal(a, b) for a, b in zip(decoder_before, stats("decoder")))

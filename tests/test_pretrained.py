@@ -1,0 +1,162 @@
+"""The preflight report and the tolerant loader, on real nnU-Net networks in-process."""
+
+import os
+
+import pytest
+import torch
+
+from nnunet_transfer.architectures import partition
+from nnunet_transfer.errors import UserError
+from nnunet_transfer.training.pretrained import (
+    adapt_input_channels, apply_load, plan_load, read_checkpoint, refusal_message)
+
+from networks import batch, checkpoint_of, plain_unet
+
+LABELS2 = {"background": 0, "organ": 1}
+LABELS3 = {"background": 0, "organ": 1, "core": 2}
+
+
+def _save(tmp_path, content, name="source.pth"):
+    path = os.path.join(tmp_path, name)
+    torch.save(content, path)
+    return path
+
+
+def _plan(tmp_path, source_net, target_net, source_labels=LABELS2, target_labels=LABELS2,
+          **options):
+    source = read_checkpoint(_save(tmp_path, checkpoint_of(source_net, source_labels)))
+    return plan_load(target_net, partition(target_net), source,
+                     num_input_channels=target_net.encoder.stages[0][0].convs[0].conv.in_channels,
+                     target_labels=target_labels, **options)
+
+
+def test_same_network_and_labels_loads_everything(tmp_path):
+    torch.manual_seed(0)
+    source, target = plain_unet(), plain_unet()
+    report = _plan(tmp_path, source, target)
+    assert not report.problems and {r.status for r in report.rows} == {"loaded"}
+    apply_load(target, report)
+    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(),
+                                                  target.state_dict().values()))
+
+
+def test_other_classes_reinitialise_only_the_head(tmp_path):
+    source, target = plain_unet(classes=2), plain_unet(classes=3)
+    head_before = target.decoder.seg_layers[0].weight.clone()
+    report = _plan(tmp_path, source, target, target_labels=LABELS3)
+    assert not report.problems
+    statuses = {(r.part, r.status) for r in report.rows}
+    assert statuses == {("encoder", "loaded"), ("decoder", "loaded"), ("head", "re-initialised")}
+    apply_load(target, report)
+    assert torch.equal(target.decoder.seg_layers[0].weight, head_before)
+    assert torch.equal(target.encoder.stages[0][0].convs[0].conv.weight,
+                       source.encoder.stages[0][0].convs[0].conv.weight)
+    assert "differ from the target's" in report.head_note
+
+
+def test_same_shape_but_other_label_names_reinitialises_head(tmp_path):
+    other = {"background": 0, "tumour": 1}
+    report = _plan(tmp_path, plain_unet(), plain_unet(), target_labels=other)
+    assert {r.status for r in report.rows if r.part == "head"} == {"re-initialised"}
+
+
+def test_head_reinit_option(tmp_path):
+    report = _plan(tmp_path, plain_unet(), plain_unet(), head="reinit")
+    assert {r.status for r in report.rows if r.part == "head"} == {"re-initialised"}
+
+
+@pytest.mark.parametrize("source_channels, target_channels", [(1, 2), (3, 1), (2, 4)])
+def test_input_channels_are_adapted(tmp_path, source_channels, target_channels):
+    torch.manual_seed(1)
+    source, target = plain_unet(in_channels=source_channels), plain_unet(in_channels=target_channels)
+    report = _plan(tmp_path, source, target)
+    adapted = [r for r in report.rows if r.status == "adapted"]
+    assert [r.key for r in adapted] == ["encoder.stages.0.0.convs.0.conv.weight"]
+    apply_load(target, report)
+    # An image repeated on every channel gives the source's response to that image.
+    image = batch(1)
+    conv_s = source.encoder.stages[0][0].convs[0].conv
+    conv_t = target.encoder.stages[0][0].convs[0].conv
+    expected = conv_s(image.repeat(1, source_channels, 1, 1, 1))
+    assert torch.allclose(conv_t(image.repeat(1, target_channels, 1, 1, 1)), expected, atol=1e-5)
+
+
+def test_adapt_input_channels_formula():
+    weight = torch.arange(2 * 3 * 1 * 1 * 1, dtype=torch.float32).reshape(2, 3, 1, 1, 1)
+    adapted = adapt_input_channels(weight, 2)
+    assert adapted.shape == (2, 2, 1, 1, 1)
+    assert torch.allclose(adapted[:, 0].flatten(), weight.mean(1).flatten() * 1.5)
+
+
+def test_other_architecture_is_refused_with_table_and_fix(tmp_path):
+    report = _plan(tmp_path, plain_unet(n_stages=4, features=4), plain_unet(n_stages=3, features=6))
+    kinds = {r.status for r in report.problems}
+    assert {"mismatched", "unexpected"} <= kinds
+    message = refusal_message(report, "Dataset802_T, plans P, configuration 3d_fullres")
+    assert "nnunet-transfer plans-transfer --source" in message
+    assert "mismatched" in message
+    mismatched = next(r for r in report.rows if r.status == "mismatched")
+    assert f"{mismatched.key}" in message
+    assert "NNUNET_TRANSFER_LOAD=encoder" in message
+
+
+def test_encoder_only_loading_leaves_decoder_random(tmp_path):
+    torch.manual_seed(2)
+    source, target = plain_unet(), plain_unet()
+    decoder_before = target.decoder.stages[0].convs[0].conv.weight.clone()
+    report = _plan(tmp_path, source, target, load="encoder")
+    assert not report.problems and report.fully_loaded("encoder")
+    assert not report.fully_loaded("decoder")
+    apply_load(target, report)
+    assert torch.equal(target.decoder.stages[0].convs[0].conv.weight, decoder_before)
+    assert torch.equal(target.encoder.stages[1][0].convs[0].conv.weight,
+                       source.encoder.stages[1][0].convs[0].conv.weight)
+
+
+def test_encoder_only_loading_tolerates_other_decoder(tmp_path):
+    source = plain_unet(n_stages=3)
+    target = plain_unet(n_stages=3)
+    target.decoder.stages[0].convs[0].conv = torch.nn.Conv3d(16, 8, 1)  # another decoder
+    report = _plan(tmp_path, source, target, load="encoder")
+    assert not report.problems
+
+
+def test_wrapper_prefixes_are_stripped(tmp_path):
+    source = plain_unet()
+    weights = {"module._orig_mod." + k: v for k, v in source.state_dict().items()}
+    path = _save(tmp_path, {"network_weights": weights})
+    assert set(read_checkpoint(path).weights) == set(source.state_dict())
+
+
+def test_bare_state_dict_is_accepted(tmp_path):
+    source = plain_unet()
+    checkpoint = read_checkpoint(_save(tmp_path, source.state_dict()))
+    assert checkpoint.labels is None and set(checkpoint.weights) == set(source.state_dict())
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, "does not exist"),
+    (b"not a checkpoint at all", "not a readable PyTorch checkpoint"),
+    ({"epoch": 3}, "holds no network weights"),
+])
+def test_bad_checkpoint_files_are_user_errors(tmp_path, content, words):
+    path = os.path.join(tmp_path, "bad.pth")
+    if isinstance(content, bytes):
+        open(path, "wb").write(content)
+    elif content is not None:
+        torch.save(content, path)
+    with pytest.raises(UserError, match=words):
+        read_checkpoint(path)
+
+
+def test_truncated_checkpoint_is_a_user_error(tmp_path):
+    path = _save(tmp_path, checkpoint_of(plain_unet()))
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    with pytest.raises(UserError, match="truncated"):
+        read_checkpoint(path)
+
+
+def test_folder_instead_of_file(tmp_path):
+    with pytest.raises(UserError, match="is a folder"):
+        read_checkpoint(str(tmp_path))

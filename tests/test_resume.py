@@ -1,0 +1,30 @@
+"""A run continued with nnU-Net's --c keeps its start and continues its log."""
+
+import csv
+import json
+import os
+
+from conftest import BUDGET
+
+
+def test_continued_run_keeps_epoch_zero_and_appends_to_the_log(workspace, target):
+    args = ["nnUNetv2_train", str(target["id"]), "3d_fullres", "all", "-p", target["plans"],
+            "-tr", "nnUNetTrainer_FrozenRandomEncoder", "-device", "cpu"]
+    env = {**BUDGET, "nnUNet_n_proc_DA": "0", "NNUNET_TRANSFER_EPOCHS": "1"}
+    workspace.run(*args, extra_env=env)
+    folder = os.path.join(workspace.run_folder(target["name"], "nnUNetTrainer_FrozenRandomEncoder",
+                                               target["plans"], fold="all"), "transfer")
+    start = os.path.join(folder, "snapshots", "epoch_0000.pth")
+    start_bytes = open(start, "rb").read()
+
+    workspace.run(*args, "--c", extra_env={**env, "NNUNET_TRANSFER_EPOCHS": "2"})
+
+    assert open(start, "rb").read() == start_bytes
+    rows = list(csv.DictReader(open(os.path.join(folder, "epochs.csv"))))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["iterations"]) for r in rows] == [3, 6]
+    assert float(rows[1]["cumulative_time_s"]) > float(rows[0]["cumulative_time_s"])
+    settings = json.load(open(os.path.join(folder, "settings.json")))
+    assert settings["resumed_at_epoch"] == [1] and settings["epochs_done"] == 2
+    assert sorted(os.listdir(os.path.join(folder, "snapshots"))) == [
+        "epoch_0000.pth", "epoch_0001.pth", "epoch_0002.pth"]
