@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="identifier of the plans written for the target "
                          "(default <source plans>_from<source id>)")
     pt.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations to preprocess")
-    pt.add_argument("-np", type=int, default=2, help="processes for preprocessing")
+    pt.add_argument("-np", type=positive_int, default=2, help="processes for preprocessing")
     pt.set_defaults(func=_cmd_plans_transfer)
 
     sp = sub.add_parser("small-plans",
@@ -141,10 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a small real transfer study on synthetic data (CPU)")
     demo.add_argument("--workdir", default="nnunet_transfer_demo",
                       help="folder for the datasets, runs and report (default ./nnunet_transfer_demo)")
-    demo.add_argument("--epochs", type=int, default=None)
-    demo.add_argument("--iters", type=int, default=None)
+    demo.add_argument("--epochs", type=positive_int, default=8,
+                      help="epochs of each strategy on the target (the source gets twice as many)")
+    demo.add_argument("--iters", type=positive_int, default=25, help="iterations per epoch")
     demo.set_defaults(func=_cmd_demo)
     return parser
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -153,6 +161,9 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args)
     except UserError as error:
         raise exit_with_message(error) from None
+    except OSError as error:  # a folder that cannot be written, a file that vanished
+        raise exit_with_message(UserError(
+            f"{error.strerror or error}: {error.filename or ''}")) from None
 
 
 if __name__ == "__main__":

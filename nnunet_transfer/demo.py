@@ -49,8 +49,12 @@ class Demo:
         log = self.path("logs", f"{int(time.time() * 1000)}_{command[0]}.log")
         os.makedirs(os.path.dirname(log), exist_ok=True)
         with open(log, "w") as out:
-            result = subprocess.run([binary, *command[1:]], env={**self.env, **extra_env},
-                                    stdout=out, stderr=subprocess.STDOUT)
+            try:
+                result = subprocess.run([binary, *command[1:]], env={**self.env, **extra_env},
+                                        stdout=out, stderr=subprocess.STDOUT)
+            except FileNotFoundError:
+                raise UserError(f"{command[0]} is not installed in this environment; install "
+                                "the package with its dependencies (make setup)") from None
         if result.returncode != 0:
             tail = open(log).read()[-3000:]
             raise UserError(f"{command[0]} failed (exit {result.returncode}); its log is {log}:\n"
@@ -66,12 +70,13 @@ class Demo:
         if not os.path.isdir(self.path("raw", TARGET)):
             write_synthetic_dataset(self.path("raw"), TARGET_ID, "DemoLowQualitySite",
                                     num_training=4, num_test=6, domain=LOW_QUALITY_DOMAIN, seed=1)
-        if not os.path.isfile(self.path("preprocessed", SOURCE, f"{SMALL_PLANS}.json")):
+        # splits_final.json is written last: its presence marks a finished step.
+        if not os.path.isfile(self.path("preprocessed", SOURCE, "splits_final.json")):
             self.run("nnUNetv2_plan_and_preprocess", "-d", str(SOURCE_ID), "-c", "3d_fullres",
                      "-np", "2", "--verify_dataset_integrity")
             self.run("nnunet-transfer", "small-plans", "-d", str(SOURCE_ID))
             self._write_split(SOURCE)
-        if not os.path.isfile(self.path("preprocessed", TARGET, f"{TRANSFERRED_PLANS}.json")):
+        if not os.path.isfile(self.path("preprocessed", TARGET, "splits_final.json")):
             self.run("nnunet-transfer", "plans-transfer", "--source", str(SOURCE_ID), "--target",
                      str(TARGET_ID), "-p", SMALL_PLANS)
             self._write_split(TARGET)
@@ -152,6 +157,5 @@ class Demo:
         return self.path("report.md")
 
 
-def run_demo(workdir: str, epochs: int | None = None, iters: int | None = None) -> str:
-    epochs = epochs or 8
-    return Demo(workdir, epochs=epochs, iters=iters or 25, source_epochs=2 * epochs).run_all()
+def run_demo(workdir: str, epochs: int = 8, iters: int = 25) -> str:
+    return Demo(workdir, epochs=epochs, iters=iters, source_epochs=2 * epochs).run_all()

@@ -37,7 +37,10 @@ def dataset_name(dataset: str | int) -> str:
     except ValueError:
         raise UserError(f"{dataset!r} is neither a dataset id (e.g. 501) nor a DatasetXXX_Name") \
             from None
-    except RuntimeError:
+    except RuntimeError as error:
+        if "More than one" in str(error):
+            raise UserError(f"dataset id {dataset} is used by more than one dataset folder "
+                            f"({error}); rename one of them") from None
         known = sorted(set(_listdir(os.environ["nnUNet_raw"])
                            + _listdir(os.environ["nnUNet_preprocessed"])))
         raise UserError(
@@ -113,6 +116,8 @@ def transfer_plans(source: str | int, target: str | int, source_plans: str = "nn
     from nnunetv2.experiment_planning.plans_for_pretraining.move_plans_between_datasets import (
         move_plans_between_datasets)
 
+    if num_processes < 1:
+        raise UserError(f"-np {num_processes}: preprocessing needs at least 1 process")
     source_name, target_name = dataset_name(source), dataset_name(target)
     if source_name == target_name:
         raise UserError("--source and --target are the same dataset")
@@ -125,10 +130,20 @@ def transfer_plans(source: str | int, target: str | int, source_plans: str = "nn
     raw = os.path.join(os.environ["nnUNet_raw"], target_name)
     target_json = _read_json(os.path.join(raw, "dataset.json"), "the target's dataset.json")
     preprocessed = os.path.join(os.environ["nnUNet_preprocessed"], target_name)
+    existing = plans_path(target_name, target_plans)
+    if os.path.isfile(existing) and "transferred_from" not in _read_json(existing, "plans"):
+        raise UserError(f"{existing} exists and was not made by plans-transfer; overwriting it "
+                        "would replace the target's own plans. Choose another --target-plans.")
     if not os.path.isfile(os.path.join(preprocessed, "dataset_fingerprint.json")):
         # nnU-Net's trainer copies the fingerprint into every run folder, so the target needs one.
-        extract_fingerprints([int(target_name[7:10])], num_processes=num_processes,
-                             check_dataset_integrity=True, clean=False)
+        try:
+            extract_fingerprints([int(target_name[7:10])], num_processes=num_processes,
+                                 check_dataset_integrity=True, clean=False)
+        except (AssertionError, RuntimeError, StopIteration) as error:
+            raise UserError(
+                f"the target {target_name} in {raw} does not pass nnU-Net's dataset check: "
+                f"{error or type(error).__name__}. Run nnUNetv2_plan_and_preprocess -d "
+                f"{target_name[7:10]} --verify_dataset_integrity -no_pp for details.") from None
     # nnU-Net's planner leaves dataset.json beside the plans; preprocessing reads it there.
     shutil.copyfile(os.path.join(raw, "dataset.json"), os.path.join(preprocessed, "dataset.json"))
     move_plans_between_datasets(source_name, target_name, source_plans, target_plans)
@@ -178,6 +193,13 @@ def make_small_plans(dataset: str | int, base_plans: str = "nnUNetPlans",
     if "architecture" not in config:
         raise UserError(f"{configuration} inherits its network; name a configuration that "
                         "defines 'architecture'")
+    if name == base_plans:
+        raise UserError(f"--name {name} would overwrite the base plans; choose another name")
+    for option, value, least in (("--features", base_features, 1),
+                                 ("--max-features", max_features, base_features),
+                                 ("--batch", batch_size, 1), ("--stages", max_stages, 2)):
+        if value < least:
+            raise UserError(f"{option} {value}: must be at least {least}")
     base_patch = config["patch_size"]
     patch = patch_size or [min(p, 32) for p in base_patch]
     if len(patch) != len(base_patch) or min(patch) < 1:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -92,7 +93,8 @@ def write_split(preprocessed_dataset: str, validation_cases: int = 1) -> None:
 def workspace(tmp_path_factory) -> Workspace:
     root = str(tmp_path_factory.mktemp("nnunet"))
     ws = Workspace(root, _env(root))
-    ws.env["nnUNet_extTrainer"] = ws.run("nnunet-transfer", "env").stdout.split("=", 1)[1].strip()
+    exports = shlex.split(ws.run("nnunet-transfer", "env").stdout)
+    ws.env["nnUNet_extTrainer"] = exports[1].split("=", 1)[1]
     return ws
 
 

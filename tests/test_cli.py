@@ -3,6 +3,7 @@ status 2, never a traceback."""
 
 import json
 import os
+import shlex
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ def _refused(result, *words):
 def test_env_points_nnunet_at_the_trainers(workspace):
     out = workspace.run("nnunet-transfer", "env", "--epochs", "4", "--seed", "9",
                         extra_env={"nnUNet_extTrainer": "/some/other/folder"}).stdout
-    lines = dict(line.replace("export ", "").split("=", 1) for line in out.splitlines())
+    lines = dict(word.split("=", 1) for word in shlex.split(out) if word != "export")
     folders = lines["nnUNet_extTrainer"].split(os.pathsep)
     assert folders[1] == "/some/other/folder"
     assert os.path.isfile(os.path.join(folders[0], "nnUNetTrainer_transfer.py"))

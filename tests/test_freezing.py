@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from nnunet_transfer.architectures import partition
-from nnunet_transfer.training.freezing import freeze, keep_frozen_in_eval_mode, trainable_parameters
+from nnunet_transfer.training.freezing import (
+    activate_zero_initialised_norms, freeze, keep_frozen_in_eval_mode, trainable_parameters)
 from nnunet_transfer.training.strategies import ALL_STRATEGIES
 
 from networks import batch, plain_unet, residual_unet
@@ -86,3 +87,25 @@ def test_normalisation_statistics_of_frozen_part_stay():
     _train_steps(network, parts, {"encoder"}, steps=2)
     assert all(torch.equal(a, b) for a, b in zip(encoder_before, stats("encoder")))
     assert not all(torch.equal(a, b) for a, b in zip(decoder_before, stats("decoder")))
+
+
+def test_random_frozen_residual_blocks_are_not_identities():
+    torch.manual_seed(0)
+    network = residual_unet()
+    network.apply(network.initialize)  # nnU-Net's init: last norm of each block zeroed
+    parts = partition(network)
+
+    def zeroed():
+        return [m for m in network.encoder.modules()
+                if isinstance(m, nn.InstanceNorm3d) and not m.weight.any()]
+
+    count = len(zeroed())
+    assert count > 0
+    image = batch()
+    with torch.no_grad():
+        before = network.encoder(image)[-1].clone()
+        assert activate_zero_initialised_norms(parts, "encoder") == count
+        after = network.encoder(image)[-1]
+    assert not zeroed()
+    assert not torch.allclose(before, after)  # the blocks now add their random features
+    assert activate_zero_initialised_norms(parts, "decoder") == 0

@@ -27,7 +27,7 @@ def _plan(tmp_path, source_net, target_net, source_labels=LABELS2, target_labels
     source = read_checkpoint(_save(tmp_path, checkpoint_of(source_net, source_labels)))
     return plan_load(target_net, partition(target_net), source,
                      num_input_channels=target_net.encoder.stages[0][0].convs[0].conv.in_channels,
-                     target_labels=target_labels, **options)
+                     target_dataset_json={"labels": target_labels}, **options)
 
 
 def test_same_network_and_labels_loads_everything(tmp_path):
@@ -58,6 +58,16 @@ def test_same_shape_but_other_label_names_reinitialises_head(tmp_path):
     other = {"background": 0, "tumour": 1}
     report = _plan(tmp_path, plain_unet(), plain_unet(), target_labels=other)
     assert {r.status for r in report.rows if r.part == "head"} == {"re-initialised"}
+
+
+def test_same_labels_in_another_order_reinitialises_head(tmp_path):
+    swapped = {"background": 0, "core": 2, "organ": 1}
+    report = _plan(tmp_path, plain_unet(classes=3), plain_unet(classes=3),
+                   source_labels=LABELS3, target_labels=swapped)
+    assert {r.status for r in report.rows if r.part == "head"} == {"re-initialised"}
+    report = _plan(tmp_path, plain_unet(classes=3), plain_unet(classes=3),
+                   source_labels=LABELS3, target_labels=dict(LABELS3))
+    assert {r.status for r in report.rows if r.part == "head"} == {"loaded"}
 
 
 def test_head_reinit_option(tmp_path):

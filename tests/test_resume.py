@@ -17,7 +17,8 @@ def test_continued_run_keeps_epoch_zero_and_appends_to_the_log(workspace, target
     start = os.path.join(folder, "snapshots", "epoch_0000.pth")
     start_bytes = open(start, "rb").read()
 
-    workspace.run(*args, "--c", extra_env={**env, "NNUNET_TRANSFER_EPOCHS": "2"})
+    # A new shell: only the longer budget is set; iterations and seed come from the record.
+    workspace.run(*args, "--c", extra_env={"nnUNet_n_proc_DA": "0", "NNUNET_TRANSFER_EPOCHS": "2"})
 
     assert open(start, "rb").read() == start_bytes
     rows = list(csv.DictReader(open(os.path.join(folder, "epochs.csv"))))
@@ -26,5 +27,6 @@ def test_continued_run_keeps_epoch_zero_and_appends_to_the_log(workspace, target
     assert float(rows[1]["cumulative_time_s"]) > float(rows[0]["cumulative_time_s"])
     settings = json.load(open(os.path.join(folder, "settings.json")))
     assert settings["resumed_at_epoch"] == [1] and settings["epochs_done"] == 2
+    assert settings["budget"]["seed"] == 3 and settings["iterations_per_epoch"] == 3
     assert sorted(os.listdir(os.path.join(folder, "snapshots"))) == [
         "epoch_0000.pth", "epoch_0001.pth", "epoch_0002.pth"]

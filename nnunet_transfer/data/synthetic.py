@@ -69,6 +69,13 @@ def write_synthetic_dataset(raw_folder: str, dataset_id: int, name: str, *, num_
         raise UserError(f"dataset id {dataset_id} must be between 1 and 999")
     if num_training < 2:
         raise UserError("a dataset needs at least 2 training cases")
+    if len(shape) != 3 or min(shape) < 8:
+        raise UserError(f"shape {tuple(shape)}: give three sizes of at least 8 voxels")
+    taken = [d for d in os.listdir(raw_folder) if d.startswith(f"Dataset{dataset_id:03d}_")
+             and d != f"Dataset{dataset_id:03d}_{name}"] if os.path.isdir(raw_folder) else []
+    if taken:
+        raise UserError(f"dataset id {dataset_id} is taken by {taken[0]} in {raw_folder}; "
+                        "choose another --id")
     folder = os.path.join(raw_folder, f"Dataset{dataset_id:03d}_{name}")
     rng = np.random.default_rng(seed)
     cases = [("Tr", i) for i in range(num_training)] + [("Ts", i) for i in range(num_test)]

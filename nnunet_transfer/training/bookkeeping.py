@@ -86,6 +86,12 @@ class RunRecord:
     def snapshot_path(self, epochs_done: int) -> str:
         return os.path.join(self.snapshot_folder, f"epoch_{epochs_done:04d}.pth")
 
+    def clear_snapshots(self) -> None:
+        if os.path.isdir(self.snapshot_folder):
+            for name in os.listdir(self.snapshot_folder):
+                if name.startswith("epoch_") and name.endswith(".pth"):
+                    os.remove(os.path.join(self.snapshot_folder, name))
+
     def save_snapshot(self, epochs_done: int, checkpoint: dict) -> str:
         path = self.snapshot_path(epochs_done)
         atomic_torch_save(path, checkpoint)

@@ -101,9 +101,12 @@ class Budget:
     head: str = "auto"
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> "Budget":
+    def from_environment(cls, environ: Mapping[str, str] | None = None,
+                         recorded: "Budget | None" = None) -> "Budget":
+        """The knobs set in `environ` over `recorded` (a resumed run's own budget) or the
+        defaults; a missing seed is drawn at random."""
         environ = os.environ if environ is None else environ
-        values: dict[str, object] = {}
+        values: dict[str, object] = recorded.as_dict() if recorded else {}
         for knob in KNOBS:
             text = environ.get(knob.variable, "").strip()
             if not text:

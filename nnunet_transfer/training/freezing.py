@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import torch
 from torch import nn
 
 from nnunet_transfer.architectures.parts import NetworkParts
@@ -31,6 +32,28 @@ def keep_frozen_in_eval_mode(parts: NetworkParts, frozen_parts: Iterable[str]) -
     for part in frozen_parts:
         for module in parts.modules[part]:
             module.eval()
+
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def activate_zero_initialised_norms(parts: NetworkParts, part: str) -> int:
+    """Give norm layers initialised to zero the standard init (weight 1, bias 0); return how many.
+
+    nnU-Net's residual encoders zero the last norm of every residual block so that a block
+    starts as the identity and learns from there. A part frozen at its random init never learns,
+    so those blocks would stay identities forever and the "random encoder" would be little more
+    than its stem; with weight 1 each block contributes its random features.
+    """
+    count = 0
+    for root in parts.modules[part]:
+        for module in root.modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(module, _NORMS) and weight is not None and not weight.any():
+                with torch.no_grad():
+                    weight.fill_(1.0)
+                count += 1
+    return count
 
 
 def trainable_parameters(network: nn.Module) -> list[nn.Parameter]:

@@ -42,12 +42,21 @@ class KeyRow:
 class SourceCheckpoint:
     path: str
     sha256: str
-    weights: dict[str, torch.Tensor]
+    weights: dict[str, torch.Tensor] = field(repr=False)
     dataset_name: str | None = None
     plans_name: str | None = None
     configuration: str | None = None
     trainer_name: str | None = None
     labels: dict | None = None
+    regions_class_order: list | None = None
+
+
+def same_labels(source: SourceCheckpoint, target_dataset_json: dict) -> bool:
+    """Whether the output channels mean the same: labels (or regions) in the same order."""
+    if source.labels is None:
+        return False
+    return (list(source.labels.items()) == list(target_dataset_json.get("labels", {}).items())
+            and source.regions_class_order == target_dataset_json.get("regions_class_order"))
 
 
 @dataclass
@@ -165,7 +174,8 @@ def read_checkpoint(path: str) -> SourceCheckpoint:
         weights={_strip_wrapper_prefixes(k): v for k, v in weights.items()},
         dataset_name=plans.get("dataset_name"), plans_name=plans.get("plans_name"),
         configuration=init_args.get("configuration"), trainer_name=meta.get("trainer_name"),
-        labels=dataset_json.get("labels"))
+        labels=dataset_json.get("labels"),
+        regions_class_order=dataset_json.get("regions_class_order"))
 
 
 def adapt_input_channels(weight: torch.Tensor, num_input_channels: int) -> torch.Tensor:
@@ -189,7 +199,7 @@ def _is_input_layer_change(part: str, checkpoint: torch.Tensor, target: torch.Te
 
 
 def plan_load(network: nn.Module, parts: NetworkParts, source: SourceCheckpoint, *,
-              num_input_channels: int, target_labels: dict | None, load: str = "all",
+              num_input_channels: int, target_dataset_json: dict, load: str = "all",
               head: str = "auto") -> LoadReport:
     """Classify every tensor of `network` against the checkpoint and build the state to load."""
     state = unwrap(network).state_dict(keep_vars=True)
@@ -197,8 +207,8 @@ def plan_load(network: nn.Module, parts: NetworkParts, source: SourceCheckpoint,
     canonical: dict[int, str] = {}
     for key, tensor in state.items():
         canonical.setdefault(id(tensor), key)
-    same_labels = source.labels is not None and source.labels == target_labels
-    load_head = load == "all" and head == "auto" and same_labels
+    target_labels = target_dataset_json.get("labels")
+    load_head = load == "all" and head == "auto" and same_labels(source, target_dataset_json)
     if load == "encoder":
         head_note = "random init (only the encoder is loaded)"
     elif head == "reinit":
@@ -208,7 +218,7 @@ def plan_load(network: nn.Module, parts: NetworkParts, source: SourceCheckpoint,
     else:
         head_note = ("re-initialised: the source's labels are unknown" if source.labels is None
                      else f"re-initialised: source labels {source.labels} differ from the "
-                          f"target's {target_labels}")
+                          f"target's {target_labels} (or their order / region order)")
 
     rows, new_state = [], {}
     aliases_of: dict[str, list[str]] = {}
@@ -257,5 +267,9 @@ def refusal_message(report: LoadReport, target: str) -> str:
 
 
 def apply_load(network: nn.Module, report: LoadReport) -> None:
+    """Load the planned state into `network`, then drop the report's copies of the weights
+    (the report stays for the record; the tensors would double the host memory of a run)."""
     with torch.no_grad():
         unwrap(network).load_state_dict(report.state, strict=True)
+    report.state = {}
+    report.source.weights = {}

@@ -13,7 +13,9 @@ Everything else is nnU-Net's own training loop; this class hooks in where nnU-Ne
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 import time
 import weakref
 from contextlib import contextmanager
@@ -30,7 +32,7 @@ from nnunet_transfer.errors import UserError, user_errors_exit
 from nnunet_transfer.training.bookkeeping import RunRecord, package_versions
 from nnunet_transfer.training.budget import Budget
 from nnunet_transfer.training.freezing import (
-    freeze, keep_frozen_in_eval_mode, trainable_parameters)
+    activate_zero_initialised_norms, freeze, keep_frozen_in_eval_mode, trainable_parameters)
 from nnunet_transfer.training.pretrained import (
     apply_load, plan_load, read_checkpoint, refusal_message)
 from nnunet_transfer.training.strategies import SCRATCH, Pretrained, Strategy
@@ -51,15 +53,16 @@ class TransferTrainer(nnUNetTrainer):
     @user_errors_exit
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        continuing = bool(plans.get("continue_training"))  # nnU-Net's --c; popped by super()
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.budget = Budget.from_environment()
+        self.record = RunRecord(self.output_folder)
+        self.budget = Budget.from_environment(recorded=self._recorded_budget(continuing))
         self.num_epochs = self.budget.epochs or self.num_epochs
         self.num_iterations_per_epoch = self.budget.iters or self.num_iterations_per_epoch
         self.num_val_iterations_per_epoch = (self.budget.val_iters
                                              or self.num_val_iterations_per_epoch)
         self.initial_lr = (self.budget.lr if self.budget.lr is not None
                            else NNUNET_INITIAL_LR * self.strategy.lr_factor)
-        self.record = RunRecord(self.output_folder)
         self.parts = None
         self.pretrained_report = None
         self._epoch_rows: list[dict] = []
@@ -75,6 +78,13 @@ class TransferTrainer(nnUNetTrainer):
         finally:
             self.bookkeeping_time += time.perf_counter() - started
 
+    def _recorded_budget(self, continuing: bool) -> Budget | None:
+        """A continued run keeps the budget it started with (epochs, LR, seed...), so that a
+        --c from a fresh shell does not fall back to 1000 epochs; knobs set now still win."""
+        if not continuing or not os.path.isfile(self.record.settings_path):
+            return None
+        return Budget(**self.record.read_settings()["budget"])
+
     # -- network, freezing, optimizer ------------------------------------------------------------
     def initialize(self):
         seed_everything(self.budget.seed)
@@ -84,6 +94,12 @@ class TransferTrainer(nnUNetTrainer):
     @user_errors_exit
     def configure_optimizers(self):
         self.parts = partition(self.network)
+        if self.strategy.pretrained is Pretrained.REFUSED:
+            for part in self.strategy.frozen_parts:  # frozen at random init for good
+                if activate_zero_initialised_norms(self.parts, part):
+                    self.print_to_log_file(
+                        f"{part}: residual blocks initialised as identities get the standard "
+                        "norm init, since a frozen block never leaves its init")
         freeze(self.parts, self.strategy.frozen_parts)
         # nnU-Net's optimizer and schedule, over the parameters that train.
         optimizer = torch.optim.SGD(trainable_parameters(self.network), self.initial_lr,
@@ -102,7 +118,7 @@ class TransferTrainer(nnUNetTrainer):
                 f"-pretrained_weights, or use {alternative} to start from {path}.")
         report = plan_load(self.network, self.parts, read_checkpoint(path),
                            num_input_channels=self.num_input_channels,
-                           target_labels=self.dataset_json.get("labels"),
+                           target_dataset_json=self.dataset_json,
                            load=self.budget.load, head=self.budget.head)
         if report.problems:
             raise UserError(refusal_message(report, self._describe_run()))
@@ -126,19 +142,25 @@ class TransferTrainer(nnUNetTrainer):
     @user_errors_exit
     def on_train_start(self):
         fresh = self.current_epoch == 0
+        if "-pretrained_weights" in sys.argv and self.pretrained_report is None:
+            raise UserError(
+                "-pretrained_weights did not reach the transfer trainer; start training with the "
+                "nnUNetv2_train command (python -m nnunetv2.run.run_training bypasses it)")
         if (fresh and self.strategy.pretrained is Pretrained.REQUIRED
                 and self.pretrained_report is None):
             raise UserError(
                 f"{type(self).__name__} ({self.strategy.summary}) needs the source network: add "
-                "-pretrained_weights <source fold folder>/checkpoint_final.pth, and train with the "
-                "source's plans (nnunet-transfer plans-transfer --help).")
+                "-pretrained_weights <source fold folder>/checkpoint_final.pth (without --c: "
+                "nnU-Net loads weights only into a new run), and train with the source's plans "
+                "(nnunet-transfer plans-transfer --help).")
         super().on_train_start()
         if self.local_rank != 0:
             return
         with self._bookkeeping():
             self._epoch_rows = self.record.keep_epochs_before(self.current_epoch)
             if fresh:
-                self.record.save_snapshot(0, self._snapshot(0))
+                self.record.clear_snapshots()  # of an earlier run in this folder
+                self._save_snapshot(0)
                 self.record.write_settings(self._settings())
             else:
                 settings = self.record.read_settings()
@@ -170,14 +192,14 @@ class TransferTrainer(nnUNetTrainer):
             epochs_done = epoch + 1
             every = self.budget.snapshot_every
             if every and epochs_done % every == 0 and epochs_done != self.num_epochs:
-                self.record.save_snapshot(epochs_done, self._snapshot(epochs_done))
+                self._save_snapshot(epochs_done)
 
     def on_train_end(self):
         super().on_train_end()
         if self.local_rank != 0:
             return
         with self._bookkeeping():
-            self.record.save_snapshot(self.current_epoch, self._snapshot(self.current_epoch))
+            self._save_snapshot(self.current_epoch)
             settings = self.record.read_settings()
         last = self._epoch_rows[-1] if self._epoch_rows else {}
         settings.update(finished=_now(), epochs_done=self.current_epoch,
@@ -211,6 +233,10 @@ class TransferTrainer(nnUNetTrainer):
         self.record.append_epoch(row)
         self._epoch_rows.append(row)
 
+    def _save_snapshot(self, epochs_done: int) -> None:
+        if not self.disable_checkpointing:
+            self.record.save_snapshot(epochs_done, self._snapshot(epochs_done))
+
     def _snapshot(self, epochs_done: int) -> dict:
         return {
             "network_weights": unwrap(self.network).state_dict(),
@@ -239,7 +265,7 @@ class TransferTrainer(nnUNetTrainer):
             "num_epochs": self.num_epochs,
             "iterations_per_epoch": self.num_iterations_per_epoch,
             "val_iterations_per_epoch": self.num_val_iterations_per_epoch,
-            "batch_size": self.batch_size,
+            "batch_size": self.configuration_manager.batch_size,
             "patch_size": list(self.configuration_manager.patch_size),
             "budget": self.budget.as_dict(),
             "pretrained": self.pretrained_report.as_json() if self.pretrained_report else None,
