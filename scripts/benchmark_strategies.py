@@ -67,17 +67,16 @@ def rss_bytes() -> int:
 
 def child(strategy_name: str, steps: int, warmup: int) -> dict:
     import torch
-    from nnunet_transfer.architectures import partition
     from nnunet_transfer.training.freezing import (
-        freeze, keep_frozen_in_eval_mode, trainable_parameters)
-    from nnunet_transfer.training.strategies import ALL_STRATEGIES
+        apply_strategy, keep_frozen_in_eval_mode, trainable_parameters)
+    from nnunet_transfer.training.strategies import ALL_STRATEGIES, Pretrained
 
     strategy = next(s for s in ALL_STRATEGIES if s.name == strategy_name)
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     torch.manual_seed(0)
     network = build_network()
-    parts = partition(network)
-    freeze(parts, strategy.frozen_parts)
+    parts = apply_strategy(network, strategy.frozen_parts,
+                           random_init=strategy.pretrained is Pretrained.REFUSED)
     optimizer = torch.optim.SGD(trainable_parameters(network), 0.01, weight_decay=3e-5,
                                 momentum=0.99, nesterov=True)
     data = torch.randn(BATCH, 1, *PATCH)
@@ -140,10 +139,12 @@ def measure_bookkeeping(epochs: int, iters: int, repeats: int) -> dict:
     trainer_dir = os.path.join(root, "plain_trainer")
     os.makedirs(trainer_dir)
     with open(os.path.join(trainer_dir, "bench_plain_trainer.py"), "w") as f:
-        f.write("from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer\n\n\n"
+        f.write("import torch\n"
+                "from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer\n\n\n"
                 "class nnUNetTrainer_BenchPlain(nnUNetTrainer):\n"
-                "    def __init__(self, *args, **kwargs):\n"
-                "        super().__init__(*args, **kwargs)\n"
+                "    def __init__(self, plans, configuration, fold, dataset_json,\n"
+                "                 device=torch.device('cuda')):\n"
+                "        super().__init__(plans, configuration, fold, dataset_json, device)\n"
                 f"        self.num_epochs, self.num_iterations_per_epoch = {epochs}, {iters}\n"
                 "        self.num_val_iterations_per_epoch = 2\n")
     env["nnUNet_extTrainer"] += os.pathsep + trainer_dir

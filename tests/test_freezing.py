@@ -6,7 +6,8 @@ from torch import nn
 
 from nnunet_transfer.architectures import partition
 from nnunet_transfer.training.freezing import (
-    activate_zero_initialised_norms, freeze, keep_frozen_in_eval_mode, trainable_parameters)
+    activate_zero_initialised_norms, apply_strategy, freeze, keep_frozen_in_eval_mode,
+    stop_gradient_into_frozen_skips, trainable_parameters)
 from nnunet_transfer.training.strategies import ALL_STRATEGIES
 
 from networks import batch, plain_unet, residual_unet
@@ -30,8 +31,7 @@ def _train_steps(network, parts, frozen, steps=3):
 def test_frozen_parts_do_not_change_and_are_not_optimised(strategy, build):
     torch.manual_seed(0)
     network = build()
-    parts = partition(network)
-    freeze(parts, strategy.frozen_parts)
+    parts = apply_strategy(network, strategy.frozen_parts, random_init=False)
     before = {k: v.clone() for k, v in network.state_dict().items()}
     optimizer = _train_steps(network, parts, strategy.frozen_parts)
     in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
@@ -60,8 +60,7 @@ def _encoder_outputs(network):
 
 def test_no_autograd_graph_through_frozen_encoder():
     network = plain_unet()
-    parts = partition(network)
-    freeze(parts, {"encoder"})
+    apply_strategy(network, {"encoder"}, random_init=True)
     skips = _encoder_outputs(network)
     outputs = network(batch())
     assert skips and all(s.grad_fn is None and not s.requires_grad for s in skips)
@@ -109,3 +108,29 @@ def test_random_frozen_residual_blocks_are_not_identities():
     assert not zeroed()
     assert not torch.allclose(before, after)  # the blocks now add their random features
     assert activate_zero_initialised_norms(parts, "decoder") == 0
+
+
+@pytest.mark.parametrize("build", [plain_unet, residual_unet], ids=["plain", "residual"])
+def test_skip_connections_without_gradient_compute_the_same(build):
+    """The split decoder convs give the same outputs and decoder gradients, minus the skips'."""
+    import copy
+    torch.manual_seed(3)
+    reference = build()
+    fast = copy.deepcopy(reference)
+    for network in (reference, fast):
+        freeze(partition(network), {"encoder"})
+    assert stop_gradient_into_frozen_skips(fast) == len(fast.decoder.stages)
+    image = batch()
+    outputs = [network(image) for network in (reference, fast)]
+    for a, b in zip(*outputs):
+        assert torch.allclose(a, b, atol=1e-5)
+    for network, out in zip((reference, fast), outputs):
+        sum(o.square().mean() for o in out).backward()
+    for (name, a), b in zip(reference.decoder.named_parameters(), fast.decoder.parameters()):
+        if a.grad is not None:
+            assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-4), name
+    assert state_keys(reference) == state_keys(fast)  # nothing added to checkpoints
+
+
+def state_keys(network):
+    return list(network.state_dict())

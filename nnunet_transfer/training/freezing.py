@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.parts import NetworkParts
+from nnunet_transfer.architectures.parts import NetworkParts, partition, unwrap
 
 
 def freeze(parts: NetworkParts, frozen_parts: Iterable[str]) -> None:
@@ -54,6 +54,58 @@ def activate_zero_initialised_norms(parts: NetworkParts, part: str) -> int:
                     weight.fill_(1.0)
                 count += 1
     return count
+
+
+def _conv_without_skip_gradient(conv: nn.Conv3d | nn.Conv2d, n_upsampled: int):
+    """forward for the first conv of a decoder stage whose input is cat(upsampled, skip).
+
+    With a frozen encoder the skip's gradient feeds nothing trainable, yet autograd would
+    compute the input gradient of every concatenated channel. Convolving the two halves with
+    the two halves of the kernel is the same sum, and the detached skip half costs only its
+    weight gradient. (About a third of a frozen-encoder step's decoder backward is saved.)
+    """
+    convolve = nn.functional.conv3d if isinstance(conv, nn.Conv3d) else nn.functional.conv2d
+    options = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+                   groups=conv.groups)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        upsampled, skip = x[:, :n_upsampled], x[:, n_upsampled:].detach()
+        return (convolve(upsampled, conv.weight[:, :n_upsampled], conv.bias, **options)
+                + convolve(skip, conv.weight[:, n_upsampled:], None, **options))
+    return forward
+
+
+def stop_gradient_into_frozen_skips(network: nn.Module) -> int:
+    """For U-Nets shaped like nnU-Net's (decoder.transpconvs, decoder.stages[s].convs[0].conv),
+    let the decoder send no gradient into the skip connections; return the convs changed.
+    Only for a frozen encoder: the skips are then constants."""
+    decoder = getattr(network, "decoder", None)
+    count = 0
+    for transpconv, stage in zip(getattr(decoder, "transpconvs", ()), getattr(decoder, "stages", ())):
+        first = getattr(getattr(stage, "convs", [None])[0], "conv", None)
+        if (isinstance(first, (nn.Conv3d, nn.Conv2d)) and first.padding_mode == "zeros"
+                and first.groups == 1 and first.in_channels > transpconv.out_channels):
+            first.forward = _conv_without_skip_gradient(first, transpconv.out_channels)
+            count += 1
+    return count
+
+
+def apply_strategy(network: nn.Module, frozen_parts: Iterable[str], random_init: bool
+                   ) -> NetworkParts:
+    """Partition `network`, freeze `frozen_parts` and make the frozen parts cheap.
+
+    `random_init`: the frozen parts stay at their random initialisation for good (no
+    pretrained weights), so identity-initialised residual norms are activated first.
+    """
+    frozen_parts = set(frozen_parts)
+    parts = partition(network)
+    if random_init:
+        for part in frozen_parts:
+            activate_zero_initialised_norms(parts, part)
+    freeze(parts, frozen_parts)
+    if "encoder" in frozen_parts:
+        stop_gradient_into_frozen_skips(unwrap(network))
+    return parts
 
 
 def trainable_parameters(network: nn.Module) -> list[nn.Parameter]:

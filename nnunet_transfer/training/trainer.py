@@ -27,12 +27,12 @@ import nnunetv2.run.run_training as nnunet_run_training
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_transfer.architectures.parts import partition, unwrap
+from nnunet_transfer.architectures.parts import unwrap
 from nnunet_transfer.errors import UserError, user_errors_exit
 from nnunet_transfer.training.bookkeeping import RunRecord, package_versions
 from nnunet_transfer.training.budget import Budget
 from nnunet_transfer.training.freezing import (
-    activate_zero_initialised_norms, freeze, keep_frozen_in_eval_mode, trainable_parameters)
+    apply_strategy, keep_frozen_in_eval_mode, trainable_parameters)
 from nnunet_transfer.training.pretrained import (
     apply_load, plan_load, read_checkpoint, refusal_message)
 from nnunet_transfer.training.strategies import SCRATCH, Pretrained, Strategy
@@ -93,14 +93,8 @@ class TransferTrainer(nnUNetTrainer):
 
     @user_errors_exit
     def configure_optimizers(self):
-        self.parts = partition(self.network)
-        if self.strategy.pretrained is Pretrained.REFUSED:
-            for part in self.strategy.frozen_parts:  # frozen at random init for good
-                if activate_zero_initialised_norms(self.parts, part):
-                    self.print_to_log_file(
-                        f"{part}: residual blocks initialised as identities get the standard "
-                        "norm init, since a frozen block never leaves its init")
-        freeze(self.parts, self.strategy.frozen_parts)
+        self.parts = apply_strategy(self.network, self.strategy.frozen_parts,
+                                    random_init=self.strategy.pretrained is Pretrained.REFUSED)
         # nnU-Net's optimizer and schedule, over the parameters that train.
         optimizer = torch.optim.SGD(trainable_parameters(self.network), self.initial_lr,
                                     weight_decay=self.weight_decay, momentum=0.99, nesterov=True)
