@@ -49,8 +49,12 @@ def dataset_name(dataset: str | int) -> str:
             f"{', '.join(known) or 'none'}") from None
 
 
+def _entries(folder: str, keep) -> list[str]:
+    return sorted(e for e in os.listdir(folder) if keep(e)) if os.path.isdir(folder) else []
+
+
 def _listdir(folder: str) -> list[str]:
-    return [d for d in os.listdir(folder) if d.startswith("Dataset")] if os.path.isdir(folder) else []
+    return _entries(folder, lambda e: e.startswith("Dataset"))
 
 
 def plans_path(dataset: str, plans: str) -> str:
@@ -61,19 +65,14 @@ def load_plans(dataset: str, plans: str) -> dict:
     path = plans_path(dataset, plans)
     if not os.path.isfile(path):
         folder = os.path.dirname(path)
-        available = [f[:-5] for f in _listdir_json(folder)]
+        available = [f[:-5] for f in
+                     _entries(folder, lambda e: e.endswith(".json") and "Plans" in e)]
         raise UserError(
             f"plans {plans} of {dataset} not found ({path}). Available: "
             f"{', '.join(available) or 'none'}. Plan the dataset first: "
             f"nnUNetv2_plan_and_preprocess -d {dataset[7:10]} -c 3d_fullres")
     with open(path) as f:
         return json.load(f)
-
-
-def _listdir_json(folder: str) -> list[str]:
-    if not os.path.isdir(folder):
-        return []
-    return sorted(f for f in os.listdir(folder) if f.endswith(".json") and "Plans" in f)
 
 
 def _read_json(path: str, what: str) -> dict:

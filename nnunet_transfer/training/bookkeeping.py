@@ -21,6 +21,8 @@ from importlib import metadata
 
 import torch
 
+from nnunet_transfer.errors import UserError
+
 EPOCH_COLUMNS = (
     "epoch",               # 0-based index of the finished epoch
     "iterations",          # training iterations done so far, this epoch included
@@ -98,8 +100,13 @@ class RunRecord:
         return path
 
     def read_settings(self) -> dict:
-        with open(self.settings_path) as f:
-            return json.load(f)
+        try:
+            with open(self.settings_path) as f:
+                return json.load(f)
+        except (OSError, json.JSONDecodeError) as error:
+            raise UserError(f"cannot read {self.settings_path} ({error}); a continued run needs "
+                            "the settings its first start wrote. Restore the file or start the "
+                            "run anew (without --c).") from None
 
     def write_settings(self, settings: dict) -> None:
         atomic_write_json(self.settings_path, settings)
