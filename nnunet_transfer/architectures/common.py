@@ -1,0 +1,178 @@
+"""What every extra architecture shares: how nnU-Net builds it, its parts, its outputs.
+
+nnU-Net builds a network from the plans with
+`NetworkClass(input_channels=..., num_classes=..., deep_supervision=..., **arch_kwargs)`
+(`nnunetv2.utilities.get_network_from_plans`), then calls `network.apply(network.initialize)`
+and, in training, toggles `network.decoder.deep_supervision`. An extra architecture is a
+`TransferNetwork` subclass that:
+
+- takes the layer settings of the plans' `3d_fullres` configuration (`ConvSettings`: conv, norm
+  and non-linearity ops, as nnU-Net writes them in `arch_kwargs`) and the per-stage `strides`
+  and `kernel_sizes`, so that it down-samples the way nnU-Net planned the patch;
+- has a `decoder` module (nnU-Net sets `decoder.deep_supervision`);
+- declares `transfer_parts()` (encoder / decoder / head modules, see parts.py) and
+  `analysis_layers()` (three encoder and three decoder module names, the default layers of
+  the representation analysis, as the six layers of Karimi et al.'s Figure 1);
+- returns its logits at full resolution, and in deep-supervision mode a list of one output per
+  resolution of the plans (highest first), as nnU-Net's loss expects. An architecture whose
+  original has no deep supervision (`has_deep_supervision = False`) returns a one-element list:
+  nnunet-transfer's trainers switch deep supervision off for it; nnU-Net's stock trainers then
+  train it on the full-resolution output alone.
+"""
+
+from __future__ import annotations
+
+import pydoc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+from nnunet_transfer.errors import UserError
+
+
+def _locate(op):
+    if isinstance(op, str):
+        located = pydoc.locate(op)
+        if located is None:
+            raise UserError(f"cannot import {op!r} named in the plans' arch_kwargs")
+        return located
+    return op
+
+
+@dataclass
+class ConvSettings:
+    """The plans' layer settings: 3D convolution, normalisation and non-linearity ops."""
+
+    conv_op: Any = nn.Conv3d
+    norm_op: Any = nn.InstanceNorm3d
+    norm_op_kwargs: dict = field(default_factory=lambda: {"eps": 1e-5, "affine": True})
+    nonlin: Any = nn.LeakyReLU
+    nonlin_kwargs: dict = field(default_factory=lambda: {"inplace": True})
+    conv_bias: bool = True
+
+    def __post_init__(self):
+        self.conv_op = _locate(self.conv_op)
+        self.norm_op = _locate(self.norm_op)
+        self.nonlin = _locate(self.nonlin)
+        self.norm_op_kwargs = dict(self.norm_op_kwargs or {})
+        self.nonlin_kwargs = dict(self.nonlin_kwargs or {})
+        if self.conv_op is not nn.Conv3d:
+            raise UserError(f"the extra architectures are 3D networks; the plans ask for "
+                            f"{getattr(self.conv_op, '__name__', self.conv_op)}. Add them to a "
+                            "3d_fullres (or 3d_lowres) configuration")
+
+    def conv(self, in_channels: int, out_channels: int, kernel_size, stride=1,
+             dilation=1, bias: bool | None = None) -> nn.Conv3d:
+        """A 3D convolution that keeps the size (padding = dilation * (kernel - 1) / 2) when
+        stride is 1, and divides it by `stride` when the size is a multiple of it."""
+        kernel = _triple(kernel_size)
+        dilation = _triple(dilation)
+        padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
+        return nn.Conv3d(in_channels, out_channels, kernel, stride=_triple(stride),
+                         padding=padding, dilation=dilation,
+                         bias=self.conv_bias if bias is None else bias)
+
+    def norm(self, channels: int) -> nn.Module:
+        return self.norm_op(channels, **self.norm_op_kwargs)
+
+    def activation(self) -> nn.Module:
+        if self.nonlin is nn.PReLU:  # PReLU takes no inplace flag
+            return nn.PReLU(**{k: v for k, v in self.nonlin_kwargs.items() if k != "inplace"})
+        return self.nonlin(**self.nonlin_kwargs)
+
+    def conv_norm_act(self, in_channels: int, out_channels: int, kernel_size, stride=1,
+                      dilation=1) -> nn.Sequential:
+        return nn.Sequential(self.conv(in_channels, out_channels, kernel_size, stride, dilation),
+                             self.norm(out_channels), self.activation())
+
+    def head(self, in_channels: int, num_classes: int) -> nn.Conv3d:
+        """1x1x1 output convolution (with bias, as nnU-Net's seg layers)."""
+        return nn.Conv3d(in_channels, num_classes, 1, bias=True)
+
+
+def _triple(value) -> tuple[int, int, int]:
+    if isinstance(value, int):
+        return (value,) * 3
+    value = tuple(int(v) for v in value)
+    if len(value) != 3:
+        raise UserError(f"expected a 3D kernel / stride, got {list(value)}")
+    return value
+
+
+def cumulative_strides(strides: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
+    """Down-sampling factor of each stage relative to the input, per axis."""
+    total, factors = (1, 1, 1), []
+    for s in strides:
+        total = tuple(t * si for t, si in zip(total, _triple(s)))
+        factors.append(total)
+    return factors
+
+
+class TransferNetwork(nn.Module):
+    """Base class of the extra architectures (see the module docstring for the contract)."""
+
+    has_deep_supervision: ClassVar[bool] = False
+    # Smallest feature map, in voxels per axis, allowed at the coarsest stage: instance norm
+    # cannot normalise a single voxel in training.
+    min_coarsest_size: ClassVar[int] = 2
+
+    # -- what subclasses declare ------------------------------------------------------------
+
+    def transfer_parts(self) -> dict[str, list[nn.Module]]:
+        raise NotImplementedError
+
+    def analysis_layers(self) -> dict[str, list[str]]:
+        """{"encoder": [3 module names], "decoder": [3 module names]} (names as in
+        `named_modules()`), shallow to deep for the encoder, deep to shallow for the decoder."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_patch_size(cls, patch_size: Sequence[int], strides: Sequence[Sequence[int]],
+                         **arch_kwargs) -> None:
+        """Raise UserError when the architecture cannot take `patch_size` with these strides.
+
+        nnU-Net makes the patch divisible by the product of the strides; an architecture with
+        further constraints overrides this (and calls it)."""
+        coarsest = cumulative_strides(strides)[-1]
+        for axis, (size, factor) in enumerate(zip(patch_size, coarsest)):
+            if size % factor:
+                raise UserError(
+                    f"{cls.__name__}: patch size {list(patch_size)} is not divisible by the "
+                    f"total down-sampling {list(coarsest)} on axis {axis}; use plans whose "
+                    "patch size nnU-Net fitted to these strides")
+            if size // factor < cls.min_coarsest_size:
+                raise UserError(
+                    f"{cls.__name__}: patch size {list(patch_size)} leaves {size // factor} "
+                    f"voxel(s) on axis {axis} at the coarsest stage (at least "
+                    f"{cls.min_coarsest_size} needed); use fewer stages or a larger patch")
+
+    # -- shared behaviour -------------------------------------------------------------------
+
+    @property
+    def deep_supervision(self) -> bool:
+        return bool(getattr(self.decoder, "deep_supervision", False))
+
+    def outputs(self, logits_per_resolution: list[torch.Tensor]):
+        """Full-resolution logits, or in deep-supervision mode the list nnU-Net's loss takes.
+
+        `logits_per_resolution` holds the full-resolution logits first, then (architectures
+        with deep supervision only) one auxiliary output per coarser resolution."""
+        if self.deep_supervision:
+            return list(logits_per_resolution)
+        return logits_per_resolution[0]
+
+    @staticmethod
+    def initialize(module: nn.Module) -> None:
+        """He initialisation (Karimi et al.'s R.I.: zero-mean Gaussian, std sqrt(2 / fan_in)),
+        with nnU-Net's negative slope 1e-2, zero biases; norms keep their defaults."""
+        if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
+            nn.init.kaiming_normal_(module.weight, a=1e-2)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+def features_for_stages(n_stages: int, base: int, maximum: int) -> list[int]:
+    """nnU-Net's rule: `base` features doubling per stage, capped at `maximum`."""
+    return [min(base * 2 ** i, maximum) for i in range(n_stages)]
