@@ -8,6 +8,7 @@ import shlex
 import sys
 from importlib import util
 
+from nnunet_transfer.architectures.registry import ARCHITECTURES
 from nnunet_transfer.errors import UserError, exit_with_message
 from nnunet_transfer.training.budget import KNOBS, parse_knob
 from nnunet_transfer.training.strategies import ALL_STRATEGIES
@@ -60,6 +61,17 @@ def _cmd_small_plans(args):
     path = make_small_plans(args.d, args.p, args.name, args.c, args.patch, args.features,
                             args.max_features, args.batch, args.stages)
     print(f"wrote {path}; train with -p {args.name}")
+
+
+def _cmd_add_architectures(args):
+    from nnunet_transfer.planning import add_architectures
+    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    outcome = add_architectures(args.d, args.p, only, args.c, args.replace)
+    for configuration, what in outcome:
+        print(f"{configuration:<28} {what}")
+    example = outcome[0][0]
+    print(f"\nTrain one with e.g.\n  nnUNetv2_train {args.d} {example} 0 -p {args.p} "
+          f"-tr nnUNetTrainer_Scratch")
 
 
 def _cmd_synthetic(args):
@@ -124,6 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch", type=int, default=2, help="batch size")
     sp.add_argument("--stages", type=int, default=4, help="most resolution stages")
     sp.set_defaults(func=_cmd_small_plans)
+
+    aa = sub.add_parser("add-architectures",
+                        help="add the extra architectures to a dataset's plans as configurations")
+    aa.add_argument("-d", required=True, help="dataset id or name (planned)")
+    aa.add_argument("-p", default="nnUNetPlans", help="plans identifier")
+    aa.add_argument("-c", default="3d_fullres",
+                    help="configuration the new ones inherit from (patch, spacing, data)")
+    aa.add_argument("--only", default=None,
+                    help=f"comma-separated architectures (default all: {','.join(ARCHITECTURES)})")
+    aa.add_argument("--replace", action="store_true",
+                    help="overwrite configurations that exist and differ")
+    aa.set_defaults(func=_cmd_add_architectures)
 
     sy = sub.add_parser("make-synthetic", help="write a synthetic dataset in nnU-Net raw format")
     sy.add_argument("--id", type=int, required=True)

@@ -7,8 +7,8 @@ patch 40x56x40, batch 2, deep supervision, nnU-Net's Dice+CE loss, SGD with nest
 gradient clipping as in nnUNetTrainer.train_step), frozen exactly as the trainers freeze it
 (nnunet_transfer.training.freezing). Each measurement runs in a fresh process so that its peak
 resident memory is its own; strategies are interleaved over rounds and the medians compared.
-Peak memory is the process's peak RSS minus its RSS just before the first step (network,
-batch and optimizer already allocated), i.e. what one training step adds.
+Peak memory is the process's peak RSS minus its RSS once the network is built, i.e. what
+training steps add (batch, optimizer state, activations, gradients).
 
 Part B, bookkeeping: real `nnUNetv2_train` runs of nnUNetTrainer and nnUNetTrainer_Scratch
 (alternating) on a synthetic Hippocampus-sized dataset with nnU-Net's own plan, snapshots every
@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 PATCH = (40, 56, 40)
 BATCH = 2
@@ -47,19 +46,6 @@ def build_network():
         nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True}, deep_supervision=True)
 
 
-def build_loss(n_outputs: int):
-    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-    weights = [1 / 2 ** i for i in range(n_outputs)]
-    weights[-1] = 0
-    total = sum(weights)
-    loss = DC_and_CE_loss({"batch_dice": False, "smooth": 1e-5, "do_bg": False, "ddp": False},
-                          {}, weight_ce=1, weight_dice=1, ignore_label=None,
-                          dice_class=MemoryEfficientSoftDiceLoss)
-    return DeepSupervisionWrapper(loss, [w / total for w in weights])
-
-
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -67,38 +53,19 @@ def rss_bytes() -> int:
 
 def child(strategy_name: str, steps: int, warmup: int) -> dict:
     import torch
-    from nnunet_transfer.training.freezing import (
-        apply_strategy, keep_frozen_in_eval_mode, trainable_parameters)
+    from nnunet_transfer.training.step_cost import time_training_steps
     from nnunet_transfer.training.strategies import ALL_STRATEGIES, Pretrained
 
     strategy = next(s for s in ALL_STRATEGIES if s.name == strategy_name)
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     torch.manual_seed(0)
     network = build_network()
-    parts = apply_strategy(network, strategy.frozen_parts,
-                           random_init=strategy.pretrained is Pretrained.REFUSED)
-    optimizer = torch.optim.SGD(trainable_parameters(network), 0.01, weight_decay=3e-5,
-                                momentum=0.99, nesterov=True)
-    data = torch.randn(BATCH, 1, *PATCH)
-    with torch.no_grad():
-        shapes = [o.shape[2:] for o in network(data)]
-    targets = [torch.randint(0, 3, (BATCH, 1, *s)).float() for s in shapes]
-    loss_fn = build_loss(len(shapes))
     baseline = rss_bytes()
-    times = []
-    for step in range(warmup + steps):
-        network.train()
-        keep_frozen_in_eval_mode(parts, strategy.frozen_parts)
-        started = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(network(data), targets)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), 12)
-        optimizer.step()
-        if step >= warmup:
-            times.append(time.perf_counter() - started)
+    times = time_training_steps(network, strategy.frozen_parts,
+                                random_init=strategy.pretrained is Pretrained.REFUSED,
+                                batch=BATCH, patch=PATCH, steps=steps, warmup=warmup)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"times": times, "peak_mb": (peak - baseline) / 2 ** 20}
+    return {"times": times.steps, "peak_mb": (peak - baseline) / 2 ** 20}
 
 
 def measure_steps(rounds: int, steps: int, warmup: int) -> dict:

@@ -60,8 +60,9 @@ class Workspace:
                                  f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
         return result
 
-    def run_folder(self, dataset: str, trainer: str, plans: str, fold: str = "0") -> str:
-        return os.path.join(self.results, dataset, f"{trainer}__{plans}__3d_fullres",
+    def run_folder(self, dataset: str, trainer: str, plans: str, fold: str = "0",
+                   configuration: str = "3d_fullres") -> str:
+        return os.path.join(self.results, dataset, f"{trainer}__{plans}__{configuration}",
                             f"fold_{fold}")
 
 

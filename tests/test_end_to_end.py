@@ -9,16 +9,15 @@ import hashlib
 import json
 import os
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 
-from nnunet_transfer.architectures import partition
-from nnunet_transfer.architectures.build import load_checkpoint_file, network_from_checkpoint
 from nnunet_transfer.training.strategies import ALL_STRATEGIES, Pretrained
 
 from conftest import BUDGET
+from run_checks import (assert_frozen_identical_and_trainable_changed,
+                        assert_predictions_match_images, assert_starts_from_source,
+                        snapshot)
 
 # A frozen head must come from the source, so that strategy runs on a target with its labels.
 NEEDS_SOURCE_LABELS = {"FrozenDecoderAndHead"}
@@ -51,32 +50,10 @@ def runs(workspace, source, target, same_labels_target):
     return results
 
 
-def _parts_by_key(checkpoint: dict) -> dict[str, str]:
-    network = network_from_checkpoint(checkpoint, load_weights=False)
-    return partition(network).state_dict_parts(network)
-
-
 @pytest.mark.parametrize("strategy", ALL_STRATEGIES, ids=lambda s: s.name)
 def test_frozen_parts_identical_and_trainable_parts_changed(runs, strategy):
-    folder = runs[strategy.name]["folder"]
-    start = load_checkpoint_file(os.path.join(folder, "transfer", "snapshots", "epoch_0000.pth"))
-    final = load_checkpoint_file(os.path.join(folder, "checkpoint_final.pth"))
-    parts = _parts_by_key(final)
-    changed_per_part: dict[str, list[bool]] = {}
-    for key, part in parts.items():
-        before, after = start["network_weights"][key], final["network_weights"][key]
-        if part in strategy.frozen_parts:
-            assert torch.equal(before, after), f"frozen {part} tensor {key} changed"
-        elif before.ndim >= 2:  # conv weights: every one of them must have moved
-            changed_per_part.setdefault(part, []).append(not torch.equal(before, after))
-    for part, changed in changed_per_part.items():
-        if part == "head":
-            # nnU-Net weights the lowest-resolution deep-supervision output 0: that output
-            # layer never gets a gradient, in nnU-Net's own training too.
-            assert changed.count(False) <= 1 and any(changed), f"head: {changed}"
-        else:
-            assert all(changed), f"trainable {part}: {changed.count(False)} conv weights unchanged"
-    assert set(changed_per_part) == {"encoder", "decoder", "head"} - strategy.frozen_parts
+    assert_frozen_identical_and_trainable_changed(runs[strategy.name]["folder"],
+                                                  strategy.frozen_parts)
 
 
 @pytest.mark.parametrize("strategy", [s for s in ALL_STRATEGIES
@@ -84,15 +61,8 @@ def test_frozen_parts_identical_and_trainable_parts_changed(runs, strategy):
                          ids=lambda s: s.name)
 def test_pretrained_run_starts_from_source_weights(runs, source, strategy):
     folder = runs[strategy.name]["folder"]
-    start = load_checkpoint_file(os.path.join(folder, "transfer", "snapshots", "epoch_0000.pth"))
-    src = load_checkpoint_file(source["checkpoint"])
     head_transferred = runs[strategy.name]["target"]["labels"] == 2  # the source's labels
-    parts = _parts_by_key(start)
-    for key, part in parts.items():
-        if part == "head" and not head_transferred:  # 3 labels here, 2 in the source
-            assert start["network_weights"][key].shape[0] == 3
-        else:
-            assert torch.equal(start["network_weights"][key], src["network_weights"][key]), key
+    assert_starts_from_source(folder, source["checkpoint"], head_transferred, num_classes=3)
     settings = json.load(open(os.path.join(folder, "transfer", "settings.json")))
     digest = hashlib.sha256(open(source["checkpoint"], "rb").read()).hexdigest()
     assert settings["pretrained"]["sha256"] == digest
@@ -104,8 +74,7 @@ def test_pretrained_run_starts_from_source_weights(runs, source, strategy):
 def test_same_seed_gives_same_initialisation(runs):
     """Scratch and FrozenRandomEncoder ran with the same seed and plans: same epoch-0 weights."""
     def start(name):
-        path = os.path.join(runs[name]["folder"], "transfer", "snapshots", "epoch_0000.pth")
-        return load_checkpoint_file(path)["network_weights"]
+        return snapshot(runs[name]["folder"])["network_weights"]
     a, b = start("Scratch"), start("FrozenRandomEncoder")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -141,15 +110,9 @@ def test_bookkeeping_files(runs, strategy):
 
 @pytest.mark.parametrize("strategy", ALL_STRATEGIES, ids=lambda s: s.name)
 def test_predict_writes_segmentations_of_image_shape(runs, workspace, strategy):
-    out = runs[strategy.name]["predictions"]
     target = runs[strategy.name]["target"]
-    images = os.path.join(workspace.raw, target["name"], "imagesTs")
-    for image_file in sorted(os.listdir(images)):
-        case = image_file.replace("_0000.nii.gz", ".nii.gz")
-        image = sitk.ReadImage(os.path.join(images, image_file))
-        prediction = sitk.ReadImage(os.path.join(out, case))
-        assert prediction.GetSize() == image.GetSize()
-        assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= set(range(target["labels"]))
+    assert_predictions_match_images(os.path.join(workspace.raw, target["name"], "imagesTs"),
+                                    runs[strategy.name]["predictions"], target["labels"])
 
 
 def test_preflight_report_is_printed(runs):

@@ -14,6 +14,7 @@ Everything else is nnU-Net's own training loop; this class hooks in where nnU-Ne
 from __future__ import annotations
 
 import os
+import pydoc
 import random
 import sys
 import time
@@ -41,6 +42,13 @@ from nnunet_transfer.training.strategies import SCRATCH, Pretrained, Strategy
 NNUNET_INITIAL_LR = 1e-2
 
 
+def architecture_has_deep_supervision(class_name: str) -> bool:
+    """False for the extra architectures without deep supervision, True for all others
+    (nnU-Net's U-Nets)."""
+    network_class = pydoc.locate(class_name)
+    return bool(getattr(network_class, "has_deep_supervision", True))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -63,6 +71,10 @@ class TransferTrainer(nnUNetTrainer):
                                              or self.num_val_iterations_per_epoch)
         self.initial_lr = (self.budget.lr if self.budget.lr is not None
                            else NNUNET_INITIAL_LR * self.strategy.lr_factor)
+        # nnU-Net always trains with deep supervision; an extra architecture whose original
+        # has none is trained on its full-resolution output alone, as its paper did.
+        self.enable_deep_supervision = architecture_has_deep_supervision(
+            self.configuration_manager.network_arch_class_name)
         self.parts = None
         self.pretrained_report = None
         self._epoch_rows: list[dict] = []
