@@ -9,6 +9,7 @@ import sys
 from importlib import util
 
 from nnunet_transfer.architectures.registry import ARCHITECTURES
+from nnunet_transfer.data.commands import register as register_data_commands
 from nnunet_transfer.errors import UserError, exit_with_message
 from nnunet_transfer.training.budget import KNOBS, parse_knob
 from nnunet_transfer.training.strategies import ALL_STRATEGIES
@@ -148,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     aa.add_argument("--replace", action="store_true",
                     help="overwrite configurations that exist and differ")
     aa.set_defaults(func=_cmd_add_architectures)
+
+    register_data_commands(sub)
 
     sy = sub.add_parser("make-synthetic", help="write a synthetic dataset in nnU-Net raw format")
     sy.add_argument("--id", type=int, required=True)

@@ -30,10 +30,11 @@ def base_kwargs(strides, kernel_sizes, features=(8, 16, 32, 64, 64)):
     }
 
 
-# Hippocampus-like isotropic plans (coarsest map 5 x 7 x 5) and anisotropic plans with
-# 1x3x3 kernels in the first stage (coarsest map 5 x 6 x 5).
+# Isotropic plans with a coarsest map of 3 x 5 x 3 (nnU-Net's patches are multiples of the
+# total stride, not powers of two) and anisotropic plans with 1x3x3 kernels in the first stage
+# (coarsest map 5 x 6 x 5).
 PLANS = {
-    "isotropic": ([40, 56, 40], base_kwargs([[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
+    "isotropic": ([24, 40, 24], base_kwargs([[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
                                             [[3, 3, 3]] * 4)),
     "anisotropic": ([20, 48, 40], base_kwargs([[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]],
                                               [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]])),
@@ -51,16 +52,16 @@ def test_output_shapes_and_gradient_reach_every_parameter(name, plans):
     torch.manual_seed(0)
     network, patch = build(name, plans, deep_supervision=True)
     assert isinstance(network, TransferNetwork)
-    x = torch.randn(2, 2, *patch)
+    x = torch.randn(1, 2, *patch)
     outputs = network(x)
     assert isinstance(outputs, list)
-    assert outputs[0].shape == (2, 3, *patch)
+    assert outputs[0].shape == (1, 3, *patch)
     if type(network).has_deep_supervision:
         strides = PLANS[plans][1]["strides"][:network_stages(name)]
         expected = [tuple(p // f for p, f in zip(patch, factor))
                     for factor in cumulative_strides(strides)[:-1]]
         assert [tuple(o.shape[2:]) for o in outputs] == expected
-        assert all(o.shape[:2] == (2, 3) for o in outputs)
+        assert all(o.shape[:2] == (1, 3) for o in outputs)
     else:
         assert len(outputs) == 1
     sum(o.float().square().mean() for o in outputs).backward()
@@ -71,7 +72,7 @@ def test_output_shapes_and_gradient_reach_every_parameter(name, plans):
     network.decoder.deep_supervision = False
     with torch.no_grad():
         single = network(x)
-    assert isinstance(single, torch.Tensor) and single.shape == (2, 3, *patch)
+    assert isinstance(single, torch.Tensor) and single.shape == (1, 3, *patch)
 
 
 def network_stages(name) -> int:
@@ -122,7 +123,7 @@ def test_initialisation_is_seeded_and_he_scaled(name):
 def test_patch_the_network_cannot_take_is_refused_at_plan_time(name):
     patch, kwargs = PLANS["isotropic"]
     with pytest.raises(UserError, match="patch size"):
-        architecture_entry(name, kwargs, [41, 56, 40])
+        architecture_entry(name, kwargs, [25, 40, 24])
     with pytest.raises(UserError, match="patch size"):
         architecture_entry(name, base_kwargs([[1, 1, 1]] + [[2, 2, 2]] * 4, [[3, 3, 3]] * 5),
                            [16, 16, 16])

@@ -67,32 +67,37 @@ class ConvSettings:
              dilation=1, bias: bool | None = None) -> nn.Conv3d:
         """A 3D convolution that keeps the size (padding = dilation * (kernel - 1) / 2) when
         stride is 1, and divides it by `stride` when the size is a multiple of it."""
-        kernel = _triple(kernel_size)
-        dilation = _triple(dilation)
+        kernel = triple(kernel_size)
+        dilation = triple(dilation)
         padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
-        return nn.Conv3d(in_channels, out_channels, kernel, stride=_triple(stride),
+        return nn.Conv3d(in_channels, out_channels, kernel, stride=triple(stride),
                          padding=padding, dilation=dilation,
                          bias=self.conv_bias if bias is None else bias)
 
     def norm(self, channels: int) -> nn.Module:
         return self.norm_op(channels, **self.norm_op_kwargs)
 
-    def activation(self) -> nn.Module:
+    def activation(self, channels: int | None = None) -> nn.Module:
+        """The plans' non-linearity; a PReLU gets one slope per channel when `channels` is
+        given (V-Net's), one shared slope otherwise."""
         if self.nonlin is nn.PReLU:  # PReLU takes no inplace flag
-            return nn.PReLU(**{k: v for k, v in self.nonlin_kwargs.items() if k != "inplace"})
+            kwargs = {k: v for k, v in self.nonlin_kwargs.items() if k != "inplace"}
+            if channels is not None:
+                kwargs.setdefault("num_parameters", channels)
+            return nn.PReLU(**kwargs)
         return self.nonlin(**self.nonlin_kwargs)
 
     def conv_norm_act(self, in_channels: int, out_channels: int, kernel_size, stride=1,
                       dilation=1) -> nn.Sequential:
         return nn.Sequential(self.conv(in_channels, out_channels, kernel_size, stride, dilation),
-                             self.norm(out_channels), self.activation())
+                             self.norm(out_channels), self.activation(out_channels))
 
     def head(self, in_channels: int, num_classes: int) -> nn.Conv3d:
         """1x1x1 output convolution (with bias, as nnU-Net's seg layers)."""
         return nn.Conv3d(in_channels, num_classes, 1, bias=True)
 
 
-def _triple(value) -> tuple[int, int, int]:
+def triple(value) -> tuple[int, int, int]:
     if isinstance(value, int):
         return (value,) * 3
     value = tuple(int(v) for v in value)
@@ -101,11 +106,14 @@ def _triple(value) -> tuple[int, int, int]:
     return value
 
 
+_triple = triple  # the name the first architectures imported
+
+
 def cumulative_strides(strides: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
     """Down-sampling factor of each stage relative to the input, per axis."""
     total, factors = (1, 1, 1), []
     for s in strides:
-        total = tuple(t * si for t, si in zip(total, _triple(s)))
+        total = tuple(t * si for t, si in zip(total, triple(s)))
         factors.append(total)
     return factors
 

@@ -1,0 +1,103 @@
+"""A "low-quality site" copy of a dataset: lower contrast, blur, a bias field and noise, seeded.
+
+For controlled transfer experiments on one dataset: the copy has the same cases, case ids and
+labels (copied unchanged), only the images differ, by the same four knobs as the synthetic
+domains (synthetic.Domain):
+
+- contrast c: intensities are pulled towards the image's mean, x -> mean + c (x - mean), so every
+  tissue difference shrinks by c. nnU-Net z-scores MRI per image, which undoes a contrast change
+  on its own; it takes effect relative to the noise and bias, which stay in units of the
+  original image (the contrast-to-noise ratio falls by c), as in the synthetic domains where
+  the noise is absolute;
+- blur_sigma: Gaussian blur, in voxels (a lower effective resolution on the same grid);
+- bias: amplitude of a smooth multiplicative field (1 + bias * f, |f| <= 1), as MRI coils give;
+- noise: standard deviation of added Gaussian noise, in units of the image's standard deviation.
+
+Every case draws from its own generator seeded by (seed, case id), so a case looks the same
+whichever other cases are converted with it, and re-runs redo only what changed.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict
+
+import numpy as np
+import SimpleITK as sitk
+from scipy.ndimage import gaussian_filter
+
+from nnunet_transfer.data.convert import ConversionReport, ConversionSettings, LoadedCase, \
+    SourceCase, convert_cases, find_raw_dataset_cases
+from nnunet_transfer.data.raw_dataset import name_of
+from nnunet_transfer.data.synthetic import LOW_QUALITY_DOMAIN, Domain
+from nnunet_transfer.errors import UserError
+
+
+def acquisition_shift(image: np.ndarray, domain: Domain, rng: np.random.Generator,
+                      noise_scale: float = 1.0) -> np.ndarray:
+    """Blur, bias field and noise of `domain` applied to a float array (z, y, x).
+
+    The noise standard deviation is domain.noise * noise_scale. The steps and random draws are
+    those of synthetic.synthetic_case, so the synthetic data can be made with this function.
+    """
+    if domain.blur_sigma > 0:
+        image = gaussian_filter(image, domain.blur_sigma)
+    if domain.bias > 0:
+        field = gaussian_filter(rng.standard_normal(image.shape), max(image.shape) / 4)
+        field = field / (np.abs(field).max() + 1e-8)
+        image = image * (1.0 + domain.bias * field)
+    return image + domain.noise * noise_scale * rng.standard_normal(image.shape)
+
+
+def degrade_volume(image: np.ndarray, domain: Domain, rng: np.random.Generator) -> np.ndarray:
+    """A real image (any shape, any intensity unit) as a low-quality site would see it
+    (float32); see the module docstring for the units."""
+    values = image.astype(np.float64)
+    mean, std = values.mean(), values.std()
+    values = mean + domain.contrast * (values - mean)
+    return acquisition_shift(values, domain, rng, noise_scale=std).astype(np.float32)
+
+
+def case_rng(seed: int, case: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(case.encode())])
+
+
+OPTIONS = {"contrast": "--contrast", "noise": "--noise", "blur_sigma": "--blur", "bias": "--bias"}
+
+
+def check_domain(domain: Domain) -> None:
+    for name, value in asdict(domain).items():
+        if not np.isfinite(value) or value < 0:
+            raise UserError(f"{OPTIONS[name]} {value:g}: must be a number >= 0")
+    if domain.contrast == 0:
+        raise UserError("--contrast 0 would erase the image; give a factor above 0 (e.g. 0.6)")
+
+
+def degrade_dataset(source_folder: str, out_folder: str, domain: Domain = LOW_QUALITY_DOMAIN,
+                    seed: int = 0, site: str | None = None) -> ConversionReport:
+    """Write a degraded copy of the raw dataset in `source_folder` (its training cases) into
+    `out_folder`. Every case gets `site` in sites.json (default: the new dataset's name)."""
+    check_domain(domain)
+    discovery, dataset_json, _ = find_raw_dataset_cases(source_folder)
+    name = name_of(out_folder)
+    for case in discovery.cases:
+        case.site = site or name
+    settings = ConversionSettings({k: int(v) for k, v in dataset_json["labels"].items()},
+                                  {int(k): v for k, v in dataset_json["channel_names"].items()})
+
+    def degrade(case: SourceCase, loaded: LoadedCase) -> LoadedCase:
+        rng = case_rng(seed, case.case)
+        for index, channel in enumerate(loaded.channels):
+            degraded = sitk.GetImageFromArray(degrade_volume(sitk.GetArrayViewFromImage(channel),
+                                                             domain, rng))
+            degraded.CopyInformation(channel)
+            loaded.channels[index], loaded.channel_files[index] = degraded, None
+        return loaded
+
+    shift = {**asdict(domain), "seed": seed}
+    return convert_cases(
+        discovery, out_folder, settings, name, source_folder, transform=degrade,
+        transform_settings=shift,
+        description=f"{dataset_json.get('name', source_folder)} as a low-quality site "
+                    f"({', '.join(f'{k} {v:g}' for k, v in shift.items())}), by nnunet-transfer",
+        nnunet_transfer={"derived_from": source_folder, "domain_shift": shift})
