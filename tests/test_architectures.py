@@ -30,11 +30,11 @@ def base_kwargs(strides, kernel_sizes, features=(8, 16, 32, 64, 64)):
     }
 
 
-# Isotropic plans with a coarsest map of 3 x 5 x 3 (nnU-Net's patches are multiples of the
-# total stride, not powers of two) and anisotropic plans with 1x3x3 kernels in the first stage
-# (coarsest map 5 x 6 x 5).
+# Isotropic plans with a coarsest map of 4 x 5 x 4 (nnU-Net's patches are multiples of the
+# total stride, not powers of two; its planner keeps at least 4 voxels per down-sampled axis)
+# and anisotropic plans with 1x3x3 kernels in the first stage (coarsest map 5 x 6 x 5).
 PLANS = {
-    "isotropic": ([24, 40, 24], base_kwargs([[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
+    "isotropic": ([32, 40, 32], base_kwargs([[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
                                             [[3, 3, 3]] * 4)),
     "anisotropic": ([20, 48, 40], base_kwargs([[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]],
                                               [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]])),
@@ -123,10 +123,10 @@ def test_initialisation_is_seeded_and_he_scaled(name):
 def test_patch_the_network_cannot_take_is_refused_at_plan_time(name):
     patch, kwargs = PLANS["isotropic"]
     with pytest.raises(UserError, match="patch size"):
-        architecture_entry(name, kwargs, [25, 40, 24])
-    with pytest.raises(UserError, match="patch size"):
-        architecture_entry(name, base_kwargs([[1, 1, 1]] + [[2, 2, 2]] * 4, [[3, 3, 3]] * 5),
-                           [16, 16, 16])
+        architecture_entry(name, kwargs, [33, 40, 32])
+    with pytest.raises(UserError, match="patch size"):  # a single voxel at the coarsest stage
+        architecture_entry(name, base_kwargs([[1, 1, 1]] + [[2, 2, 2]] * 2, [[3, 3, 3]] * 3),
+                           [4, 8, 8])
 
 
 def test_templates_name_their_class_and_reject_unknown_names():
