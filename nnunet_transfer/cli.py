@@ -6,29 +6,19 @@ import argparse
 import os
 import shlex
 import sys
-from importlib import util
 
 from nnunet_transfer.architectures.registry import ARCHITECTURES
 from nnunet_transfer.data.commands import register as register_data_commands
+from nnunet_transfer.discovery import ext_trainer_value
+from nnunet_transfer.evaluation.commands import register as register_evaluation_commands
 from nnunet_transfer.errors import UserError, exit_with_message
 from nnunet_transfer.training.budget import KNOBS, parse_knob
 from nnunet_transfer.training.strategies import ALL_STRATEGIES
 
 
-def trainers_folder() -> str:
-    """The folder nnU-Net must search for our trainers (nnUNet_extTrainer)."""
-    spec = util.find_spec("nnunet_transfer_trainers")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("the trainers folder of nnunet-transfer is not installed; reinstall the "
-                        "package (pip install -e .)")
-    return os.path.abspath(list(spec.submodule_search_locations)[0])
-
-
 def env_lines(args: argparse.Namespace) -> list[str]:
-    folder = trainers_folder()
-    current = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
-    paths = current if folder in current else [folder, *current]
-    lines = [f"export nnUNet_extTrainer={shlex.quote(os.pathsep.join(paths))}"]
+    value = ext_trainer_value(os.environ.get("nnUNet_extTrainer"))
+    lines = [f"export nnUNet_extTrainer={shlex.quote(value)}"]
     for knob in KNOBS:
         value = getattr(args, knob.field)
         if value is not None:
@@ -151,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     aa.set_defaults(func=_cmd_add_architectures)
 
     register_data_commands(sub)
+    register_evaluation_commands(sub)
 
     sy = sub.add_parser("make-synthetic", help="write a synthetic dataset in nnU-Net raw format")
     sy.add_argument("--id", type=int, required=True)

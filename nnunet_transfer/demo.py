@@ -36,7 +36,7 @@ class Demo:
                         nnUNet_results=self.path("results"), nnUNet_compile="f",
                         nnUNet_def_n_proc="1", NNUNET_TRANSFER_SEED="0",
                         NNUNET_TRANSFER_SNAPSHOT_EVERY="1", NNUNET_TRANSFER_VAL_ITERS="2")
-        from nnunet_transfer.cli import trainers_folder
+        from nnunet_transfer.discovery import trainers_folder
         self.env["nnUNet_extTrainer"] = trainers_folder()
 
     def path(self, *parts: str) -> str:

@@ -1,0 +1,222 @@
+"""Comparison tables like the papers': mean +- std per strategy and n, paired tests, asterisks.
+
+Input: the per-case tables (`evaluation_per_case.csv`) of several runs, each labelled by a run
+spec `strategy[:n[:seed]]`, e.g. `FineTune:5:0` = strategy FineTune trained on n = 5 images
+with seed 0. Runs of one strategy and n with several seeds are one group.
+
+Statistics of a group, per structure and metric:
+
+- a case's value is the mean over the group's seeds of its defined values (NaN distances of an
+  empty mask are left out and counted in `n_excluded`; a case with no defined value is left out);
+- mean and std (ddof 1) are over the test cases; `seed_std` is the std of the per-seed means
+  (the spread between seeds; NaN with one seed);
+- paired tests against the reference strategy at the same n (or, if the reference has no run at
+  that n, its run without n, e.g. a model trained on everything) on the cases both have:
+  paired t-test (scipy.stats.ttest_rel) and Wilcoxon signed-rank (scipy.stats.wilcoxon,
+  two-sided, zero differences dropped as scipy's default "wilcox"). When every difference is
+  zero (identical results) both p-values are 1; with fewer than 2 pairs they are NaN; a
+  constant non-zero difference gives the t-test's p = 0 (scipy: infinite t).
+- `significant` and the asterisk: p < alpha (0.05) of the chosen test (t-test by default).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from nnunet_transfer.errors import UserError
+from nnunet_transfer.evaluation.evaluate import PER_CASE_FILE, SUMMARY_METRICS
+from nnunet_transfer.training.bookkeeping import atomic_write_bytes
+
+METRIC_TITLES = {"dsc": "DSC", "iou": "IoU", "hd95_mm": "HD95 (mm)", "assd_mm": "ASSD (mm)",
+                 "lesion_f1": "lesion F1"}
+TESTS = ("ttest", "wilcoxon")
+COMPARISON_CSV, COMPARISON_MD = "comparison.csv", "comparison.md"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    strategy: str
+    n: int | None = None
+    seed: int | None = None
+
+    def __str__(self) -> str:
+        return ":".join([self.strategy] + [str(v) for v in (self.n, self.seed) if v is not None])
+
+    @property
+    def folder_name(self) -> str:
+        """A file-system friendly name: FineTune_n5_seed0."""
+        return "_".join([self.strategy] + ([f"n{self.n}"] if self.n is not None else [])
+                        + ([f"seed{self.seed}"] if self.seed is not None else []))
+
+
+def parse_run_spec(text: str) -> RunSpec:
+    """`strategy`, `strategy:n` or `strategy:n:seed` (n, seed whole numbers; strategy not empty)."""
+    match = re.fullmatch(r"([A-Za-z0-9_.+-]+)(?::(\d+))?(?::(\d+))?", text)
+    if match is None or (match.group(3) is not None and match.group(2) is None):
+        raise UserError(f"run label {text!r}: give STRATEGY, STRATEGY:N or STRATEGY:N:SEED "
+                        "(letters, digits, _ . + - in the strategy; whole numbers N and SEED)")
+    return RunSpec(match.group(1), *(int(g) if g is not None else None
+                                     for g in match.group(2, 3)))
+
+
+def parse_run_item(item: str) -> tuple[RunSpec, str]:
+    """`LABEL=PATH` (see parse_run_spec) -> (spec, path)."""
+    label, sep, path = item.partition("=")
+    if not sep or not path:
+        raise UserError(f"{item!r}: give LABEL=PATH, e.g. FineTune:5:0=eval/finetune_n5_s0")
+    return parse_run_spec(label), path
+
+
+def read_per_case(path: str) -> pd.DataFrame:
+    """An evaluation's per-case table, from its CSV or from the folder holding it."""
+    csv_path = os.path.join(path, PER_CASE_FILE) if os.path.isdir(path) else path
+    try:
+        table = pd.read_csv(csv_path, dtype={"case": str, "structure": str})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read the per-case results {csv_path} ({error}); give an "
+                        "evaluation folder written by `nnunet-transfer evaluate` or its "
+                        f"{PER_CASE_FILE}") from None
+    needed = {"case", "structure"}
+    if not needed <= set(table.columns) or not set(SUMMARY_METRICS) & set(table.columns):
+        raise UserError(f"{csv_path} is not a per-case table of `nnunet-transfer evaluate` "
+                        f"(needs columns case, structure and metrics such as dsc)")
+    return table
+
+
+def collect_runs(runs: list[tuple[RunSpec, str]]) -> pd.DataFrame:
+    """One long table of every run's per-case rows with strategy, n and seed columns."""
+    if not runs:
+        raise UserError("give at least one run as LABEL=PATH")
+    seen = set()
+    tables = []
+    for spec, path in runs:
+        if spec in seen:
+            raise UserError(f"run {spec} given twice; give each run its own label "
+                            "(STRATEGY:N:SEED)")
+        seen.add(spec)
+        table = read_per_case(path)
+        tables.append(table.assign(strategy=spec.strategy, n=spec.n, seed=spec.seed))
+    return pd.concat(tables, ignore_index=True)
+
+
+def check_test(test: str) -> None:
+    if test not in TESTS:
+        raise UserError(f"test {test!r}: give one of {', '.join(TESTS)}")
+
+
+def paired_p_values(first: np.ndarray, second: np.ndarray) -> tuple[float, float]:
+    """(paired t-test p, Wilcoxon signed-rank p), two-sided, of equally long paired arrays."""
+    differences = np.asarray(first, float) - np.asarray(second, float)
+    if differences.size < 2:
+        return float("nan"), float("nan")
+    if not np.any(differences):
+        return 1.0, 1.0   # identical results: no evidence of a difference (scipy: NaN / error)
+    with warnings.catch_warnings():
+        # scipy warns (catastrophic cancellation, exact p with ties) but still returns p
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        t_p = float(stats.ttest_rel(first, second).pvalue)
+        w_p = float(stats.wilcoxon(differences).pvalue)
+    return t_p, w_p
+
+
+def _case_values(group: pd.DataFrame, metric: str) -> pd.Series:
+    """Per test case, the mean over seeds of the defined values (NaN-only cases dropped)."""
+    return group.groupby("case")[metric].mean().dropna()
+
+
+def _group_key(n) -> object:
+    return None if n is None or (isinstance(n, float) and np.isnan(n)) else int(n)
+
+
+def comparison_table(runs: pd.DataFrame, reference: str | None = None,
+                     metrics: tuple[str, ...] | None = None, test: str = "ttest",
+                     alpha: float = 0.05) -> pd.DataFrame:
+    """One row per structure, metric, strategy and n (see the module docstring for columns)."""
+    check_test(test)
+    strategies = list(dict.fromkeys(runs["strategy"]))
+    if reference is not None and reference not in strategies:
+        raise UserError(f"reference strategy {reference!r} is not among the runs "
+                        f"({', '.join(strategies)}); give one of them")
+    metrics = tuple(m for m in (metrics or SUMMARY_METRICS) if m in runs.columns)
+    if not metrics:
+        raise UserError(f"none of the metrics is in the per-case tables; give some of "
+                        f"{', '.join(SUMMARY_METRICS)}")
+    groups = {(strategy, _group_key(n)): group for (strategy, n), group
+              in runs.groupby(["strategy", "n"], dropna=False, sort=False)}
+    rows = []
+    for structure in dict.fromkeys(runs["structure"]):
+        for metric in metrics:
+            for (strategy, n), group in groups.items():
+                of_structure = group[group["structure"] == structure]
+                values = _case_values(of_structure, metric)
+                per_seed = of_structure.groupby("seed", dropna=False)[metric].mean()
+                row = {"structure": structure, "metric": metric, "strategy": strategy, "n": n,
+                       "mean": values.mean(), "std": values.std(ddof=1),
+                       "n_cases": len(values),
+                       "n_seeds": of_structure["seed"].nunique(dropna=False),
+                       "seed_std": per_seed.std(ddof=1) if len(per_seed) > 1 else np.nan,
+                       "n_excluded": int(of_structure[metric].isna().sum()),
+                       "reference": None, "n_pairs": 0, "p_ttest": np.nan,
+                       "p_wilcoxon": np.nan, "significant": False}
+                ref_group = None
+                if reference is not None and strategy != reference:
+                    ref_group = groups.get((reference, n), groups.get((reference, None)))
+                if ref_group is not None:
+                    ref_values = _case_values(ref_group[ref_group["structure"] == structure],
+                                              metric)
+                    common = values.index.intersection(ref_values.index)
+                    p_t, p_w = paired_p_values(values[common].to_numpy(),
+                                               ref_values[common].to_numpy())
+                    chosen = p_t if test == "ttest" else p_w
+                    row.update(reference=reference, n_pairs=len(common), p_ttest=p_t,
+                               p_wilcoxon=p_w, significant=bool(chosen < alpha))
+                rows.append(row)
+    return pd.DataFrame(rows).astype({"n": "Int64"})   # whole numbers, empty when not given
+
+
+def _cell(row: pd.Series, digits: int) -> str:
+    if row["n_cases"] == 0:
+        return "-"
+    std = "" if np.isnan(row["std"]) else f" ± {row['std']:.{digits}f}"
+    return f"{row['mean']:.{digits}f}{std}{'*' if row['significant'] else ''}"
+
+
+def to_markdown(table: pd.DataFrame, reference: str | None, test: str = "ttest",
+                alpha: float = 0.05, digits: int = 3) -> str:
+    """One Markdown table per metric: rows strategy and n, columns the structures."""
+    test_name = {"ttest": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}[test]
+    parts = []
+    for metric, of_metric in table.groupby("metric", sort=False):
+        rows = {}
+        for _, row in of_metric.iterrows():
+            key = (row["strategy"], "" if row["n"] is None or pd.isna(row["n"]) else int(row["n"]))
+            rows.setdefault(key, {})[row["structure"]] = _cell(row, digits)
+        frame = pd.DataFrame([{"strategy": s, "n": n, **cells} for (s, n), cells in rows.items()])
+        parts.append(f"### {METRIC_TITLES.get(metric, metric)}\n\n"
+                     + frame.to_markdown(index=False, disable_numparse=True))
+        excluded = of_metric[of_metric["n_excluded"] > 0]
+        if len(excluded):
+            counts = [f"{r['strategy']}{'' if pd.isna(r['n']) else f' n={r.n}'} "
+                      f"{r['structure']}: {r['n_excluded']}" for _, r in excluded.iterrows()]
+            parts.append("Left out (undefined: an empty mask), values over cases x seeds: "
+                         + "; ".join(counts))
+    note = "mean ± std over the test cases (each case averaged over seeds)"
+    if reference is not None:
+        note += f"; * p < {alpha:g} vs {reference} at the same n ({test_name}, paired by case)"
+    return note + "\n\n" + "\n\n".join(parts) + "\n"
+
+
+def write_comparison(output_folder: str, table: pd.DataFrame, markdown: str) -> list[str]:
+    """Write comparison.csv and comparison.md atomically; returns their paths."""
+    paths = [os.path.join(output_folder, name) for name in (COMPARISON_CSV, COMPARISON_MD)]
+    atomic_write_bytes(paths[0], table.to_csv(index=False).encode())
+    atomic_write_bytes(paths[1], markdown.encode())
+    return paths
