@@ -65,8 +65,10 @@ def test_output_shapes_and_gradient_reach_every_parameter(name, plans):
     else:
         assert len(outputs) == 1
     sum(o.float().square().mean() for o in outputs).backward()
-    no_grad = [n for n, p in network.named_parameters()
-               if p.grad is None or not torch.any(p.grad != 0)]
+    # Every parameter is reached; every weight tensor gets a non-zero gradient (a conv bias
+    # followed by instance norm has zero gradient in exact arithmetic, so only reachability).
+    no_grad = [n for n, p in network.named_parameters() if p.grad is None
+               or (p.ndim >= 2 and not torch.any(p.grad != 0))]
     assert no_grad == [], f"parameters without gradient: {no_grad[:5]}"
 
     network.decoder.deep_supervision = False
