@@ -142,3 +142,17 @@ def test_run_records_the_architecture_plans(runs, architecture):
     entry = plans["configurations"][configuration(architecture)]
     assert entry["inherits_from"] == "3d_fullres"
     assert entry["architecture"]["network_class_name"].startswith("nnunet_transfer.architectures")
+
+
+def test_checkpoint_of_another_architecture_is_refused(runs, workspace, source,
+                                                      same_labels_target):
+    """nnU-Net's U-Net weights given to an HRNet run: a message naming both, no traceback.
+    (A dataset and trainer no other test trains, so no run folder is touched.)"""
+    target = same_labels_target
+    result = workspace.run("nnUNetv2_train", str(target["id"]), configuration("hrnet"), "0",
+                           "-p", target["plans"], "-tr", "nnUNetTrainer_FineTune",
+                           "-device", "cpu", "-pretrained_weights", source["checkpoint"],
+                           ok=False, extra_env=BUDGET)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "another architecture" in result.stderr and "PlainConvUNet" in result.stderr

@@ -102,12 +102,23 @@ def test_other_architecture_is_refused_with_table_and_fix(tmp_path):
     report = _plan(tmp_path, plain_unet(n_stages=4, features=4), plain_unet(n_stages=3, features=6))
     kinds = {r.status for r in report.problems}
     assert {"mismatched", "unexpected"} <= kinds
-    message = refusal_message(report, "Dataset802_T, plans P, configuration 3d_fullres")
+    message = refusal_message(report, "Dataset802_T, plans P, configuration 3d_fullres",
+                              report.source.network_class or "x.PlainConvUNet")
     assert "nnunet-transfer plans-transfer --source" in message
     assert "mismatched" in message
     mismatched = next(r for r in report.rows if r.status == "mismatched")
     assert f"{mismatched.key}" in message
     assert "NNUNET_TRANSFER_LOAD=encoder" in message
+
+
+def test_checkpoint_of_another_architecture_names_both(tmp_path):
+    report = _plan(tmp_path, plain_unet(n_stages=4, features=4), plain_unet(n_stages=3, features=6))
+    report.source.network_class = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
+    message = refusal_message(report, "Dataset802_T, plans P, configuration 3d_fullres_hrnet",
+                              "nnunet_transfer.architectures.hrnet.HRNet3D")
+    assert "another architecture" in message
+    assert "PlainConvUNet" in message and "HRNet3D" in message
+    assert "add-architectures" in message
 
 
 def test_encoder_only_loading_leaves_decoder_random(tmp_path):

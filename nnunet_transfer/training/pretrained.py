@@ -49,6 +49,7 @@ class SourceCheckpoint:
     trainer_name: str | None = None
     labels: dict | None = None
     regions_class_order: list | None = None
+    network_class: str | None = None
 
 
 def same_labels(source: SourceCheckpoint, target_dataset_json: dict) -> bool:
@@ -175,7 +176,17 @@ def read_checkpoint(path: str) -> SourceCheckpoint:
         dataset_name=plans.get("dataset_name"), plans_name=plans.get("plans_name"),
         configuration=init_args.get("configuration"), trainer_name=meta.get("trainer_name"),
         labels=dataset_json.get("labels"),
-        regions_class_order=dataset_json.get("regions_class_order"))
+        regions_class_order=dataset_json.get("regions_class_order"),
+        network_class=_network_class_name(plans, init_args.get("configuration")))
+
+
+def _network_class_name(plans: dict, configuration: str | None) -> str | None:
+    """The network class a checkpoint's plans give its configuration (None if unknown)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    try:
+        return PlansManager(plans).get_configuration(configuration).network_arch_class_name
+    except Exception:  # plans of another nnU-Net version, or none: the table still explains
+        return None
 
 
 def adapt_input_channels(weight: torch.Tensor, num_input_channels: int) -> torch.Tensor:
@@ -252,9 +263,18 @@ def plan_load(network: nn.Module, parts: NetworkParts, source: SourceCheckpoint,
     return LoadReport(source=source, rows=rows, head_note=head_note, state=new_state)
 
 
-def refusal_message(report: LoadReport, target: str) -> str:
+def refusal_message(report: LoadReport, target: str, network_class: str) -> str:
     src = report.source
     fix_source = (src.dataset_name or "<source dataset id>").split("_")[0].replace("Dataset", "")
+    if src.network_class and src.network_class != network_class:
+        return (
+            f"the pretrained weights are of another architecture: the checkpoint holds a "
+            f"{src.network_class.rsplit('.', 1)[-1]} (configuration {src.configuration} of "
+            f"{src.dataset_name}), {target} trains a {network_class.rsplit('.', 1)[-1]}. "
+            "Pretrain the source with the same configuration (nnUNetv2_train <source id> "
+            "<this configuration> ...; `nnunet-transfer add-architectures` adds the extra "
+            "architectures to the source's plans), or train this target with the "
+            "checkpoint's configuration.")
     return (
         f"the pretrained weights do not fit the network of {target}:\n"
         f"{report.table()}\n"

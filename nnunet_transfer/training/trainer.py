@@ -127,7 +127,8 @@ class TransferTrainer(nnUNetTrainer):
                            target_dataset_json=self.dataset_json,
                            load=self.budget.load, head=self.budget.head)
         if report.problems:
-            raise UserError(refusal_message(report, self._describe_run()))
+            raise UserError(refusal_message(
+                report, self._describe_run(), self.configuration_manager.network_arch_class_name))
         for part in self.strategy.frozen_parts:
             if not report.fully_loaded(part):
                 raise UserError(

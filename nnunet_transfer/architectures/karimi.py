@@ -1,0 +1,295 @@
+"""The residual FCN of Karimi, Warfield and Gholipour (2021), on nnU-Net's plans."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from nnunet_transfer.architectures.common import ConvSettings, TransferNetwork, _triple
+from nnunet_transfer.errors import UserError
+
+# Residual units per encoder stage at the paper's five stages: with the entry convolution of
+# every stage and the 1x1x1 projections of the extra connections this is the 33 encoder
+# convolutions the paper reports. The high-resolution stages get the extra units: that is
+# where the encoder's work is, and a frozen random encoder saves exactly that work.
+PAPER_UNITS_PER_STAGE = (3, 3, 2, 2, 2)
+
+
+class ResidualUnit(nn.Module):
+    """Two convolutions around a short identity skip: act(x + norm(conv(act(norm(conv(x))))))."""
+
+    def __init__(self, settings: ConvSettings, channels: int, kernel):
+        super().__init__()
+        self.conv1 = settings.conv_norm_act(channels, channels, kernel)
+        self.conv2 = settings.conv(channels, channels, kernel)
+        self.norm2 = settings.norm(channels)
+        self.act = settings.activation()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm2(self.conv2(self.conv1(x))) + x)
+
+
+class DownsampledShortcut(nn.Module):
+    """The extra connection between encoder feature maps: the previous stage's output,
+    average-pooled by the stage's stride (every voxel contributes, unlike a strided 1x1x1
+    convolution) and projected to the stage's channels."""
+
+    def __init__(self, settings: ConvSettings, in_channels: int, channels: int, stride):
+        super().__init__()
+        stride = _triple(stride)
+        self.pool = nn.AvgPool3d(stride, stride)
+        self.project = settings.conv(in_channels, channels, 1)
+        self.norm = settings.norm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.project(self.pool(x)))
+
+
+class EncoderStage(nn.Module):
+    """Entry convolution (strided by the plans' stride from the second stage on), a residual
+    block of `n_units` residual units whose input is added to its output (the long skip), and
+    from the second stage on the down-sampled previous stage added as well."""
+
+    def __init__(self, settings: ConvSettings, in_channels: int, channels: int, kernel, stride,
+                 n_units: int, shortcut: bool):
+        super().__init__()
+        self.entry = settings.conv_norm_act(in_channels, channels, kernel, stride)
+        self.units = nn.Sequential(*[ResidualUnit(settings, channels, kernel)
+                                     for _ in range(n_units)])
+        self.shortcut = (DownsampledShortcut(settings, in_channels, channels, stride)
+                         if shortcut else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        entry = self.entry(x)
+        out = self.units(entry) + entry
+        if self.shortcut is not None:
+            out = out + self.shortcut(x)
+        return out
+
+
+class ConcatConv(nn.Module):
+    """conv(cat(upsampled, skip)) written as conv_up(upsampled) + conv_skip(skip).
+
+    The same function (the two kernels are the two halves of the concatenated kernel, and
+    `he_init` draws them as one), but when the encoder is frozen the skip is a constant and
+    autograd computes no input gradient for it: half of this convolution's backward is saved
+    without any hook into the training code."""
+
+    def __init__(self, settings: ConvSettings, up_channels: int, skip_channels: int,
+                 out_channels: int, kernel):
+        super().__init__()
+        self.conv_up = settings.conv(up_channels, out_channels, kernel)
+        self.conv_skip = settings.conv(skip_channels, out_channels, kernel, bias=False)
+
+    def forward(self, upsampled: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.conv_up(upsampled) + self.conv_skip(skip)
+
+    def he_init(self) -> None:
+        """He init with the fan-in of the concatenated convolution, as TransferNetwork.initialize
+        would give the single convolution this module stands for."""
+        fan_in = sum(c.weight[0].numel() for c in (self.conv_up, self.conv_skip))
+        std = nn.init.calculate_gain("leaky_relu", 1e-2) / math.sqrt(fan_in)
+        for conv in (self.conv_up, self.conv_skip):
+            nn.init.normal_(conv.weight, 0.0, std)
+
+
+class FuseBlock(nn.Module):
+    """The first block of a decoder stage: ConcatConv, norm, non-linearity."""
+
+    def __init__(self, settings: ConvSettings, up_channels: int, skip_channels: int,
+                 channels: int, kernel):
+        super().__init__()
+        self.conv = ConcatConv(settings, up_channels, skip_channels, channels, kernel)
+        self.norm = settings.norm(channels)
+        self.act = settings.activation()
+
+    def forward(self, upsampled: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(upsampled, skip)))
+
+
+class DecoderStage(nn.Module):
+    """Transposed convolution (kernel = stride) up to the skip's resolution, a FuseBlock over
+    the up-sampled map and the encoder's skip, then `n_convs - 1` conv-norm-act blocks."""
+
+    def __init__(self, settings: ConvSettings, below_channels: int, channels: int, kernel,
+                 stride, n_convs: int):
+        super().__init__()
+        stride = _triple(stride)
+        self.upsample = nn.ConvTranspose3d(below_channels, channels, stride, stride,
+                                           bias=settings.conv_bias)
+        self.fuse = FuseBlock(settings, channels, channels, channels, kernel)
+        self.convs = nn.Sequential(*[settings.conv_norm_act(channels, channels, kernel)
+                                     for _ in range(n_convs - 1)])
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.convs(self.fuse(self.upsample(x), skip))
+
+
+class KarimiEncoder(nn.Module):
+    def __init__(self, settings: ConvSettings, input_channels: int, features: Sequence[int],
+                 strides, kernel_sizes, units_per_stage: Sequence[int]):
+        super().__init__()
+        channels = [input_channels, *features]
+        self.stages = nn.ModuleList(
+            EncoderStage(settings, channels[s], channels[s + 1], kernel_sizes[s], strides[s],
+                         units_per_stage[s], shortcut=s > 0)
+            for s in range(len(features)))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        skips = []
+        for stage in self.stages:
+            x = stage(x)
+            skips.append(x)
+        return skips
+
+
+class KarimiDecoder(nn.Module):
+    """Decoder stages from the deepest to the full resolution (stages[0] is the deepest)."""
+
+    def __init__(self, settings: ConvSettings, features: Sequence[int], strides, kernel_sizes,
+                 convs_per_stage: int, deep_supervision: bool):
+        super().__init__()
+        self.deep_supervision = deep_supervision
+        self.stages = nn.ModuleList(
+            DecoderStage(settings, features[s + 1], features[s], kernel_sizes[s],
+                         strides[s + 1], convs_per_stage)
+            for s in reversed(range(len(features) - 1)))
+
+    def forward(self, skips: list[torch.Tensor]) -> torch.Tensor:
+        x = skips[-1]
+        for stage, skip in zip(self.stages, reversed(skips[:-1])):
+            x = stage(x, skip)
+        return x
+
+
+class KarimiNet(TransferNetwork):
+    """The residual FCN of Karimi, Warfield and Gholipour, "Transfer learning in medical image
+    segmentation: new insights from analysis of the dynamics of model parameters and learned
+    representations", Artificial Intelligence in Medicine 116, 2021: a 3D U-Net / V-Net-like
+    network with 14 features at full resolution doubling per stage (14 ... 224 at five
+    stages), ReLU, 3x3x3 kernels, residual blocks with short and long skips in the encoder,
+    extra connections between encoder feature maps and concatenation skips to the decoder.
+
+    What is built, per stage s (features F_s, the plans' stride and kernel of stage s):
+
+    - encoder stage: an entry conv-norm-act (from the image at s = 0; strided by the plans'
+      stride, which down-samples, from s = 1 on), a residual block of `units_per_stage[s]`
+      residual units (two convolutions around a short identity skip each) with a long skip
+      adding the block's input to its output, and from s = 1 on the extra connection: the
+      previous stage's output, average-pooled by the stride and projected by a 1x1x1
+      convolution, added to the stage's output;
+    - decoder stage (s = n-2 ... 0): a transposed convolution (kernel = stride) from stage
+      s+1, a convolution over the concatenation of that map and the encoder's stage-s output
+      (computed as the sum of two convolutions, see ConcatConv), then
+      `decoder_convs_per_stage - 1` more conv-norm-act blocks;
+    - head: a 1x1x1 convolution at full resolution.
+
+    At five stages with the template's defaults: 33 encoder convolutions (5 entries, 24 in
+    the residual units, 4 projections) and 17 decoder ones (per stage the transposed
+    convolution, the concatenation convolution and two more; plus the 1x1x1 head), against
+    the paper's 33 and 18.
+
+    Split: encoder = the encoder stages (with the bottleneck), decoder = the decoder stages
+    (transposed convolutions included), head = the 1x1x1 output convolution. Analysis layers:
+    the outputs of encoder stages 0, 1, 2 and of the decoder stages at the same resolutions,
+    deepest first (finer blocks when the plans have fewer stages).
+
+    Departures from the paper: normalisation is the plans' (nnU-Net's instance norm); down-
+    and up-sampling use the plans' per-stage strides and kernel sizes (so anisotropic plans
+    with 1x3x3 kernels and any patch nnU-Net plans work) instead of fixed 2x steps on 96^3
+    blocks; the number of stages is the plans' (at most five). The exact wiring of the extra
+    encoder connections (here: pooled and projected, added) and the split of the encoder's
+    convolutions into residual units are our reading of the paper's description, chosen to
+    match its layer counts. No deep supervision, as in the paper.
+    """
+
+    has_deep_supervision = False
+
+    def __init__(self, input_channels: int, num_classes: int, n_stages: int,
+                 features_per_stage: Sequence[int], strides, kernel_sizes, conv_op=nn.Conv3d,
+                 norm_op=nn.InstanceNorm3d, norm_op_kwargs=None, nonlin=nn.ReLU,
+                 nonlin_kwargs=None, conv_bias: bool = True, deep_supervision: bool = False,
+                 units_per_stage: Sequence[int] = PAPER_UNITS_PER_STAGE,
+                 decoder_convs_per_stage: int = 3):
+        super().__init__()
+        _check_layout(type(self).__name__, n_stages, features_per_stage, strides,
+                      kernel_sizes, units_per_stage, decoder_convs_per_stage)
+        # Unset kwargs keep ConvSettings' defaults (nnU-Net's affine instance norm).
+        settings = ConvSettings(**{k: v for k, v in dict(
+            conv_op=conv_op, norm_op=norm_op, norm_op_kwargs=norm_op_kwargs, nonlin=nonlin,
+            nonlin_kwargs=nonlin_kwargs, conv_bias=conv_bias).items() if v is not None})
+        features = list(features_per_stage)
+        self.encoder = KarimiEncoder(settings, input_channels, features, strides, kernel_sizes,
+                                     list(units_per_stage)[:n_stages])
+        self.decoder = KarimiDecoder(settings, features, strides, kernel_sizes,
+                                     decoder_convs_per_stage, deep_supervision)
+        self.head = settings.head(features[0], num_classes)
+
+    def forward(self, x: torch.Tensor):
+        return self.outputs([self.head(self.decoder(self.encoder(x)))])
+
+    @staticmethod
+    def initialize(module: nn.Module) -> None:
+        TransferNetwork.initialize(module)
+        # nn.Module.apply visits a ConcatConv after its two convolutions: redraw them as one.
+        if isinstance(module, ConcatConv):
+            module.he_init()
+
+    def transfer_parts(self) -> dict[str, list[nn.Module]]:
+        return {"encoder": [self.encoder], "decoder": [self.decoder], "head": [self.head]}
+
+    def analysis_layers(self) -> dict[str, list[str]]:
+        n = len(self.encoder.stages)
+        if n >= 3:
+            encoder = [f"encoder.stages.{s}" for s in range(3)]
+        else:  # two stages: the first stage's entry block, then the two stage outputs
+            encoder = ["encoder.stages.0.entry", "encoder.stages.0", "encoder.stages.1"]
+        n_dec = len(self.decoder.stages)
+        if n_dec >= 3:
+            decoder = [f"decoder.stages.{i}" for i in range(n_dec - 3, n_dec)]
+        elif n_dec == 2:
+            decoder = ["decoder.stages.0", "decoder.stages.1.fuse", "decoder.stages.1"]
+        else:
+            decoder = ["decoder.stages.0.upsample", "decoder.stages.0.fuse", "decoder.stages.0"]
+        return {"encoder": encoder, "decoder": decoder}
+
+    @classmethod
+    def check_patch_size(cls, patch_size: Sequence[int], strides: Sequence[Sequence[int]],
+                         **arch_kwargs) -> None:
+        super().check_patch_size(patch_size, strides, **arch_kwargs)
+        _check_layout(cls.__name__, arch_kwargs.get("n_stages", len(strides)),
+                      arch_kwargs.get("features_per_stage"), strides,
+                      arch_kwargs.get("kernel_sizes"),
+                      arch_kwargs.get("units_per_stage", PAPER_UNITS_PER_STAGE),
+                      arch_kwargs.get("decoder_convs_per_stage", 3))
+
+
+def _check_layout(name: str, n_stages: int, features, strides, kernel_sizes, units_per_stage,
+                  decoder_convs_per_stage: int) -> None:
+    """Refuse settings that would otherwise fail as a shape error in the first forward pass."""
+    if n_stages < 2:
+        raise UserError(f"{name} needs at least 2 stages (an encoder and a decoder stage); "
+                        f"the plans give {n_stages}. Use plans with a larger patch size")
+    for what, values in (("features_per_stage", features), ("strides", strides),
+                         ("kernel_sizes", kernel_sizes)):
+        if values is not None and len(values) != n_stages:
+            raise UserError(f"{name}: {what} has {len(values)} entries for {n_stages} stages")
+    if len(units_per_stage) < n_stages or any(int(u) < 0 for u in units_per_stage):
+        raise UserError(f"{name}: units_per_stage {list(units_per_stage)} must give a residual "
+                        f"unit count (>= 0) for each of the {n_stages} stages")
+    if int(decoder_convs_per_stage) < 1:
+        raise UserError(f"{name}: decoder_convs_per_stage must be at least 1")
+    if n_stages <= 3 and int(decoder_convs_per_stage) < 2:
+        raise UserError(f"{name}: with {n_stages} stages the decoder needs "
+                        "decoder_convs_per_stage >= 2 to offer three distinct analysis layers")
+    if any(s != 1 for s in _triple(strides[0])):
+        raise UserError(f"{name}: the first stage must keep the full resolution (stride "
+                        f"[1, 1, 1], as nnU-Net plans it), not {list(strides[0])}; the logits "
+                        "would not match the patch size")
+    for kernel in kernel_sizes or ():
+        if any(k % 2 == 0 for k in _triple(kernel)):
+            raise UserError(f"{name}: kernel size {list(kernel)} is even; a 'same' convolution "
+                            "needs odd kernel sizes to keep the patch size")
