@@ -138,3 +138,38 @@ def same_labels_target(workspace, source) -> dict:
     """A low-quality target with the source's labels (its output layers can be transferred)."""
     return _transferred_target(workspace, SAME_LABELS_TARGET_ID, "SynthSameLabels",
                                with_core=False)
+
+
+# A frozen head must come from the source, so that strategy runs on a target with its labels.
+NEEDS_SOURCE_LABELS = {"FrozenDecoderAndHead"}
+
+
+def _train_and_predict(workspace, source, target, strategy) -> dict:
+    from nnunet_transfer.training.strategies import Pretrained
+    args = ["nnUNetv2_train", str(target["id"]), "3d_fullres", "0", "-p", target["plans"],
+            "-tr", strategy.trainer_name, "-device", "cpu"]
+    if strategy.pretrained is Pretrained.REQUIRED:
+        args += ["-pretrained_weights", source["checkpoint"]]
+    train = workspace.run(*args, extra_env={**BUDGET, "nnUNet_n_proc_DA": "0"})
+    out = os.path.join(workspace.root, "predictions", strategy.name)
+    workspace.run("nnUNetv2_predict", "-i",
+                  os.path.join(workspace.raw, target["name"], "imagesTs"), "-o", out,
+                  "-d", str(target["id"]), "-c", "3d_fullres", "-f", "0", "-p", target["plans"],
+                  "-tr", strategy.trainer_name, "-device", "cpu", "-npp", "1", "-nps", "1")
+    return {"train": train, "predictions": out, "target": target,
+            "folder": workspace.run_folder(target["name"], strategy.trainer_name,
+                                           target["plans"])}
+
+
+@pytest.fixture(scope="session")
+def strategy_runs(workspace, source, target, same_labels_target) -> dict:
+    """Every strategy trained on a target and predicted on its test images, two runs at a
+    time (a tiny run is mostly start-up and nnU-Net's final validation)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from nnunet_transfer.training.strategies import ALL_STRATEGIES
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {s.name: pool.submit(
+            _train_and_predict, workspace, source,
+            same_labels_target if s.name in NEEDS_SOURCE_LABELS else target, s)
+            for s in ALL_STRATEGIES}
+        return {name: future.result() for name, future in futures.items()}

@@ -14,40 +14,13 @@ import torch
 
 from nnunet_transfer.training.strategies import ALL_STRATEGIES, Pretrained
 
-from conftest import BUDGET
 from run_checks import (assert_frozen_identical_and_trainable_changed,
                         assert_predictions_match_images, assert_starts_from_source,
                         snapshot)
 
-# A frozen head must come from the source, so that strategy runs on a target with its labels.
-NEEDS_SOURCE_LABELS = {"FrozenDecoderAndHead"}
-
-
-def _train_and_predict(workspace, source, target, strategy):
-    args = ["nnUNetv2_train", str(target["id"]), "3d_fullres", "0", "-p", target["plans"],
-            "-tr", strategy.trainer_name, "-device", "cpu"]
-    if strategy.pretrained is Pretrained.REQUIRED:
-        args += ["-pretrained_weights", source["checkpoint"]]
-    train = workspace.run(*args, extra_env={**BUDGET, "nnUNet_n_proc_DA": "0"})
-    out = os.path.join(workspace.root, "predictions", strategy.name)
-    workspace.run("nnUNetv2_predict", "-i",
-                  os.path.join(workspace.raw, target["name"], "imagesTs"), "-o", out,
-                  "-d", str(target["id"]), "-c", "3d_fullres", "-f", "0", "-p", target["plans"],
-                  "-tr", strategy.trainer_name, "-device", "cpu", "-npp", "1", "-nps", "1")
-    return train, out
-
-
 @pytest.fixture(scope="module")
-def runs(workspace, source, target, same_labels_target):
-    """Train and predict every strategy once; tests below read what the runs left."""
-    results = {}
-    for strategy in ALL_STRATEGIES:
-        on = same_labels_target if strategy.name in NEEDS_SOURCE_LABELS else target
-        train, predictions = _train_and_predict(workspace, source, on, strategy)
-        folder = workspace.run_folder(on["name"], strategy.trainer_name, on["plans"])
-        results[strategy.name] = {"train": train, "predictions": predictions, "folder": folder,
-                                  "target": on}
-    return results
+def runs(strategy_runs):
+    return strategy_runs
 
 
 @pytest.mark.parametrize("strategy", ALL_STRATEGIES, ids=lambda s: s.name)
