@@ -44,7 +44,8 @@ def test_no_learned_upsampling_and_relu_blocks():
     assert not any(isinstance(m, nn.ConvTranspose3d) for m in net.modules())
     assert [type(s.unpool) for s in net.decoder.stages] == [nn.MaxUnpool3d] * 3
     convs = [m for m in net.modules() if isinstance(m, nn.Conv3d)]
-    assert [m.kernel_size for m in convs].count((1, 1, 1)) == 1 and net.head.kernel_size == (1, 1, 1)
+    assert [m.kernel_size for m in convs].count((1, 1, 1)) == 1
+    assert net.head.kernel_size == (1, 1, 1)
     assert {type(m) for m in net.modules() if isinstance(m, (nn.ReLU, nn.LeakyReLU))} == {nn.ReLU}
 
 

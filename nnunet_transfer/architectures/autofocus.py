@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nnunet_transfer.architectures.common import (ConvSettings, TransferNetwork, _triple,
+from nnunet_transfer.architectures.common import (ConvSettings, TransferNetwork, triple,
                                                   cumulative_strides)
 from nnunet_transfer.errors import UserError
 
@@ -164,7 +164,7 @@ class DecoderStage(nn.Module):
     def __init__(self, settings: ConvSettings, options: AutofocusOptions, in_channels: int,
                  out_channels: int, kernel, stride):
         super().__init__()
-        stride = _triple(stride)
+        stride = triple(stride)
         self.up = nn.ConvTranspose3d(in_channels, out_channels, stride, stride=stride,
                                      bias=settings.conv_bias)
         self.block = AutofocusBlock(settings, options, 2 * out_channels, out_channels, kernel)
@@ -297,7 +297,7 @@ class AutofocusNet(TransferNetwork):
         # has no scales left to choose from.
         bottleneck = [size // factor for size, factor in
                       zip(patch_size, cumulative_strides(strides)[-1])]
-        kernel = _triple((arch_kwargs.get("kernel_sizes") or [3] * len(strides))[-1])
+        kernel = triple((arch_kwargs.get("kernel_sizes") or [3] * len(strides))[-1])
         for axis, (size, k) in enumerate(zip(bottleneck, kernel)):
             if k > 1 and size <= min(rates):
                 raise UserError(
@@ -344,10 +344,10 @@ def _check_plans(name: str, n_stages: int, features, strides, kernel_sizes,
         if values is not None and len(values) != n_stages:
             raise UserError(f"{name}: {label} has {len(values)} entries for {n_stages} stages; "
                             "the plans' arch_kwargs are inconsistent")
-    if list(_triple(strides[0])) != [1, 1, 1]:
+    if list(triple(strides[0])) != [1, 1, 1]:
         raise UserError(f"{name}: the first stage must not down-sample (strides[0] = "
                         f"{list(strides[0])}); the output would not be at full resolution")
     for kernel in kernel_sizes or ():
-        if any(k % 2 == 0 for k in _triple(kernel)):
+        if any(k % 2 == 0 for k in triple(kernel)):
             raise UserError(f"{name}: kernel size {list(kernel)} is even; a convolution that keeps "
                             "the size needs odd kernels")

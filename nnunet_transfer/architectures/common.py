@@ -56,7 +56,9 @@ class ConvSettings:
         self.conv_op = _locate(self.conv_op)
         self.norm_op = _locate(self.norm_op)
         self.nonlin = _locate(self.nonlin)
-        self.norm_op_kwargs = dict(self.norm_op_kwargs or {})
+        if self.norm_op_kwargs is None:  # as nnU-Net's plans: affine instance norm
+            self.norm_op_kwargs = {"eps": 1e-5, "affine": True}
+        self.norm_op_kwargs = dict(self.norm_op_kwargs)
         self.nonlin_kwargs = dict(self.nonlin_kwargs or {})
         if self.conv_op is not nn.Conv3d:
             raise UserError(f"the extra architectures are 3D networks; the plans ask for "
@@ -104,9 +106,6 @@ def triple(value) -> tuple[int, int, int]:
     if len(value) != 3:
         raise UserError(f"expected a 3D kernel / stride, got {list(value)}")
     return value
-
-
-_triple = triple  # the name the first architectures imported
 
 
 def cumulative_strides(strides: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:

@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.common import ConvSettings, TransferNetwork, _triple
+from nnunet_transfer.architectures.common import ConvSettings, TransferNetwork, triple
 from nnunet_transfer.errors import UserError
 
 # Residual units per encoder stage at the paper's five stages: with the entry convolution of
@@ -39,7 +39,7 @@ class DownsampledShortcut(nn.Module):
 
     def __init__(self, settings: ConvSettings, in_channels: int, channels: int, stride):
         super().__init__()
-        stride = _triple(stride)
+        stride = triple(stride)
         self.pool = nn.AvgPool3d(stride, stride)
         self.project = settings.conv(in_channels, channels, 1)
         self.norm = settings.norm(channels)
@@ -117,7 +117,7 @@ class DecoderStage(nn.Module):
     def __init__(self, settings: ConvSettings, below_channels: int, channels: int, kernel,
                  stride, n_convs: int):
         super().__init__()
-        stride = _triple(stride)
+        stride = triple(stride)
         self.upsample = nn.ConvTranspose3d(below_channels, channels, stride, stride,
                                            bias=settings.conv_bias)
         self.fuse = FuseBlock(settings, channels, channels, channels, kernel)
@@ -285,11 +285,11 @@ def _check_layout(name: str, n_stages: int, features, strides, kernel_sizes, uni
     if n_stages <= 3 and int(decoder_convs_per_stage) < 2:
         raise UserError(f"{name}: with {n_stages} stages the decoder needs "
                         "decoder_convs_per_stage >= 2 to offer three distinct analysis layers")
-    if any(s != 1 for s in _triple(strides[0])):
+    if any(s != 1 for s in triple(strides[0])):
         raise UserError(f"{name}: the first stage must keep the full resolution (stride "
                         f"[1, 1, 1], as nnU-Net plans it), not {list(strides[0])}; the logits "
                         "would not match the patch size")
     for kernel in kernel_sizes or ():
-        if any(k % 2 == 0 for k in _triple(kernel)):
+        if any(k % 2 == 0 for k in triple(kernel)):
             raise UserError(f"{name}: kernel size {list(kernel)} is even; a 'same' convolution "
                             "needs odd kernel sizes to keep the patch size")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.common import ConvSettings, TransferNetwork, _triple
+from nnunet_transfer.architectures.common import ConvSettings, TransferNetwork, triple
 from nnunet_transfer.errors import UserError
 
 DEFAULT_GROWTH_RATE = 12
@@ -61,7 +61,7 @@ class TransitionDown(nn.Sequential):
         self.conv = settings.conv(channels, channels, 1)
         if dropout_p > 0:
             self.dropout = nn.Dropout(dropout_p)
-        self.pool = nn.MaxPool3d(_triple(stride), stride=_triple(stride))
+        self.pool = nn.MaxPool3d(triple(stride), stride=triple(stride))
 
 
 class TransitionUp(nn.ConvTranspose3d):
@@ -70,7 +70,7 @@ class TransitionUp(nn.ConvTranspose3d):
     up-sampled), padded so that the output is exactly stride times the input."""
 
     def __init__(self, settings: ConvSettings, channels: int, stride):
-        stride = _triple(stride)
+        stride = triple(stride)
         kernel = tuple(2 * s - 1 for s in stride)
         padding = tuple(s // 2 for s in stride)  # ceil((s - 1) / 2)
         output_padding = tuple(2 * p - (s - 1) for p, s in zip(padding, stride))

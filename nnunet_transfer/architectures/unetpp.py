@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.common import ConvSettings, TransferNetwork, _triple
+from nnunet_transfer.architectures.common import ConvSettings, TransferNetwork, triple
 from nnunet_transfer.errors import UserError
 
 
@@ -33,7 +33,7 @@ class NestedEncoder(nn.Module):
         # Row 0 keeps the input resolution (strides[0] is 1); pooling has no parameters, so
         # this list is the same on every row and the nodes alone carry the weights.
         self.pools = nn.ModuleList(
-            nn.Identity() if i == 0 else nn.MaxPool3d(_triple(s), stride=_triple(s))
+            nn.Identity() if i == 0 else nn.MaxPool3d(triple(s), stride=triple(s))
             for i, s in enumerate(strides))
         self.nodes = nn.ModuleDict()
         for i, (channels, kernel) in enumerate(zip(features, kernel_sizes)):
@@ -68,7 +68,7 @@ class NestedDecoder(nn.Module):
         self.nodes = nn.ModuleDict()
         for j in range(1, depth):
             for i in range(depth - j):
-                stride = _triple(strides[i + 1])
+                stride = triple(strides[i + 1])
                 self.up[node_name(i, j)] = nn.ConvTranspose3d(
                     features[i + 1], features[i], stride, stride=stride, bias=settings.conv_bias)
                 self.nodes[node_name(i, j)] = ConvUnit(
@@ -187,10 +187,10 @@ def _check_stages(name: str, n_stages: int, features, strides, kernel_sizes,
         if values is not None and len(values) != n_stages:
             raise UserError(f"{name}: {label} has {len(values)} entries for {n_stages} stages; "
                             "the plans' arch_kwargs are inconsistent")
-    if list(_triple(strides[0])) != [1, 1, 1]:
+    if list(triple(strides[0])) != [1, 1, 1]:
         raise UserError(f"{name}: the first stage must not down-sample (strides[0] = "
                         f"{list(strides[0])}); the output would not be at full resolution")
     for kernel in kernel_sizes or ():
-        if any(k % 2 == 0 for k in _triple(kernel)):
+        if any(k % 2 == 0 for k in triple(kernel)):
             raise UserError(f"{name}: kernel size {list(kernel)} is even; a convolution that keeps "
                             "the size needs odd kernels")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.common import ConvSettings, TransferNetwork, _triple
+from nnunet_transfer.architectures.common import ConvSettings, TransferNetwork, triple
 from nnunet_transfer.errors import UserError
 
 PAPER_CONVS_PER_STAGE = (1, 2, 3, 3, 3)
@@ -16,7 +16,7 @@ PAPER_CONVS_PER_STAGE = (1, 2, 3, 3, 3)
 def stage_kernel(plans_kernel: Sequence[int], kernel_size: int) -> tuple[int, int, int]:
     """V-Net's cubic kernel, except on the axes where the plans use 1: nnU-Net plans a 1 there
     because that axis is too coarse (anisotropic spacing) for a spatial convolution."""
-    return tuple(1 if k == 1 else kernel_size for k in _triple(plans_kernel))
+    return tuple(1 if k == 1 else kernel_size for k in triple(plans_kernel))
 
 
 def activation(settings: ConvSettings, channels: int) -> nn.Module:
@@ -43,7 +43,7 @@ class ResampleNormAct(nn.Sequential):
     def __init__(self, settings: ConvSettings, in_channels: int, out_channels: int, stride,
                  transposed: bool = False):
         super().__init__()
-        stride = _triple(stride)
+        stride = triple(stride)
         conv_class = nn.ConvTranspose3d if transposed else nn.Conv3d
         self.conv = conv_class(in_channels, out_channels, stride, stride=stride,
                                bias=settings.conv_bias)

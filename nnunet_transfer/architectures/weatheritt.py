@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.common import (ConvSettings, TransferNetwork, _triple,
+from nnunet_transfer.architectures.common import (ConvSettings, TransferNetwork, triple,
                                                   cumulative_strides)
 from nnunet_transfer.errors import UserError
 
@@ -38,7 +38,7 @@ class WeatherittEncoder(nn.Module):
             stages.append(conv_blocks(settings, widths, kernel_sizes[s]))
         self.stages = nn.ModuleList(stages)
         self.pools = nn.ModuleList(
-            nn.MaxPool3d(_triple(strides[s]), _triple(strides[s]), return_indices=True)
+            nn.MaxPool3d(triple(strides[s]), triple(strides[s]), return_indices=True)
             for s in range(1, n))
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -62,7 +62,7 @@ class UnpoolStage(nn.Module):
     def __init__(self, settings: ConvSettings, channels: int, out_channels: int, kernel,
                  stride, n_convs: int):
         super().__init__()
-        stride = _triple(stride)
+        stride = triple(stride)
         self.unpool = nn.MaxUnpool3d(stride, stride)
         self.convs = conv_blocks(settings, [2 * channels] + [out_channels] * n_convs, kernel)
 
@@ -208,11 +208,11 @@ def _check_layout(name: str, n_stages: int, features, strides, kernel_sizes,
     if (n_stages - 1) * int(decoder_convs_per_stage) < 2:
         raise UserError(f"{name}: with {n_stages} stages the decoder needs "
                         "decoder_convs_per_stage >= 2 to offer three distinct analysis layers")
-    if any(s != 1 for s in _triple(strides[0])):
+    if any(s != 1 for s in triple(strides[0])):
         raise UserError(f"{name}: the first stage must keep the full resolution (stride "
                         f"[1, 1, 1], as nnU-Net plans it), not {list(strides[0])}; the logits "
                         "would not match the patch size")
     for kernel in kernel_sizes or ():
-        if any(k % 2 == 0 for k in _triple(kernel)):
+        if any(k % 2 == 0 for k in triple(kernel)):
             raise UserError(f"{name}: kernel size {list(kernel)} is even; a 'same' convolution "
                             "needs odd kernel sizes to keep the patch size")
