@@ -15,7 +15,7 @@ import os
 import shutil
 
 from nnunet_transfer.errors import UserError
-from nnunet_transfer.training.bookkeeping import atomic_write_json
+from nnunet_transfer.atomic_files import atomic_write_json
 
 
 def _env_folder(variable: str) -> str:

@@ -37,7 +37,7 @@ from nnunet_transfer.data.raw_dataset import RawDatasetWriter, case_id_problem, 
 from nnunet_transfer.data.volumes import SITK_ENDINGS, Hdf5Layout, VolumeError, read_header, \
     read_volume, split_channels, strip_ending
 from nnunet_transfer.errors import UserError
-from nnunet_transfer.training.bookkeeping import atomic_write_json
+from nnunet_transfer.atomic_files import atomic_write_json
 
 REPORT_NAME = "conversion_report.json"
 _PLACEHOLDER = re.compile(r"\{(case|site)\}")

@@ -35,7 +35,7 @@ import SimpleITK as sitk
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
 from nnunet_transfer.errors import UserError
-from nnunet_transfer.training.bookkeeping import atomic_write_json
+from nnunet_transfer.atomic_files import atomic_write_json
 
 MANIFEST_NAME = "nnunet_transfer_manifest.json"
 SITES_NAME = "sites.json"

@@ -31,7 +31,7 @@ import numpy as np
 
 from nnunet_transfer.data.raw_dataset import read_dataset_json, read_sites
 from nnunet_transfer.errors import UserError
-from nnunet_transfer.training.bookkeeping import atomic_write_json
+from nnunet_transfer.atomic_files import atomic_write_json
 
 SPLITS_NAME = "splits_final.json"
 TEST_NAME = "test_cases.json"

@@ -36,7 +36,7 @@ from nnunet_transfer.evaluation.metrics import (
     case_metrics,
     check_connectivity,
 )
-from nnunet_transfer.training.bookkeeping import atomic_write_bytes, atomic_write_json
+from nnunet_transfer.atomic_files import atomic_write_bytes, atomic_write_json
 
 # Endings SimpleITK reads (longest first, so that `.nii.gz` wins over `.gz`-less `.nii`).
 IMAGE_ENDINGS = (".nii.gz", ".gipl.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".gipl")

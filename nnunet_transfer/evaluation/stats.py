@@ -32,7 +32,7 @@ from scipy import stats
 
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.evaluation.evaluate import PER_CASE_FILE, SUMMARY_METRICS
-from nnunet_transfer.training.bookkeeping import atomic_write_bytes
+from nnunet_transfer.atomic_files import atomic_write_bytes
 
 METRIC_TITLES = {"dsc": "DSC", "iou": "IoU", "hd95_mm": "HD95 (mm)", "assd_mm": "ASSD (mm)",
                  "lesion_f1": "lesion F1"}

@@ -16,11 +16,11 @@ import io
 import json
 import os
 import platform
-import tempfile
 from importlib import metadata
 
 import torch
 
+from nnunet_transfer.atomic_files import atomic_write_bytes, atomic_write_json
 from nnunet_transfer.errors import UserError
 
 EPOCH_COLUMNS = (
@@ -39,25 +39,6 @@ EPOCH_COLUMNS = (
 
 PACKAGES = ("nnunet-transfer", "nnunetv2", "dynamic-network-architectures", "torch",
             "numpy", "batchgenerators", "batchgeneratorsv2", "SimpleITK")
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write `path` so that a reader never sees a half-written file, even after a crash."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_write_json(path: str, content: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(content, indent=2, default=str) + "\n").encode())
 
 
 def atomic_torch_save(path: str, content: dict) -> None:
