@@ -13,6 +13,8 @@ from nnunet_transfer.architectures.common import ConvSettings
 from nnunet_transfer.architectures.registry import architecture_entry
 from nnunet_transfer.errors import UserError
 
+from arch_helpers import assert_finite_logits_under_autocast
+
 RATES = (2, 6, 10, 14)
 
 
@@ -140,10 +142,7 @@ def test_split_and_analysis_layers_follow_the_docstring():
 
 
 def test_runs_under_autocast():
-    network = small()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = network(torch.randn(1, 1, 4, 16, 16))
-    assert out.shape == (1, 2, 4, 16, 16) and torch.isfinite(out.float()).all()
+    assert_finite_logits_under_autocast(small(), (4, 16, 16))
 
 
 def test_template_defaults_are_the_papers_rates():

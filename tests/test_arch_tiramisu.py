@@ -7,11 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures import partition
 from nnunet_transfer.architectures.common import ConvSettings
 from nnunet_transfer.architectures.registry import architecture_entry, template
 from nnunet_transfer.architectures.tiramisu import Tiramisu, TransitionUp
-from nnunet_transfer.errors import UserError
+
+from arch_helpers import (assert_analysis_layers_in_their_parts,
+                          assert_finite_logits_under_autocast, assert_template_setting_refused)
 
 LAYERS = {"conv_op": nn.Conv3d, "norm_op": nn.InstanceNorm3d,
           "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "nonlin": nn.ReLU,
@@ -170,13 +171,7 @@ def test_no_deep_supervision_and_the_flag_lives_on_the_decoder():
 @pytest.mark.parametrize("n_stages", [2, 3, 5])
 def test_analysis_layers_for_few_and_many_stages(n_stages):
     network = make(n_stages, first=2, growth_rate=2)
-    layers = network.analysis_layers()
-    modules = dict(network.named_modules())
-    part_of = partition(network).part_of()
-    for part, names in layers.items():
-        assert len(set(names)) == 3
-        for name in names:
-            assert {part_of[id(p)] for p in modules[name].parameters()} == {part}
+    layers = assert_analysis_layers_in_their_parts(network)
     if n_stages == 5:
         assert layers["encoder"] == ["encoder.blocks.0", "encoder.blocks.2", "encoder.blocks.4"]
         assert layers["decoder"] == ["decoder.blocks.0", "decoder.blocks.2", "decoder.blocks.3"]
@@ -184,10 +179,7 @@ def test_analysis_layers_for_few_and_many_stages(n_stages):
 
 def test_runs_under_autocast():
     torch.manual_seed(0)
-    network = make(3)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = network(torch.randn(1, 1, 8, 12, 8))
-    assert out.shape == (1, 2, 8, 12, 8) and torch.isfinite(out.float()).all()
+    assert_finite_logits_under_autocast(make(3), (8, 12, 8))
 
 
 @pytest.mark.parametrize("override, message", [
@@ -197,10 +189,4 @@ def test_runs_under_autocast():
     ({"dropout_p": 1.0}, "dropout_p"),
 ])
 def test_bad_settings_are_refused_at_plan_time(override, message, monkeypatch):
-    from test_architectures import PLANS
-    patch, kwargs = PLANS["isotropic"]
-    spec = template("tiramisu")
-    spec["arch_kwargs"].update(override)
-    monkeypatch.setattr("nnunet_transfer.architectures.registry.template", lambda name: spec)
-    with pytest.raises(UserError, match=message):
-        architecture_entry("tiramisu", kwargs, patch)
+    assert_template_setting_refused("tiramisu", override, message, monkeypatch)

@@ -7,9 +7,12 @@ import torch
 from torch import nn
 
 from nnunet_transfer.architectures import partition
-from nnunet_transfer.architectures.registry import architecture_entry, template
+from nnunet_transfer.architectures.registry import template
 from nnunet_transfer.architectures.vnet import VNet
 from nnunet_transfer.errors import UserError
+
+from arch_helpers import (assert_analysis_layers_in_their_parts,
+                          assert_finite_logits_under_autocast, assert_template_setting_refused)
 
 LAYERS = {"conv_op": nn.Conv3d, "norm_op": nn.InstanceNorm3d,
           "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "nonlin": nn.PReLU,
@@ -151,13 +154,7 @@ def test_split_puts_the_deepest_stage_in_the_encoder_and_the_1x1x1_conv_in_the_h
 @pytest.mark.parametrize("n_stages", [2, 3, 5])
 def test_analysis_layers_for_few_and_many_stages(n_stages):
     network = make(n_stages, features=(2, 4, 4, 4, 4))
-    layers = network.analysis_layers()
-    modules = dict(network.named_modules())
-    part_of = partition(network).part_of()
-    for part, names in layers.items():
-        assert len(set(names)) == 3
-        for name in names:
-            assert {part_of[id(p)] for p in modules[name].parameters()} == {part}
+    layers = assert_analysis_layers_in_their_parts(network)
     if n_stages == 5:
         assert layers["encoder"] == ["encoder.stages.0", "encoder.stages.2", "encoder.stages.4"]
         assert layers["decoder"] == ["decoder.stages.0", "decoder.stages.2", "decoder.stages.3"]
@@ -165,10 +162,7 @@ def test_analysis_layers_for_few_and_many_stages(n_stages):
 
 def test_runs_under_autocast():
     torch.manual_seed(0)
-    network = make(3)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = network(torch.randn(1, 1, 8, 12, 8))
-    assert out.shape == (1, 2, 8, 12, 8) and torch.isfinite(out.float()).all()
+    assert_finite_logits_under_autocast(make(3), (8, 12, 8))
 
 
 @pytest.mark.parametrize("override, message", [
@@ -177,13 +171,7 @@ def test_runs_under_autocast():
     ({"convs_per_stage": [1, 0, 3, 3, 3]}, "convs_per_stage"),
 ])
 def test_bad_settings_are_refused_at_plan_time(override, message, monkeypatch):
-    from test_architectures import PLANS
-    patch, kwargs = PLANS["isotropic"]
-    spec = template("vnet")
-    spec["arch_kwargs"].update(override)
-    monkeypatch.setattr("nnunet_transfer.architectures.registry.template", lambda name: spec)
-    with pytest.raises(UserError, match=message):
-        architecture_entry("vnet", kwargs, patch)
+    assert_template_setting_refused("vnet", override, message, monkeypatch)
     with pytest.raises(UserError, match=message):
         make(3, **override)
 

@@ -9,8 +9,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nnunet_transfer.architectures.common import (ConvSettings, TransferNetwork, triple,
-                                                  cumulative_strides)
+from nnunet_transfer.architectures.common import (ConvSettings, TransferNetwork,
+                                                  check_output_at_patch_size, check_stage_lists,
+                                                  cumulative_strides, outputs_of_each_stage,
+                                                  triple)
 from nnunet_transfer.errors import UserError
 
 PAPER_DILATIONS = (2, 6, 10, 14)
@@ -150,11 +152,7 @@ class AutofocusEncoder(nn.Module):
                 else settings.conv_norm_act(channels, channels, kernel)))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        skips = []
-        for stage in self.stages:
-            x = stage(x)
-            skips.append(x)
-        return skips
+        return outputs_of_each_stage(self.stages, x)
 
 
 class DecoderStage(nn.Module):
@@ -246,11 +244,14 @@ class AutofocusNet(TransferNetwork):
                  deep_supervision: bool = False, dilations: Sequence[int] = PAPER_DILATIONS,
                  attention_stop_gradient: bool = True, layers_per_block: int = 1):
         super().__init__()
-        _check_plans(type(self).__name__, n_stages, features_per_stage, strides, kernel_sizes)
+        check_stage_lists(type(self).__name__, n_stages, features_per_stage, strides,
+                          kernel_sizes)
+        check_output_at_patch_size(type(self).__name__, strides, kernel_sizes)
         options = _options(type(self).__name__, dilations, attention_stop_gradient,
                            layers_per_block)
-        settings = _layer_settings(conv_op=conv_op, norm_op=norm_op, norm_op_kwargs=norm_op_kwargs,
-                                   nonlin=nonlin, nonlin_kwargs=nonlin_kwargs, conv_bias=conv_bias)
+        settings = ConvSettings.from_plans(
+            conv_op=conv_op, norm_op=norm_op, norm_op_kwargs=norm_op_kwargs, nonlin=nonlin,
+            nonlin_kwargs=nonlin_kwargs, conv_bias=conv_bias)
         features = [int(f) for f in features_per_stage]
         self.options = options
         self.encoder = AutofocusEncoder(settings, options, input_channels, features, strides,
@@ -286,9 +287,10 @@ class AutofocusNet(TransferNetwork):
 
     @classmethod
     def check_patch_size(cls, patch_size, strides, **arch_kwargs) -> None:
-        _check_plans(cls.__name__, arch_kwargs.get("n_stages", len(strides)),
-                     arch_kwargs.get("features_per_stage"), strides,
-                     arch_kwargs.get("kernel_sizes"), patch_size)
+        check_stage_lists(cls.__name__, arch_kwargs.get("n_stages", len(strides)),
+                          arch_kwargs.get("features_per_stage"), strides,
+                          arch_kwargs.get("kernel_sizes"), patch_size)
+        check_output_at_patch_size(cls.__name__, strides, arch_kwargs.get("kernel_sizes"))
         own = {key: arch_kwargs[key] for key in OWN_KWARGS if key in arch_kwargs}
         rates = _options(cls.__name__, **own).dilations
         super().check_patch_size(patch_size, strides, **arch_kwargs)
@@ -325,29 +327,3 @@ def _options(name: str, dilations=PAPER_DILATIONS, attention_stop_gradient=True,
         raise UserError(f"{name}: layers_per_block must be 1 or 2 (autofocus layers per "
                         f"residual block), not {layers_per_block!r}")
     return AutofocusOptions(rates, attention_stop_gradient, layers_per_block)
-
-
-def _layer_settings(**ops) -> ConvSettings:
-    """The plans' layer settings; an op the plans leave out keeps ConvSettings' default."""
-    return ConvSettings(**{key: value for key, value in ops.items() if value is not None})
-
-
-def _check_plans(name: str, n_stages: int, features, strides, kernel_sizes,
-                 patch_size=None) -> None:
-    """Refuse plans this network cannot be built from (and would fail on mid-training)."""
-    if n_stages < 2:
-        where = f"patch size {list(patch_size)}" if patch_size is not None else "these plans"
-        raise UserError(f"{name}: {where} gives {n_stages} stage(s); the encoder-decoder needs "
-                        "at least 2 resolutions (use a larger patch size)")
-    for label, values in (("features_per_stage", features), ("strides", strides),
-                          ("kernel_sizes", kernel_sizes)):
-        if values is not None and len(values) != n_stages:
-            raise UserError(f"{name}: {label} has {len(values)} entries for {n_stages} stages; "
-                            "the plans' arch_kwargs are inconsistent")
-    if list(triple(strides[0])) != [1, 1, 1]:
-        raise UserError(f"{name}: the first stage must not down-sample (strides[0] = "
-                        f"{list(strides[0])}); the output would not be at full resolution")
-    for kernel in kernel_sizes or ():
-        if any(k % 2 == 0 for k in triple(kernel)):
-            raise UserError(f"{name}: kernel size {list(kernel)} is even; a convolution that keeps "
-                            "the size needs odd kernels")

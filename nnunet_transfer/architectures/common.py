@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import pydoc
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -65,6 +65,12 @@ class ConvSettings:
                             f"{getattr(self.conv_op, '__name__', self.conv_op)}. Add them to a "
                             "3d_fullres (or 3d_lowres) configuration")
 
+    @classmethod
+    def from_plans(cls, **ops) -> "ConvSettings":
+        """The settings named in the plans' arch_kwargs; an op given as None (left out of the
+        plans) keeps the default above, nnU-Net's own."""
+        return cls(**{key: value for key, value in ops.items() if value is not None})
+
     def conv(self, in_channels: int, out_channels: int, kernel_size, stride=1,
              dilation=1, bias: bool | None = None) -> nn.Conv3d:
         """A 3D convolution that keeps the size (padding = dilation * (kernel - 1) / 2) when
@@ -97,6 +103,31 @@ class ConvSettings:
     def head(self, in_channels: int, num_classes: int) -> nn.Conv3d:
         """1x1x1 output convolution (with bias, as nnU-Net's seg layers)."""
         return nn.Conv3d(in_channels, num_classes, 1, bias=True)
+
+
+class ResidualBlock(nn.Module):
+    """Two convolutions around an identity shortcut: act(x + norm(conv(act(norm(conv(x)))))):
+    HRNet's basic block and the residual unit of Karimi et al.'s encoder."""
+
+    def __init__(self, settings: ConvSettings, channels: int, kernel_size):
+        super().__init__()
+        self.conv1 = settings.conv_norm_act(channels, channels, kernel_size)
+        self.conv2 = settings.conv(channels, channels, kernel_size)
+        self.norm2 = settings.norm(channels)
+        self.act = settings.activation()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm2(self.conv2(self.conv1(x))) + x)
+
+
+def outputs_of_each_stage(stages: Iterable[nn.Module], x: torch.Tensor) -> list[torch.Tensor]:
+    """Run `stages` in turn, each on the previous one's output, and keep every output: the
+    skips of an encoder, shallowest first, its deepest map last."""
+    outputs = []
+    for stage in stages:
+        x = stage(x)
+        outputs.append(x)
+    return outputs
 
 
 def triple(value) -> tuple[int, int, int]:
@@ -183,3 +214,44 @@ class TransferNetwork(nn.Module):
 def features_for_stages(n_stages: int, base: int, maximum: int) -> list[int]:
     """nnU-Net's rule: `base` features doubling per stage, capped at `maximum`."""
     return [min(base * 2 ** i, maximum) for i in range(n_stages)]
+
+
+def check_stage_lists(name: str, n_stages: int, features, strides, kernel_sizes,
+                      patch_size: Sequence[int] | None = None) -> None:
+    """Refuse plans with fewer than 2 stages, or whose per-stage lists do not have one entry per
+    stage: the network could not be built from them, or would fail on them in training.
+
+    A list given as None (absent from the arch_kwargs being checked) is not checked; with
+    `patch_size` (at plan time) the message names the patch that gave too few stages."""
+    if n_stages < 2:
+        source = (f"the plans' patch size {list(patch_size)} gives" if patch_size is not None
+                  else "the plans give")
+        raise UserError(f"{name}: {source} {n_stages} stage(s), but the network needs at least "
+                        "2 stages, that is at least 2 resolutions (one down-sampling step). Use "
+                        "plans with a larger patch size")
+    for label, values in (("features_per_stage", features), ("strides", strides),
+                          ("kernel_sizes", kernel_sizes)):
+        if values is not None and len(values) != n_stages:
+            raise UserError(f"{name}: {label} has {len(values)} entries for {n_stages} stages; "
+                            "the plans' arch_kwargs are inconsistent: give one entry per stage")
+
+
+def check_output_at_patch_size(name: str, strides, kernel_sizes) -> None:
+    """Refuse a first stage that down-samples, and even kernels: for a network whose logits
+    come from its first stage through size-keeping ('same') convolutions, either would make
+    the logits miss the patch size."""
+    if any(s != 1 for s in triple(strides[0])):
+        raise UserError(f"{name}: the first stage must not down-sample: it keeps the full "
+                        f"resolution (strides[0] = [1, 1, 1], as nnU-Net plans it), not "
+                        f"{list(strides[0])}; the logits would not match the patch size")
+    for kernel in kernel_sizes or ():
+        if any(k % 2 == 0 for k in triple(kernel)):
+            raise UserError(f"{name}: kernel size {list(kernel)} is even; a convolution that "
+                            "keeps the size ('same' padding) needs odd kernel sizes")
+
+
+def spread(names: list[str], count: int = 3) -> list[str]:
+    """`count` names evenly spread over `names`, first and last included."""
+    if len(names) <= count:
+        return list(names)
+    return [names[round(i * (len(names) - 1) / (count - 1))] for i in range(count)]

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nnunet_transfer.architectures.common import (ConvSettings, TransferNetwork,
-                                                  cumulative_strides, triple)
+from nnunet_transfer.architectures.common import (ConvSettings, ResidualBlock, TransferNetwork,
+                                                  check_stage_lists, cumulative_strides, triple)
 from nnunet_transfer.errors import UserError
 
 UPSAMPLING_MODES = ("trilinear", "nearest")
@@ -23,20 +23,6 @@ def upsample(x: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
     if mode == "nearest":
         return F.interpolate(x, size=tuple(size), mode="nearest")
     return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
-
-
-class ResidualBlock(nn.Module):
-    """HRNet's basic block: two conv-norm layers around an identity shortcut."""
-
-    def __init__(self, settings: ConvSettings, channels: int, kernel_size):
-        super().__init__()
-        self.conv1 = settings.conv_norm_act(channels, channels, kernel_size)
-        self.conv2 = settings.conv(channels, channels, kernel_size)
-        self.norm2 = settings.norm(channels)
-        self.act = settings.activation()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm2(self.conv2(self.conv1(x))) + x)
 
 
 class UpPath(nn.Module):
@@ -313,15 +299,9 @@ class HRNet3D(TransferNetwork):
 
     @staticmethod
     def _check_settings(n_stages, features_per_stage, strides, kernel_sizes, num_blocks,
-                        upsampling, representation_features) -> None:
-        if n_stages < 2:
-            raise UserError(f"HRNet3D needs at least 2 resolutions (parallel streams); the plans "
-                            f"give {n_stages} stage(s). Use plans whose patch size allows "
-                            "down-sampling at least once")
-        for key, value in (("features_per_stage", features_per_stage), ("strides", strides),
-                           ("kernel_sizes", kernel_sizes)):
-            if len(value) != n_stages:
-                raise UserError(f"HRNet3D: {key} has {len(value)} entries for {n_stages} stages")
+                        upsampling, representation_features, patch_size=None) -> None:
+        check_stage_lists("HRNet3D", n_stages, features_per_stage, strides, kernel_sizes,
+                          patch_size)
         if not isinstance(num_blocks, int) or num_blocks < 1:
             raise UserError(f"HRNet3D: num_blocks must be a positive integer, not {num_blocks!r}")
         if upsampling not in UPSAMPLING_MODES:
@@ -336,16 +316,11 @@ class HRNet3D(TransferNetwork):
     def check_patch_size(cls, patch_size: Sequence[int], strides: Sequence[Sequence[int]],
                          **arch_kwargs) -> None:
         super().check_patch_size(patch_size, strides, **arch_kwargs)
-        n_stages = arch_kwargs.get("n_stages", len(strides))
-        if n_stages < 2:
-            raise UserError(f"HRNet3D: the plans' patch size {list(patch_size)} and strides give "
-                            f"{n_stages} stage(s), but HRNet needs at least 2 resolutions; use a "
-                            "patch size nnU-Net down-samples at least once")
         cls._check_settings(
-            n_stages, arch_kwargs.get("features_per_stage", strides), strides,
-            arch_kwargs.get("kernel_sizes", strides), arch_kwargs.get("num_blocks", 1),
+            arch_kwargs.get("n_stages", len(strides)), arch_kwargs.get("features_per_stage"),
+            strides, arch_kwargs.get("kernel_sizes"), arch_kwargs.get("num_blocks", 1),
             arch_kwargs.get("upsampling", "trilinear"),
-            arch_kwargs.get("representation_features"))
+            arch_kwargs.get("representation_features"), patch_size)
         coarsest = cumulative_strides(strides)[-1]
         kernel = triple((arch_kwargs.get("kernel_sizes") or [[3, 3, 3]] * len(strides))[-1])
         for axis, (size, factor) in enumerate(zip(patch_size, coarsest)):

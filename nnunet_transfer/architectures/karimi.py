@@ -8,7 +8,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.common import ConvSettings, TransferNetwork, triple
+from nnunet_transfer.architectures.common import (ConvSettings, ResidualBlock, TransferNetwork,
+                                                  check_output_at_patch_size, check_stage_lists,
+                                                  outputs_of_each_stage, triple)
 from nnunet_transfer.errors import UserError
 
 # Residual units per encoder stage at the paper's five stages: with the entry convolution of
@@ -16,20 +18,6 @@ from nnunet_transfer.errors import UserError
 # convolutions the paper reports. The high-resolution stages get the extra units: that is
 # where the encoder's work is, and a frozen random encoder saves exactly that work.
 PAPER_UNITS_PER_STAGE = (3, 3, 2, 2, 2)
-
-
-class ResidualUnit(nn.Module):
-    """Two convolutions around a short identity skip: act(x + norm(conv(act(norm(conv(x))))))."""
-
-    def __init__(self, settings: ConvSettings, channels: int, kernel):
-        super().__init__()
-        self.conv1 = settings.conv_norm_act(channels, channels, kernel)
-        self.conv2 = settings.conv(channels, channels, kernel)
-        self.norm2 = settings.norm(channels)
-        self.act = settings.activation()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm2(self.conv2(self.conv1(x))) + x)
 
 
 class DownsampledShortcut(nn.Module):
@@ -57,7 +45,7 @@ class EncoderStage(nn.Module):
                  n_units: int, shortcut: bool):
         super().__init__()
         self.entry = settings.conv_norm_act(in_channels, channels, kernel, stride)
-        self.units = nn.Sequential(*[ResidualUnit(settings, channels, kernel)
+        self.units = nn.Sequential(*[ResidualBlock(settings, channels, kernel)
                                      for _ in range(n_units)])
         self.shortcut = (DownsampledShortcut(settings, in_channels, channels, stride)
                          if shortcut else None)
@@ -139,11 +127,7 @@ class KarimiEncoder(nn.Module):
             for s in range(len(features)))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        skips = []
-        for stage in self.stages:
-            x = stage(x)
-            skips.append(x)
-        return skips
+        return outputs_of_each_stage(self.stages, x)
 
 
 class KarimiDecoder(nn.Module):
@@ -217,10 +201,9 @@ class KarimiNet(TransferNetwork):
         super().__init__()
         _check_layout(type(self).__name__, n_stages, features_per_stage, strides,
                       kernel_sizes, units_per_stage, decoder_convs_per_stage)
-        # Unset kwargs keep ConvSettings' defaults (nnU-Net's affine instance norm).
-        settings = ConvSettings(**{k: v for k, v in dict(
+        settings = ConvSettings.from_plans(
             conv_op=conv_op, norm_op=norm_op, norm_op_kwargs=norm_op_kwargs, nonlin=nonlin,
-            nonlin_kwargs=nonlin_kwargs, conv_bias=conv_bias).items() if v is not None})
+            nonlin_kwargs=nonlin_kwargs, conv_bias=conv_bias)
         features = list(features_per_stage)
         self.encoder = KarimiEncoder(settings, input_channels, features, strides, kernel_sizes,
                                      list(units_per_stage)[:n_stages])
@@ -264,19 +247,13 @@ class KarimiNet(TransferNetwork):
                       arch_kwargs.get("features_per_stage"), strides,
                       arch_kwargs.get("kernel_sizes"),
                       arch_kwargs.get("units_per_stage", PAPER_UNITS_PER_STAGE),
-                      arch_kwargs.get("decoder_convs_per_stage", 3))
+                      arch_kwargs.get("decoder_convs_per_stage", 3), patch_size)
 
 
 def _check_layout(name: str, n_stages: int, features, strides, kernel_sizes, units_per_stage,
-                  decoder_convs_per_stage: int) -> None:
+                  decoder_convs_per_stage: int, patch_size: Sequence[int] | None = None) -> None:
     """Refuse settings that would otherwise fail as a shape error in the first forward pass."""
-    if n_stages < 2:
-        raise UserError(f"{name} needs at least 2 stages (an encoder and a decoder stage); "
-                        f"the plans give {n_stages}. Use plans with a larger patch size")
-    for what, values in (("features_per_stage", features), ("strides", strides),
-                         ("kernel_sizes", kernel_sizes)):
-        if values is not None and len(values) != n_stages:
-            raise UserError(f"{name}: {what} has {len(values)} entries for {n_stages} stages")
+    check_stage_lists(name, n_stages, features, strides, kernel_sizes, patch_size)
     if len(units_per_stage) < n_stages or any(int(u) < 0 for u in units_per_stage):
         raise UserError(f"{name}: units_per_stage {list(units_per_stage)} must give a residual "
                         f"unit count (>= 0) for each of the {n_stages} stages")
@@ -285,11 +262,4 @@ def _check_layout(name: str, n_stages: int, features, strides, kernel_sizes, uni
     if n_stages <= 3 and int(decoder_convs_per_stage) < 2:
         raise UserError(f"{name}: with {n_stages} stages the decoder needs "
                         "decoder_convs_per_stage >= 2 to offer three distinct analysis layers")
-    if any(s != 1 for s in triple(strides[0])):
-        raise UserError(f"{name}: the first stage must keep the full resolution (stride "
-                        f"[1, 1, 1], as nnU-Net plans it), not {list(strides[0])}; the logits "
-                        "would not match the patch size")
-    for kernel in kernel_sizes or ():
-        if any(k % 2 == 0 for k in triple(kernel)):
-            raise UserError(f"{name}: kernel size {list(kernel)} is even; a 'same' convolution "
-                            "needs odd kernel sizes to keep the patch size")
+    check_output_at_patch_size(name, strides, kernel_sizes)

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.common import ConvSettings, TransferNetwork, triple
+from nnunet_transfer.architectures.common import (ConvSettings, TransferNetwork,
+                                                  check_stage_lists, spread, triple)
 from nnunet_transfer.errors import UserError
 
 DEFAULT_GROWTH_RATE = 12
@@ -225,19 +226,13 @@ class Tiramisu(TransferNetwork):
                             arch_kwargs.get("kernel_sizes"),
                             arch_kwargs.get("growth_rate", DEFAULT_GROWTH_RATE),
                             arch_kwargs.get("layers_per_block", DEFAULT_LAYERS_PER_BLOCK),
-                            arch_kwargs.get("dropout_p", DEFAULT_DROPOUT))
+                            arch_kwargs.get("dropout_p", DEFAULT_DROPOUT), patch_size)
 
     @staticmethod
     def _check_settings(n_stages, features_per_stage, strides, kernel_sizes, growth_rate,
-                        layers_per_block, dropout_p) -> None:
-        if n_stages < 2:
-            raise UserError(f"Tiramisu needs at least 2 stages (a transition down and up); "
-                            f"the plans have {n_stages}: use plans with a larger patch size")
-        for name, value in (("features_per_stage", features_per_stage), ("strides", strides),
-                            ("kernel_sizes", kernel_sizes)):
-            if value is not None and len(value) != n_stages:
-                raise UserError(f"Tiramisu: {name} has {len(value)} entries for {n_stages} "
-                                "stages")
+                        layers_per_block, dropout_p, patch_size=None) -> None:
+        check_stage_lists("Tiramisu", n_stages, features_per_stage, strides, kernel_sizes,
+                          patch_size)
         if not isinstance(growth_rate, int) or growth_rate < 1:
             raise UserError(f"Tiramisu: growth_rate must be a positive integer, not "
                             f"{growth_rate!r}")
@@ -249,10 +244,3 @@ class Tiramisu(TransferNetwork):
                 "plans/tiramisu.json or lower its max_stages")
         if not 0 <= dropout_p < 1:
             raise UserError(f"Tiramisu: dropout_p must lie in [0, 1), not {dropout_p!r}")
-
-
-def spread(names: list[str], count: int = 3) -> list[str]:
-    """`count` names evenly spread over `names`, first and last included."""
-    if len(names) <= count:
-        return list(names)
-    return [names[round(i * (len(names) - 1) / (count - 1))] for i in range(count)]

@@ -7,8 +7,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.common import ConvSettings, TransferNetwork, triple
-from nnunet_transfer.errors import UserError
+from nnunet_transfer.architectures.common import (ConvSettings, TransferNetwork,
+                                                  check_output_at_patch_size, check_stage_lists,
+                                                  triple)
 
 
 def node_name(i: int, j: int) -> str:
@@ -131,9 +132,12 @@ class UNetPlusPlus(TransferNetwork):
                  norm_op_kwargs=None, nonlin=None, nonlin_kwargs=None, conv_bias: bool = True,
                  deep_supervision: bool = False):
         super().__init__()
-        _check_stages(type(self).__name__, n_stages, features_per_stage, strides, kernel_sizes)
-        settings = _layer_settings(conv_op=conv_op, norm_op=norm_op, norm_op_kwargs=norm_op_kwargs,
-                                   nonlin=nonlin, nonlin_kwargs=nonlin_kwargs, conv_bias=conv_bias)
+        check_stage_lists(type(self).__name__, n_stages, features_per_stage, strides,
+                          kernel_sizes)
+        check_output_at_patch_size(type(self).__name__, strides, kernel_sizes)
+        settings = ConvSettings.from_plans(
+            conv_op=conv_op, norm_op=norm_op, norm_op_kwargs=norm_op_kwargs, nonlin=nonlin,
+            nonlin_kwargs=nonlin_kwargs, conv_bias=conv_bias)
         features = [int(f) for f in features_per_stage]
         self.encoder = NestedEncoder(settings, input_channels, features, strides, kernel_sizes)
         self.decoder = NestedDecoder(settings, features, strides, kernel_sizes, num_classes,
@@ -164,33 +168,8 @@ class UNetPlusPlus(TransferNetwork):
 
     @classmethod
     def check_patch_size(cls, patch_size, strides, **arch_kwargs) -> None:
-        _check_stages(cls.__name__, arch_kwargs.get("n_stages", len(strides)),
-                      arch_kwargs.get("features_per_stage"), strides,
-                      arch_kwargs.get("kernel_sizes"), patch_size)
+        check_stage_lists(cls.__name__, arch_kwargs.get("n_stages", len(strides)),
+                          arch_kwargs.get("features_per_stage"), strides,
+                          arch_kwargs.get("kernel_sizes"), patch_size)
+        check_output_at_patch_size(cls.__name__, strides, arch_kwargs.get("kernel_sizes"))
         super().check_patch_size(patch_size, strides, **arch_kwargs)
-
-
-def _layer_settings(**ops) -> ConvSettings:
-    """The plans' layer settings; an op the plans leave out keeps ConvSettings' default."""
-    return ConvSettings(**{key: value for key, value in ops.items() if value is not None})
-
-
-def _check_stages(name: str, n_stages: int, features, strides, kernel_sizes,
-                  patch_size=None) -> None:
-    """Refuse plans this network cannot be built from (and would fail on mid-training)."""
-    if n_stages < 2:
-        where = f"patch size {list(patch_size)}" if patch_size is not None else "these plans"
-        raise UserError(f"{name}: {where} gives {n_stages} stage(s); the nested skip pathways "
-                        "need at least 2 resolutions (use a larger patch size)")
-    for label, values in (("features_per_stage", features), ("strides", strides),
-                          ("kernel_sizes", kernel_sizes)):
-        if values is not None and len(values) != n_stages:
-            raise UserError(f"{name}: {label} has {len(values)} entries for {n_stages} stages; "
-                            "the plans' arch_kwargs are inconsistent")
-    if list(triple(strides[0])) != [1, 1, 1]:
-        raise UserError(f"{name}: the first stage must not down-sample (strides[0] = "
-                        f"{list(strides[0])}); the output would not be at full resolution")
-    for kernel in kernel_sizes or ():
-        if any(k % 2 == 0 for k in triple(kernel)):
-            raise UserError(f"{name}: kernel size {list(kernel)} is even; a convolution that keeps "
-                            "the size needs odd kernels")

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.common import ConvSettings, TransferNetwork, triple
+from nnunet_transfer.architectures.common import (ConvSettings, TransferNetwork,
+                                                  check_stage_lists, outputs_of_each_stage,
+                                                  spread, triple)
 from nnunet_transfer.errors import UserError
 
 PAPER_CONVS_PER_STAGE = (1, 2, 3, 3, 3)
@@ -116,11 +118,7 @@ class VNetEncoder(nn.Module):
         self.stages = nn.ModuleList(stages)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outputs = []
-        for stage in self.stages:
-            x = stage(x)
-            outputs.append(x)
-        return outputs
+        return outputs_of_each_stage(self.stages, x)
 
 
 class VNetDecoder(nn.Module):
@@ -229,18 +227,14 @@ class VNet(TransferNetwork):
                             arch_kwargs.get("features_per_stage"), strides,
                             arch_kwargs.get("kernel_sizes"),
                             arch_kwargs.get("kernel_size", 5),
-                            arch_kwargs.get("convs_per_stage", PAPER_CONVS_PER_STAGE))
+                            arch_kwargs.get("convs_per_stage", PAPER_CONVS_PER_STAGE),
+                            patch_size)
 
     @staticmethod
     def _check_settings(n_stages, features_per_stage, strides, kernel_sizes, kernel_size,
-                        convs_per_stage) -> None:
-        if n_stages < 2:
-            raise UserError(f"VNet needs at least 2 stages (a down- and an up-sampling step); "
-                            f"the plans have {n_stages}: use plans with a larger patch size")
-        for name, value in (("features_per_stage", features_per_stage), ("strides", strides),
-                            ("kernel_sizes", kernel_sizes)):
-            if value is not None and len(value) != n_stages:
-                raise UserError(f"VNet: {name} has {len(value)} entries for {n_stages} stages")
+                        convs_per_stage, patch_size=None) -> None:
+        check_stage_lists("VNet", n_stages, features_per_stage, strides, kernel_sizes,
+                          patch_size)
         if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
             raise UserError(f"VNet: kernel_size must be an odd positive integer (the paper: "
                             f"5), not {kernel_size!r}")
@@ -250,10 +244,3 @@ class VNet(TransferNetwork):
                 f"VNet: convs_per_stage {convs} must give at least one convolution for each of "
                 f"the {n_stages} stages; add entries to arch_kwargs.convs_per_stage in "
                 "plans/vnet.json or lower its max_stages")
-
-
-def spread(names: list[str], count: int = 3) -> list[str]:
-    """`count` names evenly spread over `names`, first and last included."""
-    if len(names) <= count:
-        return list(names)
-    return [names[round(i * (len(names) - 1) / (count - 1))] for i in range(count)]

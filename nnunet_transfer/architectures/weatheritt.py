@@ -7,8 +7,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.common import (ConvSettings, TransferNetwork, triple,
-                                                  cumulative_strides)
+from nnunet_transfer.architectures.common import (ConvSettings, TransferNetwork,
+                                                  check_output_at_patch_size, check_stage_lists,
+                                                  cumulative_strides, triple)
 from nnunet_transfer.errors import UserError
 
 
@@ -141,10 +142,9 @@ class WeatherittUNet(TransferNetwork):
         super().__init__()
         _check_layout(type(self).__name__, n_stages, features_per_stage, strides, kernel_sizes,
                       convs_per_stage, decoder_convs_per_stage)
-        # Unset kwargs keep ConvSettings' defaults (nnU-Net's affine instance norm).
-        settings = ConvSettings(**{k: v for k, v in dict(
+        settings = ConvSettings.from_plans(
             conv_op=conv_op, norm_op=norm_op, norm_op_kwargs=norm_op_kwargs, nonlin=nonlin,
-            nonlin_kwargs=nonlin_kwargs, conv_bias=conv_bias).items() if v is not None})
+            nonlin_kwargs=nonlin_kwargs, conv_bias=conv_bias)
         features = list(features_per_stage)
         self.encoder = WeatherittEncoder(settings, input_channels, features, strides,
                                          kernel_sizes, convs_per_stage)
@@ -182,7 +182,7 @@ class WeatherittUNet(TransferNetwork):
         _check_layout(cls.__name__, arch_kwargs.get("n_stages", len(strides)),
                       arch_kwargs.get("features_per_stage"), strides,
                       arch_kwargs.get("kernel_sizes"), arch_kwargs.get("convs_per_stage", 2),
-                      arch_kwargs.get("decoder_convs_per_stage", 2))
+                      arch_kwargs.get("decoder_convs_per_stage", 2), patch_size)
         coarsest = cumulative_strides(strides)[-1]
         for axis, (size, factor) in enumerate(zip(patch_size, coarsest)):
             if factor > 1 and size // factor < cls.min_pooled_size:
@@ -194,25 +194,13 @@ class WeatherittUNet(TransferNetwork):
 
 
 def _check_layout(name: str, n_stages: int, features, strides, kernel_sizes,
-                  convs_per_stage: int, decoder_convs_per_stage: int) -> None:
+                  convs_per_stage: int, decoder_convs_per_stage: int,
+                  patch_size: Sequence[int] | None = None) -> None:
     """Refuse settings that would otherwise fail as a shape error in the first forward pass."""
-    if n_stages < 2:
-        raise UserError(f"{name} needs at least 2 stages (one pooling); the plans give "
-                        f"{n_stages}. Use plans with a larger patch size")
-    for what, values in (("features_per_stage", features), ("strides", strides),
-                         ("kernel_sizes", kernel_sizes)):
-        if values is not None and len(values) != n_stages:
-            raise UserError(f"{name}: {what} has {len(values)} entries for {n_stages} stages")
+    check_stage_lists(name, n_stages, features, strides, kernel_sizes, patch_size)
     if int(convs_per_stage) < 1 or int(decoder_convs_per_stage) < 1:
         raise UserError(f"{name}: convs_per_stage and decoder_convs_per_stage must be >= 1")
     if (n_stages - 1) * int(decoder_convs_per_stage) < 2:
         raise UserError(f"{name}: with {n_stages} stages the decoder needs "
                         "decoder_convs_per_stage >= 2 to offer three distinct analysis layers")
-    if any(s != 1 for s in triple(strides[0])):
-        raise UserError(f"{name}: the first stage must keep the full resolution (stride "
-                        f"[1, 1, 1], as nnU-Net plans it), not {list(strides[0])}; the logits "
-                        "would not match the patch size")
-    for kernel in kernel_sizes or ():
-        if any(k % 2 == 0 for k in triple(kernel)):
-            raise UserError(f"{name}: kernel size {list(kernel)} is even; a 'same' convolution "
-                            "needs odd kernel sizes to keep the patch size")
+    check_output_at_patch_size(name, strides, kernel_sizes)
