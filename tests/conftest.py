@@ -26,6 +26,10 @@ TRANSFERRED_PLANS = f"{SMALL_PLANS}_from{SOURCE_ID}"
 BUDGET = {"NNUNET_TRANSFER_EPOCHS": "2", "NNUNET_TRANSFER_ITERS": "3",
           "NNUNET_TRANSFER_VAL_ITERS": "1", "NNUNET_TRANSFER_SNAPSHOT_EVERY": "1",
           "NNUNET_TRANSFER_SEED": "3"}
+# Runs launched two at a time get one thread each: two runs with nnU-Net's one thread per core
+# oversubscribe the cores, and OpenMP's waiting threads then slow everything down many times.
+ONE_THREAD = {"NNUNET_TRANSFER_CPU_THREADS": "1", "OMP_NUM_THREADS": "1",
+              "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def tool(name: str) -> str:
@@ -144,32 +148,41 @@ def same_labels_target(workspace, source) -> dict:
 NEEDS_SOURCE_LABELS = {"FrozenDecoderAndHead"}
 
 
-def _train_and_predict(workspace, source, target, strategy) -> dict:
+def _train(workspace, source, target, strategy) -> dict:
     from nnunet_transfer.training.strategies import Pretrained
     args = ["nnUNetv2_train", str(target["id"]), "3d_fullres", "0", "-p", target["plans"],
             "-tr", strategy.trainer_name, "-device", "cpu"]
     if strategy.pretrained is Pretrained.REQUIRED:
         args += ["-pretrained_weights", source["checkpoint"]]
-    train = workspace.run(*args, extra_env={**BUDGET, "nnUNet_n_proc_DA": "0"})
+    train = workspace.run(*args, extra_env={**BUDGET, **ONE_THREAD, "nnUNet_n_proc_DA": "0"})
+    return {"train": train, "target": target,
+            "folder": workspace.run_folder(target["name"], strategy.trainer_name,
+                                           target["plans"])}
+
+
+def _predict(workspace, target, strategy) -> str:
     out = os.path.join(workspace.root, "predictions", strategy.name)
     workspace.run("nnUNetv2_predict", "-i",
                   os.path.join(workspace.raw, target["name"], "imagesTs"), "-o", out,
                   "-d", str(target["id"]), "-c", "3d_fullres", "-f", "0", "-p", target["plans"],
                   "-tr", strategy.trainer_name, "-device", "cpu", "-npp", "1", "-nps", "1")
-    return {"train": train, "predictions": out, "target": target,
-            "folder": workspace.run_folder(target["name"], strategy.trainer_name,
-                                           target["plans"])}
+    return out
 
 
 @pytest.fixture(scope="session")
 def strategy_runs(workspace, source, target, same_labels_target) -> dict:
-    """Every strategy trained on a target and predicted on its test images, two runs at a
-    time (a tiny run is mostly start-up and nnU-Net's final validation)."""
+    """Every strategy trained on a target (two trainings at a time, one thread each: a tiny
+    run is mostly start-up and nnU-Net's final validation) and predicted on its test images
+    (one at a time: nnUNetv2_predict takes every core)."""
     from concurrent.futures import ThreadPoolExecutor
     from nnunet_transfer.training.strategies import ALL_STRATEGIES
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {s.name: pool.submit(
-            _train_and_predict, workspace, source,
+        futures = {s: pool.submit(
+            _train, workspace, source,
             same_labels_target if s.name in NEEDS_SOURCE_LABELS else target, s)
             for s in ALL_STRATEGIES}
-        return {name: future.result() for name, future in futures.items()}
+        runs = {s.name: future.result() for s, future in futures.items()}
+    for strategy in ALL_STRATEGIES:
+        run = runs[strategy.name]
+        run["predictions"] = _predict(workspace, run["target"], strategy)
+    return runs

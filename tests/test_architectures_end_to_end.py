@@ -18,7 +18,7 @@ import pytest
 from nnunet_transfer.architectures.registry import ARCHITECTURES
 from nnunet_transfer.training.strategies import ALL_STRATEGIES, SCRATCH, Pretrained
 
-from conftest import SMALL_PLANS, SOURCE_ID
+from conftest import ONE_THREAD, SMALL_PLANS, SOURCE_ID
 from run_checks import (assert_frozen_identical_and_trainable_changed,
                         assert_predictions_match_images, assert_starts_from_source)
 
@@ -35,7 +35,8 @@ def configuration(architecture: str) -> str:
 
 
 class Runs:
-    """Launch the runs, two at a time; keep each run's outcome (or its failure) for the tests."""
+    """Launch the trainings two at a time (one thread each) and the predictions one at a
+    time; keep each run's outcome (or its failure) for the tests."""
 
     def __init__(self, workspace, source, target, same_labels_target):
         self.workspace, self.source = workspace, source
@@ -51,7 +52,7 @@ class Runs:
                                            configuration=configuration(architecture))
         outcome = {"folder": folder, "target": on, "error": None}
         try:
-            outcome["train"] = self.workspace.run(*args, extra_env=BUDGET)
+            outcome["train"] = self.workspace.run(*args, extra_env={**BUDGET, **ONE_THREAD})
         except AssertionError as error:
             outcome["error"] = str(error)
         return outcome
@@ -89,9 +90,9 @@ class Runs:
                         self._train, architecture, strategy, on, pretrained)
             for key, future in transfers.items():
                 self.outcomes[key] = future.result()
-            predictions = {a: pool.submit(self._predict, a) for a in ARCHITECTURES}
-            for architecture, future in predictions.items():
-                self.outcomes[architecture, "predict"] = future.result()
+        # nnUNetv2_predict takes every core: one prediction at a time.
+        for architecture in ARCHITECTURES:
+            self.outcomes[architecture, "predict"] = self._predict(architecture)
         return self
 
     def get(self, architecture: str, what: str) -> dict:

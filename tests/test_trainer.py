@@ -46,6 +46,16 @@ def test_learning_rate_knob_overrides_strategy_factor(make_trainer):
     assert trainer.initial_lr == 0.002
 
 
+def test_cpu_threads_knob_sets_torch_threads(make_trainer):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        make_trainer("nnUNetTrainer_Scratch", NNUNET_TRANSFER_CPU_THREADS="1")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_seed_decides_the_initialisation(make_trainer):
     a = make_trainer("nnUNetTrainer_Scratch", NNUNET_TRANSFER_SEED="5").network.state_dict()
     b = make_trainer("nnUNetTrainer_Scratch", NNUNET_TRANSFER_SEED="5").network.state_dict()

@@ -77,6 +77,9 @@ KNOBS = (
     Knob("head", _choice("auto", "reinit"),
          "the output layer(s): 'auto' loads them when the source's labels equal the target's, "
          "'reinit' always starts them from random (default auto)"),
+    Knob("cpu_threads", _positive_int,
+         "torch threads of a run on the CPU (default: nnU-Net's, every core); set 1 when "
+         "several runs share the machine"),
 )
 
 
@@ -99,6 +102,7 @@ class Budget:
     seed: int | None = None
     load: str = "all"
     head: str = "auto"
+    cpu_threads: int | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None,

@@ -65,6 +65,10 @@ class TransferTrainer(nnUNetTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.record = RunRecord(self.output_folder)
         self.budget = Budget.from_environment(recorded=self._recorded_budget(continuing))
+        if self.device.type == "cpu" and self.budget.cpu_threads:
+            # nnUNetv2_train gives a CPU run every core; runs side by side would then
+            # oversubscribe the cores, which slows OpenMP down many times over.
+            torch.set_num_threads(self.budget.cpu_threads)
         self.num_epochs = self.budget.epochs or self.num_epochs
         self.num_iterations_per_epoch = self.budget.iters or self.num_iterations_per_epoch
         self.num_val_iterations_per_epoch = (self.budget.val_iters
