@@ -120,3 +120,14 @@ def test_bad_budget_variable_stops_training(workspace, target):
     _refused(_train(workspace, target, "nnUNetTrainer_Scratch",
                     env={"NNUNET_TRANSFER_EPOCHS": "many"}),
              "NNUNET_TRANSFER_EPOCHS='many' is not a number")
+
+
+def test_evaluate_names_a_missing_folder(workspace, tmp_path):
+    _refused(workspace.run("nnunet-transfer", "evaluate", str(tmp_path / "nope"), str(tmp_path),
+                           "-o", str(tmp_path / "out"), ok=False),
+             f"predictions folder {tmp_path / 'nope'} does not exist")
+
+
+def test_convert_msd_names_a_missing_folder(workspace, tmp_path):
+    _refused(workspace.run("nnunet-transfer", "convert-msd", str(tmp_path / "Task04_X"),
+                           "--id", "990", ok=False), "MSD task folder", "does not exist")

@@ -37,6 +37,9 @@ def _cmd_convert_msd(args):
     from nnunet_transfer.data.convert import convert_msd, msd_task_name
     from nnunet_transfer.data.labels import parse_channel_names, parse_label_names
     from nnunet_transfer.data.raw_dataset import dataset_folder
+    if not os.path.isdir(args.source):
+        raise UserError(f"the MSD task folder {args.source} does not exist (it should hold "
+                        "imagesTr/ and labelsTr/)")
     name = args.name or msd_task_name(args.source)
     if not name:
         raise UserError(f"cannot tell the dataset name from {args.source}; give --name")

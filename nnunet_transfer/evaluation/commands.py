@@ -7,6 +7,7 @@ here: every `nnunet-transfer` command builds this parser.
 from __future__ import annotations
 
 import argparse
+import os
 
 from nnunet_transfer.errors import UserError
 
@@ -26,6 +27,9 @@ def _labels(args: argparse.Namespace, predictions: str, references: str):
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from nnunet_transfer.evaluation.evaluate import evaluate_folder, format_summary
+    for role, folder in (("predictions", args.predictions), ("references", args.references)):
+        if not os.path.isdir(folder):
+            raise UserError(f"the {role} folder {folder} does not exist")
     evaluation = evaluate_folder(
         args.predictions, args.references, args.o,
         _labels(args, args.predictions, args.references), lesion_rule=args.lesion_rule,
