@@ -7,8 +7,8 @@ patch 40x56x40, batch 2, deep supervision, nnU-Net's Dice+CE loss, SGD with nest
 gradient clipping as in nnUNetTrainer.train_step), frozen exactly as the trainers freeze it
 (nnunet_transfer.training.freezing). Each measurement runs in a fresh process so that its peak
 resident memory is its own; strategies are interleaved over rounds and the medians compared.
-Peak memory is the process's peak RSS minus its RSS once the network is built, i.e. what
-training steps add (batch, optimizer state, activations, gradients).
+Peak memory is the process's peak RSS minus its RSS just before the first step (network,
+batch and optimizer already allocated), i.e. what one training step adds.
 
 Part B, bookkeeping: real `nnUNetv2_train` runs of nnUNetTrainer and nnUNetTrainer_Scratch
 (alternating) on a synthetic Hippocampus-sized dataset with nnU-Net's own plan, snapshots every
@@ -59,13 +59,14 @@ def child(strategy_name: str, steps: int, warmup: int) -> dict:
     strategy = next(s for s in ALL_STRATEGIES if s.name == strategy_name)
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     torch.manual_seed(0)
-    network = build_network()
-    baseline = rss_bytes()
-    times = time_training_steps(network, strategy.frozen_parts,
+    baseline = []
+    times = time_training_steps(build_network(), strategy.frozen_parts,
                                 random_init=strategy.pretrained is Pretrained.REFUSED,
-                                batch=BATCH, patch=PATCH, steps=steps, warmup=warmup)
+                                batch=BATCH, patch=PATCH, steps=steps, warmup=warmup,
+                                time_encoder_forward=False,
+                                before_steps=lambda: baseline.append(rss_bytes()))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"times": times.steps, "peak_mb": (peak - baseline) / 2 ** 20}
+    return {"times": times.steps, "peak_mb": (peak - baseline[0]) / 2 ** 20}
 
 
 def measure_steps(rounds: int, steps: int, warmup: int) -> dict:

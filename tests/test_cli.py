@@ -125,7 +125,7 @@ def test_bad_budget_variable_stops_training(workspace, target):
 def test_evaluate_names_a_missing_folder(workspace, tmp_path):
     _refused(workspace.run("nnunet-transfer", "evaluate", str(tmp_path / "nope"), str(tmp_path),
                            "-o", str(tmp_path / "out"), ok=False),
-             f"predictions folder {tmp_path / 'nope'} does not exist")
+             f"prediction folder {tmp_path / 'nope'} does not exist")
 
 
 def test_convert_msd_names_a_missing_folder(workspace, tmp_path):

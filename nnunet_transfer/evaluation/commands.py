@@ -27,7 +27,7 @@ def _labels(args: argparse.Namespace, predictions: str, references: str):
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from nnunet_transfer.evaluation.evaluate import evaluate_folder, format_summary
-    for role, folder in (("predictions", args.predictions), ("references", args.references)):
+    for role, folder in (("prediction", args.predictions), ("reference", args.references)):
         if not os.path.isdir(folder):
             raise UserError(f"the {role} folder {folder} does not exist")
     evaluation = evaluate_folder(

@@ -68,8 +68,13 @@ class ForwardClock:
 def time_training_steps(network: nn.Module, frozen_parts=frozenset(), random_init: bool = True,
                         batch: int = 2, patch=(40, 56, 40), in_channels: int = 1,
                         classes: int = 3, steps: int = 5, warmup: int = 2,
-                        seed: int = 0) -> StepTimes:
-    """Time `steps` training steps (after `warmup`) of `network` with `frozen_parts` frozen."""
+                        seed: int = 0, time_encoder_forward: bool = True,
+                        before_steps=None) -> StepTimes:
+    """Time `steps` training steps (after `warmup`) of `network` with `frozen_parts` frozen.
+
+    `time_encoder_forward` adds forward hooks timing the encoder (StepTimes.encoder_forward);
+    `before_steps()`, when given, is called once everything is allocated, just before the
+    first step (the memory benchmark reads its baseline there)."""
     torch.manual_seed(seed)
     parts = apply_strategy(network, frozen_parts, random_init=random_init)
     optimizer = torch.optim.SGD(trainable_parameters(network), 0.01, weight_decay=3e-5,
@@ -80,8 +85,10 @@ def time_training_steps(network: nn.Module, frozen_parts=frozenset(), random_ini
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
     targets = [torch.randint(0, classes, (batch, 1, *o.shape[2:])).float() for o in outputs]
     loss_fn = nnunet_loss(len(outputs))
-    clock = ForwardClock(parts.modules["encoder"])
+    clock = ForwardClock(parts.modules["encoder"] if time_encoder_forward else [])
     times = StepTimes()
+    if before_steps is not None:
+        before_steps()
     try:
         for step in range(warmup + steps):
             network.train()
