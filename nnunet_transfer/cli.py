@@ -11,6 +11,7 @@ from nnunet_transfer.architectures.registry import ARCHITECTURES
 from nnunet_transfer.data.commands import register as register_data_commands
 from nnunet_transfer.discovery import ext_trainer_value
 from nnunet_transfer.evaluation.commands import register as register_evaluation_commands
+from nnunet_transfer.study.commands import register as register_study_commands
 from nnunet_transfer.errors import UserError, exit_with_message
 from nnunet_transfer.training.budget import KNOBS, parse_knob
 from nnunet_transfer.training.strategies import ALL_STRATEGIES
@@ -79,8 +80,9 @@ def _cmd_synthetic(args):
 
 
 def _cmd_demo(args):
-    from nnunet_transfer.demo import run_demo
-    run_demo(args.workdir, epochs=args.epochs, iters=args.iters)
+    from nnunet_transfer.study.demo import run_demo
+    run_demo(args.workdir, epochs=args.epochs, iters=args.iters, jobs=args.jobs,
+             hippocampus=args.hippocampus)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_data_commands(sub)
     register_evaluation_commands(sub)
+    register_study_commands(sub)
 
     sy = sub.add_parser("make-synthetic", help="write a synthetic dataset in nnU-Net raw format")
     sy.add_argument("--id", type=int, required=True)
@@ -156,12 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--seed", type=int, default=0)
     sy.set_defaults(func=_cmd_synthetic)
 
-    demo = sub.add_parser("demo", help="run a small real transfer study on synthetic data (CPU)")
+    demo = sub.add_parser(
+        "demo", help="run a small real transfer study on CPU (synthetic data, or Hippocampus)",
+        description="Writes <workdir>/study.yaml and runs it like `study run`: pretraining, six "
+                    "strategies x 2 seeds on a low-quality target, predictions, evaluation, "
+                    "analyses, report.html. Re-running continues an interrupted demo.")
     demo.add_argument("--workdir", default="nnunet_transfer_demo",
                       help="folder for the datasets, runs and report (default ./nnunet_transfer_demo)")
+    demo.add_argument("--hippocampus", default=None, metavar="TASK04_FOLDER",
+                      help="run on MSD Task04 Hippocampus instead of synthetic data: the source is "
+                           "most cases, the target a low-quality-site copy of 11 others")
     demo.add_argument("--epochs", type=positive_int, default=8,
-                      help="epochs of each strategy on the target (the source gets twice as many)")
+                      help="epochs of each run on the target (the source gets twice as many)")
     demo.add_argument("--iters", type=positive_int, default=25, help="iterations per epoch")
+    demo.add_argument("--jobs", type=positive_int, default=2,
+                      help="runs at a time (each gets cores / jobs threads)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

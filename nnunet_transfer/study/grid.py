@@ -1,0 +1,169 @@
+"""The grid of a study: which networks are pretrained, which runs are trained, predicted and
+analysed, and where each one's files are.
+
+Every name here is a pure function of the study file, so a re-run finds the same runs, folds
+and folders, and nothing finished is redone.
+
+Run identity in nnU-Net's results folder: the target dataset, the trainer (= strategy), the
+plans (the target preprocessed with one source's plans), the configuration (= architecture) and
+the fold. Each (n, seed) of the few-shot splits is its own fold (splits.few_shot_folds: n outer,
+seed inner), so no two runs of the grid share a folder. The seed is also the run's
+initialisation seed (NNUNET_TRANSFER_SEED).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from nnunet_transfer.study.spec import ALL, UNET, StudySpec
+
+PRETRAIN_TRAINER = "nnUNetTrainer_Scratch"
+
+
+def plans_of_source(spec: StudySpec) -> str:
+    """The plans identifier the sources are trained with (the small CPU variant when asked)."""
+    return "nnUNetPlansStudy" if spec.small_plans else spec.plans
+
+
+def transferred_plans(spec: StudySpec, source_key: str) -> str:
+    """The target's plans made from a source's (planning.transfer_plans' naming)."""
+    return f"{plans_of_source(spec)}_from{spec.datasets[source_key].id:03d}"
+
+
+def configuration_of(spec: StudySpec, architecture: str) -> str:
+    if architecture == UNET:
+        return spec.configuration
+    from nnunet_transfer.planning import architecture_configuration_name
+    return architecture_configuration_name(spec.configuration, architecture)
+
+
+def resolve_size(size, pool_size: int) -> int:
+    """A size of the study file as a number of training cases; `all` is the whole pool but one
+    case, which stays for nnU-Net's validation."""
+    return pool_size - 1 if size == ALL else int(size)
+
+
+@dataclass(frozen=True)
+class Pretraining:
+    source: str
+    architecture: str
+
+    @property
+    def key(self) -> str:
+        return f"pretrain__{self.source}__{self.architecture}"
+
+
+@dataclass(frozen=True)
+class Run:
+    source: str
+    architecture: str
+    strategy: str
+    size: object         # as in the study file: a number or "all"
+    n: int               # training cases
+    seed: int
+    fold: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.strategy}__n{self.n}__seed{self.seed}__{self.architecture}__{self.source}"
+
+    @property
+    def trainer(self) -> str:
+        return f"nnUNetTrainer_{self.strategy}"
+
+    @property
+    def label(self) -> str:
+        """STRATEGY:N:SEED, the run label of `nnunet-transfer compare`."""
+        return f"{self.strategy}:{self.n}:{self.seed}"
+
+    @property
+    def cell(self) -> tuple[str, str, int]:
+        """The runs that are tabulated and analysed together: same source, architecture, n."""
+        return (self.source, self.architecture, self.n)
+
+
+class StudyLayout:
+    """Where the study's files are."""
+
+    def __init__(self, spec: StudySpec):
+        self.spec = spec
+        self.root = spec.state_folder
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    @property
+    def state_file(self) -> str:
+        return self.path("state.json")
+
+    @property
+    def test_images(self) -> str:
+        return self.path("test", "imagesTs")
+
+    @property
+    def test_labels(self) -> str:
+        return self.path("test", "labelsTs")
+
+    def job_folder(self, key: str) -> str:
+        return self.path("jobs", key)
+
+    def predictions(self, run: Run, test_set: str = "test") -> str:
+        return self.path("predictions", test_set, run.key)
+
+    def evaluation(self, run: Run, test_set: str = "test") -> str:
+        return self.path("evaluations", test_set, run.key)
+
+    def cell_folder(self, kind: str, cell: tuple) -> str:
+        source, architecture, n = cell
+        return self.path(kind, f"{source}__{architecture}__n{n}")
+
+    def results_folder(self, dataset_folder_name: str, trainer: str, plans: str,
+                       configuration: str, fold) -> str:
+        return os.path.join(self.spec.nnunet["results"], dataset_folder_name,
+                            f"{trainer}__{plans}__{configuration}", f"fold_{fold}")
+
+    def pretrained_folder(self, pretraining: Pretraining) -> str:
+        source = self.spec.datasets[pretraining.source]
+        return self.results_folder(source.folder_name, PRETRAIN_TRAINER, plans_of_source(self.spec),
+                                   configuration_of(self.spec, pretraining.architecture), "all")
+
+    def run_folder(self, run: Run) -> str:
+        target = self.spec.datasets[self.spec.target]
+        return self.results_folder(target.folder_name, run.trainer,
+                                   transferred_plans(self.spec, run.source),
+                                   configuration_of(self.spec, run.architecture), run.fold)
+
+
+def expand(spec: StudySpec, pool_size: int) -> tuple[list[Pretraining], list[Run]]:
+    """The pretrainings and runs of the study, given the size of the target's training pool
+    (its training cases minus the held-out test cases)."""
+    from nnunet_transfer.training.strategies import ALL_STRATEGIES, Pretrained
+    needs_weights = {s.name for s in ALL_STRATEGIES if s.pretrained is Pretrained.REQUIRED}
+    ns = sorted({resolve_size(size, pool_size) for size in spec.sizes})
+    seeds = sorted(spec.seeds)
+    fold_of = {(n, seed): index for index, (n, seed) in
+               enumerate((n, seed) for n in ns for seed in seeds)}
+    pretrainings: list[Pretraining] = []
+    runs: dict[str, Run] = {}
+    for source in spec.sources:
+        for architecture in spec.architectures:
+            if any(s in needs_weights for s in spec.strategies):
+                pretrainings.append(Pretraining(source, architecture))
+            for size in spec.sizes:
+                n = resolve_size(size, pool_size)
+                for strategy in spec.strategies:
+                    for seed in seeds:
+                        run = Run(source, architecture, strategy, size, n, seed,
+                                  fold_of[(n, seed)])
+                        runs.setdefault(run.key, run)   # e.g. sizes [5, all] with 6 cases
+    return pretrainings, list(runs.values())
+
+
+def study_ns(spec: StudySpec, pool_size: int) -> list[int]:
+    return sorted({resolve_size(size, pool_size) for size in spec.sizes})
+
+
+def needs_pretrained(strategy: str) -> bool:
+    from nnunet_transfer.training.strategies import ALL_STRATEGIES, Pretrained
+    return next(s for s in ALL_STRATEGIES if s.name == strategy).pretrained is Pretrained.REQUIRED

@@ -1,0 +1,218 @@
+"""The jobs of a study: the commands that pretrain, train, predict and analyse, what each needs
+before it can start, and how to tell that its outputs are complete.
+
+Every job is a real command line (nnUNetv2_train, nnUNetv2_predict, nnunet-transfer analyze),
+so any executor runs it, here or on a cluster. The evaluation of a prediction folder is quick
+and runs inside the runner once the prediction succeeded (`after`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nnunet_transfer.study.executors import CommandJob
+from nnunet_transfer.study.grid import (
+    PRETRAIN_TRAINER, Pretraining, Run, StudyLayout, configuration_of, expand, needs_pretrained,
+    plans_of_source, transferred_plans)
+from nnunet_transfer.study.setup import StudySetup, tool
+from nnunet_transfer.study.spec import StudySpec
+from nnunet_transfer.study.state import SUCCEEDED, StudyState
+
+TEST, GENERALIZATION = "test", "generalization"
+
+
+@dataclass
+class StudyJob:
+    key: str
+    kind: str                                  # pretrain, train, predict, analyze
+    command: Callable[[int], CommandJob | None]  # attempt -> the command (None: nothing to do)
+    missing: Callable[[], str | None]          # what is missing of its outputs (None: complete)
+    needs: tuple[str, ...] = ()                # jobs that must succeed first
+    waits_for: tuple[str, ...] = ()            # jobs that must have ended, whatever the outcome
+    after: Callable[[], None] | None = None    # in the runner, once the command succeeded
+    runs: tuple[Run, ...] = ()                 # the runs it concerns (status and report)
+    skip_note: Callable[[], str | None] = field(default=lambda: None)
+
+
+class StudyJobs:
+    def __init__(self, spec: StudySpec, setup: StudySetup, state: StudyState, device: str):
+        self.spec, self.setup, self.state, self.device = spec, setup, state, device
+        self.layout = StudyLayout(spec)
+        self.pretrainings, self.runs = expand(spec, setup.pool_size())
+
+    def all(self) -> list[StudyJob]:
+        jobs = [self.pretrain_job(p) for p in self.pretrainings]
+        jobs += [self.train_job(run) for run in self.runs]
+        jobs += [self.predict_job(run, TEST) for run in self.runs]
+        if self.spec.generalization:
+            jobs += [self.predict_job(run, GENERALIZATION) for run in self.runs]
+        for cell in dict.fromkeys(run.cell for run in self.runs):
+            jobs += [self.analysis_job(kind, cell) for kind in self.spec.analyses]
+        return jobs
+
+    # -- shared pieces ------------------------------------------------------------------------
+    def _job(self, key: str, attempt: int, argv: list[str], env: dict[str, str],
+             uses_accelerator: bool = True) -> CommandJob:
+        folder = self.layout.job_folder(key)
+        return CommandJob(key=key, argv=tuple(argv), env={**self.setup.env, **env},
+                          log_path=os.path.join(folder, f"attempt{attempt}.log"),
+                          exit_path=os.path.join(folder, f"attempt{attempt}.exit"),
+                          uses_accelerator=uses_accelerator)
+
+    def _training(self, dataset_id: int, configuration: str, fold, plans: str, trainer: str,
+                  folder: str, env: dict[str, str], pretrained: str | None):
+        def command(attempt: int, key: str) -> CommandJob:
+            argv = [tool("nnUNetv2_train"), str(dataset_id), configuration, str(fold), "-p",
+                    plans, "-tr", trainer, "-device", self.device]
+            if os.path.isfile(os.path.join(folder, "checkpoint_latest.pth")) or \
+                    os.path.isfile(os.path.join(folder, "checkpoint_best.pth")):
+                argv.append("--c")    # an interrupted attempt: continue it (keeps epoch 0)
+            elif pretrained:
+                argv += ["-pretrained_weights", pretrained]
+            return self._job(key, attempt, argv, env)
+        return command
+
+    def _budget_env(self, epochs: int, iterations: int, snapshot_every: int, seed: int
+                    ) -> dict[str, str]:
+        return {"NNUNET_TRANSFER_EPOCHS": str(epochs), "NNUNET_TRANSFER_ITERS": str(iterations),
+                "NNUNET_TRANSFER_VAL_ITERS": str(self.spec.budget.val_iterations),
+                "NNUNET_TRANSFER_SNAPSHOT_EVERY": str(snapshot_every),
+                "NNUNET_TRANSFER_SEED": str(seed)}
+
+    @staticmethod
+    def _final_checkpoint(folder: str) -> Callable[[], str | None]:
+        path = os.path.join(folder, "checkpoint_final.pth")
+        return lambda: None if os.path.isfile(path) else f"{path} is missing"
+
+    # -- the jobs -----------------------------------------------------------------------------
+    def pretrain_job(self, pretraining: Pretraining) -> StudyJob:
+        spec, budget = self.spec, self.spec.budget
+        folder = self.layout.pretrained_folder(pretraining)
+        env = self._budget_env(budget.source_epochs, budget.source_iterations or budget.iterations,
+                               0, 0)
+        training = self._training(spec.datasets[pretraining.source].id,
+                                  configuration_of(spec, pretraining.architecture), "all",
+                                  plans_of_source(spec), PRETRAIN_TRAINER, folder, env, None)
+        return StudyJob(pretraining.key, "pretrain", lambda a: training(a, pretraining.key),
+                        self._final_checkpoint(folder))
+
+    def train_job(self, run: Run) -> StudyJob:
+        spec, budget = self.spec, self.spec.budget
+        folder = self.layout.run_folder(run)
+        needs, pretrained = (), None
+        if needs_pretrained(run.strategy):
+            pretraining = Pretraining(run.source, run.architecture)
+            needs = (pretraining.key,)
+            pretrained = os.path.join(self.layout.pretrained_folder(pretraining),
+                                      "checkpoint_final.pth")
+        env = self._budget_env(budget.epochs, budget.iterations, budget.snapshot_every, run.seed)
+        training = self._training(spec.datasets[spec.target].id,
+                                  configuration_of(spec, run.architecture), run.fold,
+                                  transferred_plans(spec, run.source), run.trainer, folder, env,
+                                  pretrained)
+        return StudyJob(f"train__{run.key}", "train", lambda a: training(a, f"train__{run.key}"),
+                        self._final_checkpoint(folder), needs=needs, runs=(run,))
+
+    def test_set(self, test_set: str) -> tuple[str, str]:
+        if test_set == TEST:
+            return self.layout.test_images, self.layout.test_labels
+        return self.setup.generalization_folders()
+
+    def predict_job(self, run: Run, test_set: str) -> StudyJob:
+        spec = self.spec
+        key = f"predict_{test_set}__{run.key}"
+        images, labels = self.test_set(test_set)
+        out = self.layout.predictions(run, test_set)
+
+        def command(attempt: int) -> CommandJob:
+            argv = [tool("nnUNetv2_predict"), "-i", images, "-o", out,
+                    "-d", str(spec.datasets[spec.target].id), "-c",
+                    configuration_of(spec, run.architecture), "-f", str(run.fold), "-p",
+                    transferred_plans(spec, run.source), "-tr", run.trainer, "-device",
+                    self.device, "-npp", "1", "-nps", "1", "--continue_prediction"]
+            return self._job(key, attempt, argv, {})
+
+        def missing() -> str | None:
+            evaluation = os.path.join(self.layout.evaluation(run, test_set),
+                                      "evaluation_per_case.csv")
+            return None if os.path.isfile(evaluation) else f"{evaluation} is missing"
+
+        def evaluate() -> None:
+            from nnunet_transfer.evaluation.evaluate import evaluate_folder
+            from nnunet_transfer.evaluation.labels import labels_from_dataset_json
+            dataset_json = os.path.join(os.path.dirname(self.layout.test_labels), "dataset.json")
+            evaluate_folder(out, labels, self.layout.evaluation(run, test_set),
+                            labels_from_dataset_json(dataset_json), workers=1)
+
+        return StudyJob(key, "predict", command, missing, needs=(f"train__{run.key}",),
+                        after=evaluate, runs=(run,))
+
+    def analysis_job(self, kind: str, cell: tuple) -> StudyJob:
+        runs = tuple(r for r in self.runs if r.cell == cell)
+        key = f"analyze_{kind}__{cell[0]}__{cell[1]}__n{cell[2]}"
+        out = os.path.join(self.layout.cell_folder("analysis", cell), kind)
+
+        def finished(selection) -> list[Run]:
+            return [r for r in selection if self.state.state(f"train__{r.key}") == SUCCEEDED]
+
+        def arguments() -> list[str] | str:
+            """The analysis' own arguments, or why it cannot run with the finished runs."""
+            first_seed = min(r.seed for r in runs)
+            done = finished(runs)
+            fold = self.layout.run_folder
+
+            def labelled(selection) -> list[str]:
+                return [f"{r.strategy}_seed{r.seed}={fold(r)}" for r in selection]
+
+            if kind in ("convergence",):
+                return labelled(done) if done else "no run of this cell finished"
+            if kind in ("evolution", "weights"):
+                chosen = [r for r in done if r.seed == first_seed]
+                return labelled(chosen) if chosen else f"no run with seed {first_seed} finished"
+            if kind == "similarity":
+                groups = {}
+                for r in done:
+                    groups.setdefault(r.strategy, []).append(fold(r))
+                groups = {s: folders for s, folders in groups.items() if len(folders) >= 2}
+                if not groups:
+                    return "no strategy has two finished seeds"
+                return [a for s, folders in groups.items() for a in ("--group", s, *folders)]
+            transfer_strategy = "FineTune" if "FineTune" in self.spec.strategies else next(
+                (s for s in self.spec.strategies if needs_pretrained(s)), None)
+            transfer = [r for r in done if r.strategy == transfer_strategy]
+            scratch = [r for r in done if r.strategy == "Scratch"]
+            if not transfer or not scratch:
+                return f"reuse needs finished {transfer_strategy} and Scratch runs"
+            return ["--transfer", *labelled(transfer), "--scratch", *labelled(scratch)]
+
+        def command(attempt: int) -> CommandJob | None:
+            args = arguments()
+            if isinstance(args, str):
+                return None
+            options = []
+            if kind != "convergence":
+                analysis = self.spec.analysis
+                options += ["--blocks", str(analysis["blocks"]), "--seed", str(analysis["seed"]),
+                            "--device", self.device]
+                if kind != "weights" and analysis["voxels_per_block"]:
+                    options += ["--voxels-per-block", str(analysis["voxels_per_block"])]
+                if kind != "weights" and analysis["layers"]:
+                    options += ["--layers", *analysis["layers"]]
+            if kind in ("convergence", "evolution"):
+                options += ["--tolerance", str(self.spec.analysis["tolerance"])]
+            argv = [tool("nnunet-transfer"), "analyze", kind, "-o", out, *options, *args]
+            return self._job(key, attempt, argv, {}, uses_accelerator=kind != "convergence")
+
+        def missing() -> str | None:
+            path = os.path.join(out, f"{kind}.md")
+            return None if os.path.isfile(path) else f"{path} is missing"
+
+        def skip_note() -> str | None:
+            args = arguments()
+            return args if isinstance(args, str) else None
+
+        return StudyJob(key, "analyze", command, missing,
+                        waits_for=tuple(f"train__{r.key}" for r in runs), runs=runs,
+                        skip_note=skip_note)

@@ -1,0 +1,275 @@
+"""The steps before any training: make the datasets, plan and preprocess the sources, move their
+plans to the target, write the few-shot splits and the held-out test folder.
+
+Each step runs the package's or nnU-Net's own command in a subprocess (its output goes to
+study/setup/<step>.log) and leaves a marker study/setup/<step>.done when it succeeded, so a
+re-run skips it. The commands themselves are idempotent too (conversions rewrite only what
+changed; splits refuse to change silently), so a step interrupted half-way is simply redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nnunet_transfer.errors import UserError
+from nnunet_transfer.atomic_files import atomic_write_json
+from nnunet_transfer.study.grid import StudyLayout, plans_of_source, study_ns
+from nnunet_transfer.study.spec import UNET, DatasetSpec, StudySpec
+
+
+def tool(name: str) -> str:
+    """A console script of this environment (beside the running Python), else from PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    found = beside if os.path.exists(beside) else shutil.which(name)
+    if not found:
+        raise UserError(f"{name} is not installed in this environment; install the package with "
+                        "its dependencies (make setup)")
+    return found
+
+
+def nnunet_environment(spec: StudySpec) -> dict[str, str]:
+    """The environment of every command of the study: nnU-Net's folders, our trainers."""
+    from nnunet_transfer.discovery import ext_trainer_value
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NNUNET_TRANSFER_")}
+    env.update(nnUNet_raw=spec.nnunet["raw"], nnUNet_preprocessed=spec.nnunet["preprocessed"],
+               nnUNet_results=spec.nnunet["results"],
+               nnUNet_extTrainer=ext_trainer_value(os.environ.get("nnUNet_extTrainer")))
+    env.setdefault("nnUNet_compile", "f" if spec.device != "cuda" else "t")
+    return env
+
+
+def run_logged(argv: list[str], env: dict[str, str], log: str) -> None:
+    """Run a command with its output in `log`; UserError with the log's tail when it fails."""
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    with open(log, "a") as out:
+        out.write("$ " + " ".join(argv) + "\n")
+        out.flush()
+        result = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        with open(log, errors="replace") as f:
+            tail = f.read()[-2500:]
+        raise UserError(f"{os.path.basename(argv[0])} failed (exit {result.returncode}); its log "
+                        f"is {log}; its end:\n{tail}")
+
+
+@dataclass
+class SetupStep:
+    name: str
+    action: Callable[[], None]
+
+
+class StudySetup:
+    def __init__(self, spec: StudySpec, processes: int = 2):
+        self.spec, self.layout = spec, StudyLayout(spec)
+        self.env = nnunet_environment(spec)
+        self.processes = processes
+
+    # -- helpers ------------------------------------------------------------------------------
+    def raw_folder(self, key: str) -> str:
+        return os.path.join(self.spec.nnunet["raw"], self.spec.datasets[key].folder_name)
+
+    def preprocessed_folder(self, key: str) -> str:
+        return os.path.join(self.spec.nnunet["preprocessed"], self.spec.datasets[key].folder_name)
+
+    def command(self, step: str, *argv: str) -> None:
+        run_logged([tool(argv[0]), *argv[1:]], self.env, self.layout.path("setup", f"{step}.log"))
+
+    def marker(self, step: str) -> str:
+        return self.layout.path("setup", f"{step}.done")
+
+    # -- the steps ------------------------------------------------------------------------------
+    def steps(self) -> list[SetupStep]:
+        spec = self.spec
+        steps = [SetupStep(f"dataset_{key}", lambda key=key: self.make_dataset(spec.datasets[key]))
+                 for key in self._dataset_order()]
+        for source in spec.sources:
+            steps.append(SetupStep(f"plan_{source}", lambda s=source: self.plan_source(s)))
+        steps.append(SetupStep("splits", self.write_splits))
+        for source in spec.sources:
+            steps.append(SetupStep(f"transfer_plans_{source}",
+                                   lambda s=source: self.transfer_plans(s)))
+        steps.append(SetupStep("test_folder", self.write_test_folder))
+        return steps
+
+    def run(self, say: Callable[[str], None] = print) -> None:
+        os.makedirs(self.layout.path("setup"), exist_ok=True)
+        for step in self.steps():
+            if os.path.isfile(self.marker(step.name)):
+                continue
+            say(f"setup: {step.name}")
+            step.action()
+            atomic_write_json(self.marker(step.name), {"step": step.name})
+
+    def _dataset_order(self) -> list[str]:
+        """Datasets in an order where each comes after the ones it is made from."""
+        order: list[str] = []
+
+        def visit(key: str) -> None:
+            if key in order:
+                return
+            for other in self.spec.datasets[key].inputs:
+                visit(other)
+            order.append(key)
+
+        needed = [*self.spec.sources, self.spec.target,
+                  *([self.spec.generalization] if self.spec.generalization else [])]
+        for key in needed:
+            visit(key)
+        return order
+
+    def make_dataset(self, dataset: DatasetSpec) -> None:
+        step, raw = f"dataset_{dataset.key}", self.spec.nnunet["raw"]
+        os.makedirs(raw, exist_ok=True)
+        options = dataset.options
+        if dataset.kind == "synthetic":
+            syn = options["synthetic"]
+            self.command(step, "nnunet-transfer", "make-synthetic", "--id", str(dataset.id),
+                         "--name", dataset.name, "--raw", raw, "--cases", str(syn["cases"]),
+                         "--test-cases", str(syn["test_cases"]),
+                         "--shape", *map(str, syn["shape"]), "--seed", str(syn["seed"]),
+                         *(["--low-quality"] if syn["low_quality"] else []),
+                         *(["--core"] if syn["core"] else []))
+        elif dataset.kind == "msd":
+            self.command(step, "nnunet-transfer", "convert-msd", options["msd"], "--id",
+                         str(dataset.id), "--name", dataset.name, "--raw", raw)
+        elif dataset.kind == "degrade":
+            self.command(step, "nnunet-transfer", "degrade", "-d",
+                         self.raw_folder(options["degrade"]), "--id", str(dataset.id), "--name",
+                         dataset.name, "--raw", raw, "--seed", str(options["seed"]))
+        elif dataset.kind == "subset":
+            self.write_subset(dataset)
+        elif dataset.kind == "pool":
+            spec_path = self.layout.path("setup", f"pool_{dataset.key}.json")
+            labels = json.load(open(os.path.join(self.raw_folder(options["pool"][0]),
+                                                 "dataset.json")))["labels"]
+            atomic_write_json(spec_path, {"labels": labels, "datasets": [
+                {"dataset": self.raw_folder(k), "prefix": k} for k in options["pool"]]})
+            self.command(step, "nnunet-transfer", "pool", "--spec", spec_path, "--id", str(dataset.id),
+                         "--name", dataset.name, "--raw", raw)
+        elif not os.path.isfile(os.path.join(self.raw_folder(dataset.key), "dataset.json")):
+            raise UserError(f"dataset {dataset.key!r} is marked existing but "
+                            f"{self.raw_folder(dataset.key)} has no dataset.json; convert it "
+                            "first or describe how to make it in the study file")
+
+    def write_subset(self, dataset: DatasetSpec) -> None:
+        """Some training cases of another dataset, checked and written like a conversion."""
+        import numpy as np
+        from nnunet_transfer.data.convert import ConversionSettings, Discovery, \
+            convert_cases, find_raw_dataset_cases
+        options = dataset.options
+        source = self.raw_folder(options["subset"])
+        discovery, dataset_json, sites = find_raw_dataset_cases(source)
+        cases = discovery.cases
+        if options.get("exclude"):
+            excluded = {c.case for c in find_raw_dataset_cases(
+                self.raw_folder(options["exclude"]))[0].cases}
+            cases = [c for c in cases if c.case not in excluded]
+        if options.get("count"):
+            if options["count"] > len(cases):
+                raise UserError(f"dataset {dataset.key!r}: count {options['count']} but "
+                                f"{options['subset']!r} has {len(cases)} case(s) to draw from")
+            chosen = np.random.default_rng(options["seed"]).choice(
+                len(cases), options["count"], replace=False)
+            cases = [cases[i] for i in sorted(chosen)]
+        for case in cases:
+            case.site = sites.get(case.case)
+        settings = ConversionSettings({k: int(v) for k, v in dataset_json["labels"].items()},
+                                      {int(k): v for k, v in dataset_json["channel_names"].items()})
+        out = os.path.join(self.spec.nnunet["raw"], dataset.folder_name)
+        report = convert_cases(Discovery(cases, [], [], source), out, settings,
+                               dataset.folder_name, source,
+                               description=f"{len(cases)} cases of {os.path.basename(source)}")
+        with open(self.layout.path("setup", f"dataset_{dataset.key}.log"), "a") as log:
+            log.write(report.summary() if hasattr(report, "summary") else str(report))
+
+    def plan_source(self, source: str) -> None:
+        spec, step = self.spec, f"plan_{source}"
+        dataset_id = str(spec.datasets[source].id)
+        self.command(step, "nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c",
+                     spec.configuration, "-np", str(self.processes), "--verify_dataset_integrity")
+        plans = spec.plans
+        if spec.small_plans:
+            small = spec.small_plans
+            plans = plans_of_source(spec)
+            self.command(step, "nnunet-transfer", "small-plans", "-d", dataset_id, "-p",
+                         spec.plans, "--name", plans, "-c", spec.configuration,
+                         *(["--patch", *map(str, small["patch"])] if small["patch"] else []),
+                         "--features", str(small["features"]), "--max-features",
+                         str(small["max_features"]), "--batch", str(small["batch"]),
+                         "--stages", str(small["stages"]))
+        extra = [a for a in spec.architectures if a != UNET]
+        if extra:
+            self.command(step, "nnunet-transfer", "add-architectures", "-d", dataset_id, "-p",
+                         plans, "-c", spec.configuration, "--only", ",".join(extra))
+
+    def write_splits(self) -> None:
+        spec = self.spec
+        target = self.raw_folder(spec.target)
+        out = self.preprocessed_folder(spec.target)
+        pool = self.pool_size()
+        ns = study_ns(spec, pool)
+        self.command("splits", "nnunet-transfer", "splits", "few-shot", "-d", target, "--out",
+                     out, "--n", *map(str, ns), "--seeds", *map(str, spec.seeds),
+                     "--test-count", str(spec.test_cases), "--test-seed", str(spec.test_seed),
+                     *(["--max-val", str(spec.validation_cases)] if spec.validation_cases else []))
+
+    def pool_size(self) -> int:
+        """Training cases of the target that are not held out for testing."""
+        from nnunet_transfer.data.splits import dataset_cases
+        cases = dataset_cases(self.raw_folder(self.spec.target))
+        if self.spec.test_cases > len(cases) - 2:
+            raise UserError(f"test_cases {self.spec.test_cases}: the target has {len(cases)} "
+                            "case(s); at least 2 must stay for training and validation")
+        return len(cases) - self.spec.test_cases
+
+    def transfer_plans(self, source: str) -> None:
+        spec = self.spec
+        self.command(f"transfer_plans_{source}", "nnunet-transfer", "plans-transfer", "--source",
+                     str(spec.datasets[source].id), "--target", str(spec.datasets[spec.target].id),
+                     "-p", plans_of_source(spec), "-c", spec.configuration, "-np",
+                     str(self.processes))
+
+    def write_test_folder(self) -> None:
+        """The held-out test cases as an imagesTs / labelsTs pair for nnUNetv2_predict and the
+        evaluation (hard links where the file system allows, copies otherwise)."""
+        from nnunet_transfer.data.splits import TEST_NAME, read_case_list
+        test = read_case_list(os.path.join(self.preprocessed_folder(self.spec.target), TEST_NAME))
+        source = self.raw_folder(self.spec.target)
+        ending = json.load(open(os.path.join(source, "dataset.json")))["file_ending"]
+        for folder, sub in ((self.layout.test_images, "imagesTr"),
+                            (self.layout.test_labels, "labelsTr")):
+            os.makedirs(folder, exist_ok=True)
+            for name in sorted(os.listdir(os.path.join(source, sub))):
+                case = name[:-len(ending)]
+                case = case.rsplit("_", 1)[0] if sub == "imagesTr" else case
+                if name.endswith(ending) and case in test:
+                    _link_or_copy(os.path.join(source, sub, name), os.path.join(folder, name))
+        shutil.copyfile(os.path.join(source, "dataset.json"),
+                        os.path.join(os.path.dirname(self.layout.test_labels), "dataset.json"))
+
+    def generalization_folders(self) -> tuple[str, str] | None:
+        """(images, labels) of the unseen second test set: its imagesTs / labelsTs when it has
+        them, else its training cases."""
+        if not self.spec.generalization:
+            return None
+        folder = self.raw_folder(self.spec.generalization)
+        for images, labels in (("imagesTs", "labelsTs"), ("imagesTr", "labelsTr")):
+            if os.path.isdir(os.path.join(folder, labels)) and os.listdir(
+                    os.path.join(folder, labels)):
+                return os.path.join(folder, images), os.path.join(folder, labels)
+        raise UserError(f"the generalization dataset {folder} has no labelsTs or labelsTr")
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    if os.path.exists(destination):
+        return
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copyfile(source, destination)

@@ -1,0 +1,141 @@
+"""The study file: every mistake reported at once with its line; the grid it expands to."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from nnunet_transfer.errors import UserError
+from nnunet_transfer.study.demo import example_study, study_text
+from nnunet_transfer.study.grid import StudyLayout, expand
+from nnunet_transfer.study.spec import load_study
+
+
+def write(tmp_path, text: str, name: str = "study.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+GOOD = """\
+    study: small
+    datasets:
+      src: {id: 801, name: Src, synthetic: {cases: 6}}
+      tgt: {id: 802, name: Tgt, synthetic: {cases: 9, low_quality: true}}
+    source: src
+    target: tgt
+    test_cases: 3
+    sizes: [2, all]
+    seeds: [0, 1]
+    strategies: [Scratch, FineTune, FrozenEncoder]
+    architectures: [unet, karimi]
+"""
+
+
+def test_example_and_demo_files_are_valid(tmp_path):
+    spec = load_study(write(tmp_path, example_study()))
+    assert spec.strategies[0] == "Scratch" and spec.generalization == "unseen"
+    assert spec.workdir == str(tmp_path)
+    hippocampus = tmp_path / "Task04_Hippocampus"
+    (hippocampus / "imagesTr").mkdir(parents=True)
+    spec = load_study(write(tmp_path, study_text("h", hippocampus=str(hippocampus)), "h.yaml"))
+    assert spec.datasets["all"].options["msd"] == str(hippocampus)
+    assert spec.datasets["source"].inputs == ("all", "held")
+
+
+def test_grid_folds_and_names_are_unique_and_stable(tmp_path):
+    spec = load_study(write(tmp_path, GOOD))
+    pretrainings, runs = expand(spec, pool_size=6)
+    # all = the pool minus one validation case; FineTune and FrozenEncoder need pretraining
+    assert sorted({r.n for r in runs}) == [2, 5]
+    assert len(runs) == 2 * 2 * 3 * 2 and len(pretrainings) == 2
+    layout = StudyLayout(spec)
+    folders = {layout.run_folder(r) for r in runs}
+    assert len(folders) == len(runs)
+    # one fold per (n, seed), in the order splits.few_shot_folds writes them
+    assert {(r.n, r.seed): r.fold for r in runs} == {(2, 0): 0, (2, 1): 1, (5, 0): 2, (5, 1): 3}
+    assert expand(spec, pool_size=6) == (pretrainings, runs)
+    karimi = next(r for r in runs if r.architecture == "karimi")
+    assert "3d_fullres_karimi" in layout.run_folder(karimi)
+
+
+def test_sizes_that_coincide_give_one_run(tmp_path):
+    spec = load_study(write(tmp_path, GOOD.replace("[2, all]", "[5, all]")))
+    _, runs = expand(spec, pool_size=6)
+    assert sorted({r.n for r in runs}) == [5] and len(runs) == 2 * 3 * 2
+
+
+def test_every_mistake_is_reported_with_its_line(tmp_path):
+    path = write(tmp_path, """\
+        study: small
+        executor: {kind: slurmm, jobs: 0}
+        datasets:
+          src: {id: 801, name: Src, synthetic: {cases: 1}}
+          tgt: {id: 801, name: Tgt, degrade: scr}
+        source: src
+        target: tgtt
+        seeds: [0]
+        strategies: [Scratch, Finetune]
+        budget: {epochs: -1, iters: 5}
+        analyses: [similarity]
+        colour: blue
+    """)
+    with pytest.raises(UserError) as caught:
+        load_study(path)
+    message = str(caught.value)
+    expected = [
+        (2, "executor.kind: 'slurmm' is not known (did you mean slurm?)"),
+        (2, "executor.jobs: 0 is below"),
+        (4, "datasets.src.synthetic.cases: 1 is below"),
+        (5, "id 801 is also used by dataset 'src'"),
+        (5, "unknown dataset 'scr' (did you mean src?)"),
+        (7, "target: 'tgtt' is not a key of datasets (did you mean tgt?)"),
+        (9, "'Finetune' is not known (did you mean FineTune?)"),
+        (10, "budget.epochs: -1 is below"),
+        (10, "budget.iters: unknown key (did you mean iterations?)"),
+        (11, "similarity compares networks within a strategy: it needs at least two seeds"),
+        (12, "colour: unknown key"),
+    ]
+    for line, text in expected:
+        assert any(row.strip().startswith(f"{path}:{line}: ") and text in row
+                   for row in message.splitlines()), (line, text, message)
+    assert f"has {len(expected)} mistakes; nothing was run" in message
+
+
+def test_dataset_cycles_and_missing_folders(tmp_path):
+    path = write(tmp_path, """\
+        study: s
+        datasets:
+          a: {id: 1, name: A, subset: b, count: 2}
+          b: {id: 2, name: B, degrade: a}
+          c: {id: 3, name: C, msd: no/such/folder}
+          d: {id: 4, name: D, subset: c}
+        source: c
+        target: a
+    """)
+    with pytest.raises(UserError) as caught:
+        load_study(path)
+    message = str(caught.value)
+    assert "is made from itself through a -> b -> a" in message
+    assert f"the MSD folder {tmp_path}/no/such/folder does not exist" in message
+    assert "a subset needs count: N" in message
+
+
+def test_yaml_syntax_error_names_the_line_through_the_cli(tmp_path):
+    path = write(tmp_path, "study: x\n  bad: [\n")
+    result = subprocess.run([sys.executable, "-m", "nnunet_transfer.cli", "study", "check", path],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{path}:2: not valid YAML" in result.stderr
+
+
+def test_check_accepts_a_good_file_through_the_cli(tmp_path):
+    path = write(tmp_path, GOOD)
+    result = subprocess.run([sys.executable, "-m", "nnunet_transfer.cli", "study", "check", path],
+                            capture_output=True, text=True, cwd=os.path.dirname(path))
+    assert result.returncode == 0, result.stderr
+    assert "no mistakes found" in result.stdout and "FrozenEncoder" in result.stdout
