@@ -20,7 +20,7 @@ import pandas as pd
 from nnunet_transfer.atomic_files import atomic_write_bytes
 from nnunet_transfer.study.grid import Run, StudyLayout
 from nnunet_transfer.study.jobs import GENERALIZATION, TEST, StudyJob
-from nnunet_transfer.study.report import Section, write_report
+from nnunet_transfer.study.report import Section, markdown_table, md_escape, write_report
 from nnunet_transfer.study.spec import StudySpec
 from nnunet_transfer.study.state import FAILED, SUCCEEDED, StudyState
 
@@ -115,7 +115,7 @@ def cost_section(layout: StudyLayout, costs: pd.DataFrame, tolerance: float) -> 
             f"to convergence: the first epoch whose validation pseudo-Dice is within "
             f"{tolerance * 100:g} % of the run's maximum (Karimi et al.). Means over seeds; "
             "s / iteration is the median over seeds.\n\n"
-            + summary.to_markdown(index=False, floatfmt=".3g"))
+            + markdown_table(summary))
     return Section("Training cost and time to convergence", markdown=text,
                    tables=[(path, "every run")])
 
@@ -154,13 +154,11 @@ def failure_section(jobs: list[StudyJob], state: StudyState) -> Section | None:
     blocked = [job.key for job in jobs if state.state(job.key) == "blocked"]
     if not failed and not blocked:
         return None
-    lines = ["| job | what happened | log |", "|---|---|---|"]
-    for key, record in failed:
-        note = str(record.get("note") or "").replace("|", "/").replace("\n", " ")[:300]
-        lines.append(f"| {key} | {note} | {record.get('log')} |")
-    text = "\n".join(lines)
+    text = markdown_table([{"job": key, "what happened": str(record.get("note") or "")[:400],
+                            "log": record.get("log")} for key, record in failed])
     if blocked:
-        text += f"\n\n{len(blocked)} job(s) blocked by these: {', '.join(blocked[:20])}"
+        text += (f"\n\n{len(blocked)} job(s) blocked by these: "
+                 f"{md_escape(', '.join(blocked[:20]))}")
     return Section("Failed jobs", markdown=text,
                    status=f"{len(failed)} job(s) failed; the rest of the study went on")
 
@@ -169,10 +167,11 @@ def overview(spec: StudySpec, jobs: list[StudyJob], state: StudyState, runs: lis
     counts: dict[str, int] = {}
     for job in jobs:
         counts[state.state(job.key)] = counts.get(state.state(job.key), 0) + 1
-    datasets = ", ".join(f"{k}: {d.folder_name} ({d.kind})" for k, d in spec.datasets.items())
+    datasets = md_escape(", ".join(f"{k}: {d.folder_name} ({d.kind})"
+                                   for k, d in spec.datasets.items()))
     budget = spec.budget
-    return (f"Study **{spec.name}** ({spec.path}). Datasets: {datasets}. Pretrained on "
-            f"{', '.join(spec.sources)}; target {spec.target} with {spec.test_cases} held-out test "
+    return (f"Study **{md_escape(spec.name)}** ({md_escape(spec.path)}). Datasets: {datasets}. Pretrained on "
+            f"{md_escape(', '.join(spec.sources))}; target {md_escape(spec.target)} with {spec.test_cases} held-out test "
             f"cases. Runs: {len(runs)} = strategies {', '.join(spec.strategies)} x n "
             f"{sorted({r.n for r in runs})} x seeds {list(spec.seeds)} x architectures "
             f"{', '.join(spec.architectures)}. Budget: {budget.epochs} epochs x "

@@ -1,0 +1,241 @@
+"""A study at smoke budget through the real CLI: run, kill, resume, status, report.
+
+The runner drives real nnUNetv2_plan_and_preprocess / nnUNetv2_train / nnUNetv2_predict and
+`nnunet-transfer analyze` subprocesses on tiny synthetic data. The runner is killed with SIGKILL
+while trainings run, and one training's process group is killed with it; the second
+`study run` must redo nothing that had finished, wait for what still ran, and continue the
+killed training from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+STUDY = """\
+    study: smoke
+    device: cpu
+    executor: {{kind: {executor}, jobs: 2}}
+    datasets:
+      src: {{id: 811, name: SmokeSource, synthetic: {{cases: 5, shape: [24, 24, 24], seed: 1}}}}
+      tgt: {{id: 812, name: SmokeTarget, synthetic: {{cases: 7, shape: [24, 24, 24],
+             low_quality: true, seed: 2}}}}
+      unseen: {{id: 813, name: SmokeUnseen, synthetic: {{cases: 2, test_cases: 2,
+                shape: [24, 24, 24], low_quality: true, seed: 3}}}}
+    source: src
+    target: tgt
+    test_cases: 3
+    validation_cases: 1
+    generalization: {generalization}
+    plans: {{small: {{patch: [24, 24, 24], features: 4, max_features: 16, batch: 2, stages: 3}}}}
+    sizes: [2]
+    seeds: {seeds}
+    strategies: {strategies}
+    budget: {{epochs: {epochs}, iterations: 3, val_iterations: 1, snapshot_every: 1,
+             source_epochs: 2}}
+    analyses: {analyses}
+    analysis: {{blocks: 2, voxels_per_block: 512}}
+"""
+
+
+def write_study(folder, **values) -> str:
+    settings = dict(executor="local", generalization="unseen", seeds="[0, 1]",
+                    strategies="[Scratch, FineTune]", epochs=3,
+                    analyses="[convergence, evolution, similarity, reuse, weights]")
+    settings.update(values)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "study.yaml")
+    with open(path, "w") as f:
+        f.write(textwrap.dedent(STUDY.format(**settings)))
+    return path
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "nnunet_transfer.cli", *args]
+
+
+def environment() -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("nnUNet_", "NNUNET_TRANSFER_"))}
+    env.update(nnUNet_compile="f", nnUNet_def_n_proc="1", OMP_NUM_THREADS="1")
+    return env
+
+
+def read_state(folder: str) -> dict:
+    path = os.path.join(folder, "study", "state.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)["jobs"]
+
+
+def wait_for(predicate, timeout: float, what: str, process=None):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the runner ended (exit {process.returncode}) before {what}")
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def resumed_study(tmp_path_factory):
+    """Run the study, SIGKILL the runner (and one training) mid-way, run it again."""
+    folder = str(tmp_path_factory.mktemp("study"))
+    path = write_study(folder)
+    log = open(os.path.join(folder, "first_run.log"), "w")
+    first = subprocess.Popen(cli("study", "run", path), env=environment(), stdout=log,
+                             stderr=subprocess.STDOUT)
+
+    def trainings_running():
+        jobs = read_state(folder)
+        done = [k for k, r in jobs.items() if k.startswith("train__") and r["state"] == "succeeded"]
+        running = [k for k, r in jobs.items() if k.startswith("train__") and r["state"] == "running"]
+        return (done, running) if done and running else None
+
+    done_before, running_before = wait_for(trainings_running, 900, "a training to finish while "
+                                           "another runs", first)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = read_state(folder)
+    victim = running_before[0]
+    handle = before[victim]["handle"]
+    try:   # the local executor's own process group: the training and its wrapper
+        os.killpg(handle["pgid"], signal.SIGKILL)
+    except ProcessLookupError:
+        pytest.skip(f"{victim} finished between two polls; nothing was left to kill")
+    finished_before = {k: dict(r) for k, r in before.items() if r["state"] == "succeeded"}
+    second = subprocess.run(cli("study", "run", path), env=environment(), capture_output=True,
+                            text=True, timeout=1800)
+    return {"folder": folder, "path": path, "second": second, "victim": victim,
+            "finished_before": finished_before, "after": read_state(folder)}
+
+
+def test_resumed_study_finishes_everything(resumed_study):
+    second, after = resumed_study["second"], resumed_study["after"]
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    states = {k: r["state"] for k, r in after.items()}
+    assert set(states.values()) == {"succeeded"}, states
+    kinds = sorted({k.split("__")[0] for k in states})
+    assert kinds == ["analyze_convergence", "analyze_evolution", "analyze_reuse",
+                     "analyze_similarity", "analyze_weights", "predict_generalization",
+                     "predict_test", "pretrain", "train"]
+    assert sum(k.startswith("train__") for k in states) == 4
+
+
+def test_nothing_finished_is_redone(resumed_study):
+    after = resumed_study["after"]
+    for key, record in resumed_study["finished_before"].items():
+        assert after[key]["attempts"] == record["attempts"], key
+        assert after[key]["finished"] == record["finished"], key
+
+
+def test_killed_training_is_run_again_and_its_log_is_whole(resumed_study):
+    folder, victim = resumed_study["folder"], resumed_study["victim"]
+    assert resumed_study["after"][victim]["attempts"] == 2
+    _, strategy, _, seed, _, _ = victim.split("__")
+    run = os.path.join(folder, "nnUNet_results", "Dataset812_SmokeTarget",
+                       f"nnUNetTrainer_{strategy}__nnUNetPlansStudy_from811__3d_fullres",
+                       f"fold_{int(seed[len('seed'):])}")
+    with open(os.path.join(run, "transfer", "epochs.csv")) as f:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
+    assert epochs == [0, 1, 2]            # every epoch once, none lost, none twice
+    assert os.path.isfile(os.path.join(run, "transfer", "snapshots", "epoch_0000.pth"))
+    with open(os.path.join(folder, "study", "jobs", victim, "attempt2.log")) as f:
+        command = f.readline()
+    # continued when the killed attempt had left a checkpoint, started afresh otherwise
+    assert ("--c" in command) != ("-pretrained_weights" in command or strategy == "Scratch")
+
+
+def test_outputs_of_every_stage(resumed_study):
+    folder = resumed_study["folder"]
+    study = os.path.join(folder, "study")
+    table = os.path.join(study, "tables", "test", "src__unet", "comparison.md")
+    with open(table) as f:
+        text = f.read()
+    assert "FineTune" in text and "Scratch" in text and "Dice" in text
+    for kind in ("convergence", "evolution", "similarity", "reuse", "weights"):
+        out = os.path.join(study, "analysis", "src__unet__n2", kind)
+        assert os.path.isfile(os.path.join(out, f"{kind}.md")), kind
+        assert any(name.endswith(".png") for name in os.listdir(out)), kind
+    with open(os.path.join(study, "tables", "training_cost.csv")) as f:
+        costs = list(csv.DictReader(f))
+    assert len(costs) == 4 and all(float(r["train_time_s"]) > 0 for r in costs)
+    assert os.path.isfile(os.path.join(study, "tables", "generalization", "src__unet",
+                                       "comparison.csv"))
+
+
+def test_report_is_self_contained_and_renders(resumed_study):
+    study = os.path.join(resumed_study["folder"], "study")
+    with open(os.path.join(study, "report.html")) as f:
+        html = f.read()
+    assert "Accuracy on the held-out test cases" in html and "data:image/png;base64," in html
+    assert "Feature reuse" in html and "Generalisation" in html
+    assert "http://" not in html and "https://" not in html
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    shot = os.path.join(study, "report.png")
+    result = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "..",
+                                                          "scripts", "screenshot_report.py"),
+                             os.path.join(study, "report.html"), shot],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert os.path.getsize(shot) > 10_000
+
+
+def test_status_after_the_study(resumed_study):
+    result = subprocess.run(cli("study", "status", resumed_study["path"]), env=environment(),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "100 %" in result.stdout and "train" in result.stdout
+
+
+def test_a_second_run_of_a_finished_study_does_nothing(resumed_study):
+    before = read_state(resumed_study["folder"])
+    result = subprocess.run(cli("study", "run", resumed_study["path"]), env=environment(),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "started" not in result.stdout
+    after = read_state(resumed_study["folder"])
+    assert {k: r["attempts"] for k, r in after.items()} == \
+        {k: r["attempts"] for k, r in before.items()}
+
+
+def test_failed_run_is_recorded_and_the_rest_goes_on(tmp_path):
+    """A training that cannot work (FrozenDecoderAndHead needs the source's labels; the
+    synthetic target has a label more) fails with its log; Scratch still finishes and the
+    report lists the failure. Runs through submitit's local executor, the code path of SLURM."""
+    path = write_study(str(tmp_path), executor="submitit-local", generalization="null",
+                       seeds="[0]", strategies="[Scratch, FrozenDecoderAndHead]", epochs=1,
+                       analyses="[convergence]")
+    with open(path) as f:
+        text = f.read().replace("low_quality: true, seed: 2}", "low_quality: true, core: true, "
+                                                                "seed: 2}")
+    with open(path, "w") as f:
+        f.write(text)
+    result = subprocess.run(cli("study", "run", path), env=environment(), capture_output=True,
+                            text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    jobs = read_state(str(tmp_path))
+    failed = jobs["train__FrozenDecoderAndHead__n2__seed0__unet__src"]
+    assert failed["state"] == "failed" and os.path.isfile(failed["log"])
+    assert jobs["predict_test__FrozenDecoderAndHead__n2__seed0__unet__src"]["state"] == "blocked"
+    assert jobs["train__Scratch__n2__seed0__unet__src"]["state"] == "succeeded"
+    assert jobs["predict_test__Scratch__n2__seed0__unet__src"]["state"] == "succeeded"
+    assert "FAILED train__FrozenDecoderAndHead" in result.stdout
+    with open(os.path.join(str(tmp_path), "study", "report.md")) as f:
+        report = f.read()
+    assert "Failed jobs" in report and "FrozenDecoderAndHead" in report
