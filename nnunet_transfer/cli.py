@@ -7,6 +7,7 @@ import os
 import shlex
 import sys
 
+from nnunet_transfer.analysis.commands import register as register_analysis_commands
 from nnunet_transfer.architectures.registry import ARCHITECTURES
 from nnunet_transfer.data.commands import register as register_data_commands
 from nnunet_transfer.discovery import ext_trainer_value
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_data_commands(sub)
     register_evaluation_commands(sub)
     register_study_commands(sub)
+    register_analysis_commands(sub)
 
     sy = sub.add_parser("make-synthetic", help="write a synthetic dataset in nnU-Net raw format")
     sy.add_argument("--id", type=int, required=True)

@@ -23,6 +23,7 @@ import pytest
 
 STUDY = """\
     study: smoke
+    workdir: .
     device: cpu
     executor: {{kind: {executor}, jobs: 2}}
     datasets:

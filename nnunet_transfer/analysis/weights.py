@@ -91,6 +91,25 @@ def _read(source: WeightsSource, label: str) -> _Weights:
                     "'network_weights' nor a state dict)")
 
 
+def read_checkpoint(path: str) -> dict:
+    """The nnU-Net checkpoint (or snapshot) at `path`, as the dict torch saved.
+
+    Raises UserError for a missing or unreadable file and for a file without network weights.
+    """
+    weights = _read(path, path)
+    if weights.checkpoint is None:
+        raise UserError(f"{path} holds a bare state dict, not an nnU-Net checkpoint with its "
+                        "plans (init_args); the analysis rebuilds networks from those")
+    return weights.checkpoint
+
+
+def check_same_architecture(first: Mapping, first_label: str, second: Mapping,
+                            second_label: str) -> None:
+    """Refuse two checkpoints (dicts holding "network_weights", or state dicts) whose tensor
+    names or shapes differ; the message names both labels and their network classes."""
+    _check_same_architecture(_read(first, first_label), _read(second, second_label))
+
+
 def _describe(weights: _Weights) -> str:
     return f"{weights.label} ({weights.architecture or 'architecture not recorded'})"
 
@@ -225,6 +244,31 @@ def _network_for(*candidates: _Weights) -> nn.Module:
 # -- snapshots and convergence -----------------------------------------------------------------
 
 
+def require_run_folder(fold_folder: str) -> RunRecord:
+    """The bookkeeping of the run in `fold_folder`.
+
+    Raises:
+        UserError when the folder does not exist, is a file, or is not the fold folder of a run
+        of nnunet-transfer's trainers (no transfer/ folder); for a model folder holding fold_*
+        folders the message names them.
+    """
+    if not os.path.exists(fold_folder):
+        raise UserError(f"the run folder {fold_folder} does not exist")
+    if not os.path.isdir(fold_folder):
+        raise UserError(f"{fold_folder} is a file, not a run folder (an nnU-Net fold folder, "
+                        ".../<trainer>__<plans>__<configuration>/fold_N)")
+    record = RunRecord(fold_folder)
+    if not os.path.isdir(record.folder):
+        folds = sorted(name for name in os.listdir(fold_folder) if name.startswith("fold_")
+                       and os.path.isdir(os.path.join(fold_folder, name)))
+        hint = (f" It holds {', '.join(folds)}: give one of those fold folders." if folds else
+                " Train with -tr nnUNetTrainer_<strategy> (see `nnunet-transfer strategies`) to "
+                "get the snapshots and the epoch log the analysis needs.")
+        raise UserError(f"{fold_folder} is not a run of nnunet-transfer's trainers (no "
+                        f"transfer/ folder with snapshots).{hint}")
+    return record
+
+
 def run_snapshots(fold_folder: str) -> dict[int, str]:
     """{epochs done: snapshot path} of a run of nnunet-transfer's trainers, sorted by epoch.
 
@@ -234,14 +278,7 @@ def run_snapshots(fold_folder: str) -> dict[int, str]:
         UserError when the folder does not exist, is not such a run (no transfer/ folder) or
         holds no snapshot.
     """
-    if not os.path.isdir(fold_folder):
-        raise UserError(f"the run folder {fold_folder} does not exist")
-    record = RunRecord(fold_folder)
-    if not os.path.isdir(record.folder):
-        raise UserError(
-            f"{fold_folder} is not a run of nnunet-transfer's trainers (no transfer/ folder with "
-            "snapshots); train with -tr nnUNetTrainer_<strategy> (see `nnunet-transfer "
-            "strategies`) to get the snapshots the analysis needs")
+    record = require_run_folder(fold_folder)
     names = os.listdir(record.snapshot_folder) if os.path.isdir(record.snapshot_folder) else []
     snapshots = {int(m.group(1)): os.path.join(record.snapshot_folder, name)
                  for name in names if (m := _SNAPSHOT_NAME.match(name))}

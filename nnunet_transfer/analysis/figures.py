@@ -1,0 +1,272 @@
+"""The figures of the analyses (matplotlib, drawn off-screen with the Agg canvas).
+
+Figures are built as `matplotlib.figure.Figure` objects, never through pyplot, so nothing
+global (backend, open figures) is touched; `report.write_output` saves them as PNG.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from nnunet_transfer.analysis.summary import Summary
+
+NULL_COLOR = "0.55"
+
+
+def _figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _colors(count: int) -> list:
+    from matplotlib import colormaps
+    cmap = colormaps["tab10" if count <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(count)]
+
+
+def _grid(figure: Figure, count: int, columns: int = 3):
+    columns = min(columns, count)
+    rows = math.ceil(count / columns)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for extra in axes.flat[count:]:
+        extra.set_visible(False)
+    return list(axes.flat[:count])
+
+
+def _null_band(axis, summary: Summary | None, horizontal: bool = True) -> None:
+    """The null baseline as a dashed line with a +- std band."""
+    if summary is None or summary.n == 0:
+        return
+    axis.axhline(summary.mean, color=NULL_COLOR, linestyle="--", linewidth=1,
+                 label="null baseline")
+    if not math.isnan(summary.std):
+        axis.axhspan(summary.mean - summary.std, summary.mean + summary.std,
+                     color=NULL_COLOR, alpha=0.15, linewidth=0)
+
+
+def convergence_figure(curves: Mapping[str, pd.DataFrame], points: Mapping[str, dict],
+                       column: str, time_column: str) -> Figure:
+    """Validation score against iterations and against wall time, a curve per run.
+
+    Args:
+        curves: {run label: epochs.csv rows with iterations, `column`, `time_column`}.
+        points: {run label: {"iterations", "time", "value"}} of its convergence epoch.
+        column: the score column (pseudo_dice or ema_pseudo_dice).
+        time_column: cumulative seconds (cumulative_train_time_s or cumulative_time_s).
+    """
+    figure = _figure(11, 4.2)
+    by_iterations, by_time = figure.subplots(1, 2, sharey=True)
+    for color, (label, curve) in zip(_colors(len(curves)), curves.items()):
+        point = points[label]
+        for axis, x, at in ((by_iterations, "iterations", point["iterations"]),
+                            (by_time, time_column, point["time"])):
+            axis.plot(curve[x], curve[column], color=color, marker=".", label=label)
+            if at is not None and not math.isnan(at):
+                axis.plot([at], [point["value"]], color=color, marker="o", markersize=9,
+                          markerfacecolor="none")
+    by_iterations.set_xlabel("training iterations")
+    by_time.set_xlabel("training wall time (s)" if time_column == "cumulative_train_time_s"
+                       else "wall time, validation included (s)")
+    by_iterations.set_ylabel(f"validation {column.replace('_', ' ')}")
+    for axis in (by_iterations, by_time):
+        axis.grid(alpha=0.3)
+    by_time.legend(fontsize="small", loc="lower right")
+    figure.suptitle("Convergence (circles: convergence epoch)")
+    return figure
+
+
+def evolution_figure(rows: pd.DataFrame, layers: Sequence[str], measure: str, ylabel: str,
+                     null: Mapping[str, Summary], title: str) -> Figure:
+    """Per layer a subplot: similarity of each snapshot to the run's convergence snapshot
+    against epochs done, a curve per run; the reference snapshot marked by a circle."""
+    figure = _figure(13, 3.6 * math.ceil(len(layers) / 3))
+    runs = list(dict.fromkeys(rows["run"]))
+    colors = dict(zip(runs, _colors(len(runs))))
+    for axis, label in zip(_grid(figure, len(layers)), layers):
+        layer_rows = rows[rows["layer"] == label]
+        for run in runs:
+            curve = layer_rows[layer_rows["run"] == run].sort_values("epoch")
+            axis.plot(curve["epoch"], curve[measure], marker=".", color=colors[run], label=run)
+            reference = curve[curve["is_reference"]]
+            axis.plot(reference["epoch"], reference[measure], marker="o", markersize=9,
+                      markerfacecolor="none", color=colors[run])
+        _null_band(axis, null.get(label))
+        module = layer_rows["module"].iloc[0] if len(layer_rows) else ""
+        axis.set_title(f"{label}\n{module}", fontsize="medium")
+        axis.set_xlabel("epochs done")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_ylim(-0.02, 1.02)
+        axis.grid(alpha=0.3)
+    figure.axes[0].set_ylabel(ylabel)
+    handles, labels = figure.axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncols=min(6, len(labels)),
+                  fontsize="small")
+    figure.suptitle(title)
+    return figure
+
+
+def bars_figure(values: Mapping[str, Mapping[str, Summary]], layers: Sequence[str],
+                null: Mapping[str, Summary], ylabel: str, title: str,
+                points: Mapping[str, Mapping[str, Sequence[float]]] | None = None) -> Figure:
+    """Grouped bars: per layer one bar (mean, error bar = std) per series, the null baseline as
+    a grey bar, optional individual values as dots.
+
+    Args:
+        values: {series name: {layer: Summary}}.
+        points: {series name: {layer: values}} drawn over the bars.
+    """
+    series = list(values) + ["null baseline"]
+    width = 0.8 / len(series)
+    figure = _figure(max(7.0, 1.4 * len(layers) * max(1, len(series) / 3)), 4.4)
+    axis = figure.subplots()
+    x = np.arange(len(layers))
+    colors = _colors(len(series) - 1) + [NULL_COLOR]
+    for index, (name, color) in enumerate(zip(series, colors)):
+        summaries = null if name == "null baseline" else values[name]
+        means = [summaries[layer].mean if layer in summaries else np.nan for layer in layers]
+        stds = [summaries[layer].std if layer in summaries else np.nan for layer in layers]
+        positions = x - 0.4 + width * (index + 0.5)
+        axis.bar(positions, means, width, yerr=np.nan_to_num(stds), color=color, label=name,
+                 capsize=2, alpha=0.85)
+        for position, layer in zip(positions, layers):
+            dots = (points or {}).get(name, {}).get(layer)
+            if dots:
+                axis.plot([position] * len(dots), dots, linestyle="none", marker=".",
+                          color="black", markersize=3)
+    axis.set_xticks(x, layers)
+    axis.set_ylabel(ylabel)
+    axis.set_ylim(0, 1.05)
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(fontsize="small", ncols=min(4, len(series)))
+    axis.set_title(title)
+    return figure
+
+
+def weights_figure(table: pd.DataFrame) -> Figure:
+    """Relative weight change and mean relative filter-norm change per convolution, a line per
+    run, x = the convolutions in module order, background shaded by part."""
+    figure = _figure(max(9.0, 0.28 * table.groupby("run").size().max()), 7)
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    runs = list(dict.fromkeys(table["run"]))
+    first = table[table["run"] == runs[0]]
+    same_layers = all(list(table[table["run"] == r]["layer"]) == list(first["layer"])
+                      for r in runs)
+    for color, run in zip(_colors(len(runs)), runs):
+        rows = table[table["run"] == run]
+        x = np.arange(len(rows))
+        top.plot(x, rows["weight_change"], marker=".", color=color, label=run)
+        bottom.plot(x, rows["filter_norm_change_mean"], marker=".", color=color, label=run)
+    if same_layers:
+        parts = list(first["part"])
+        shades = {"encoder": "#dbe9f6", "decoder": "#fbe5d6", "head": "#e2f0d9"}
+        for axis in (top, bottom):
+            start = 0
+            for index in range(1, len(parts) + 1):
+                if index == len(parts) or parts[index] != parts[start]:
+                    axis.axvspan(start - 0.5, index - 0.5, color=shades.get(parts[start], "white"),
+                                 zorder=0)
+                    if axis is top:
+                        axis.text((start + index - 1) / 2, 1.0, parts[start], ha="center",
+                                  va="bottom", transform=axis.get_xaxis_transform(),
+                                  fontsize="small")
+                    start = index
+        bottom.set_xticks(np.arange(len(first)), list(first["layer"]), rotation=90,
+                          fontsize="x-small")
+    else:
+        bottom.set_xlabel("convolution (module order; the runs' architectures differ)")
+    top.set_ylabel("||W1 - W0|| / ||W0||")
+    bottom.set_ylabel("mean over filters of\n| ||W1_f|| - ||W0_f|| | / ||W0_f||")
+    for axis in (top, bottom):
+        axis.grid(alpha=0.3)
+    top.legend(fontsize="small", ncols=min(5, len(runs)))
+    figure.suptitle("Relative change of weights and filter norms per convolution")
+    return figure
+
+
+def _tile_central_slices(kernel: np.ndarray) -> np.ndarray:
+    """(kz, ky, kx) -> the three central slices (axial, coronal, sagittal) side by side,
+    separated by a NaN column (drawn blank)."""
+    kz, ky, kx = kernel.shape
+    slices = [kernel[kz // 2], kernel[:, ky // 2], kernel[:, :, kx // 2]]
+    height = max(s.shape[0] for s in slices)
+    padded = []
+    for s in slices:
+        block = np.full((height, s.shape[1]), np.nan)
+        block[:s.shape[0]] = s
+        padded += [block, np.full((height, 1), np.nan)]
+    return np.concatenate(padded[:-1], axis=1)
+
+
+def filters_figure(start: np.ndarray, end: np.ndarray, filters: Sequence[int],
+                   input_channels: Sequence[int], changes: Sequence[float], title: str) -> Figure:
+    """Selected 3D filters at start, end and their difference, as central slices.
+
+    Args:
+        start, end: the convolution's weights, (out, in, kz, ky, kx).
+        filters: output filter indices, one row each.
+        input_channels: per row, the input channel shown.
+        changes: per row, the filter's relative norm change (written in the row title).
+    """
+    figure = _figure(7.5, 1.15 * len(filters) + 0.8)
+    axes = figure.subplots(len(filters), 3, squeeze=False)
+    for row, (f, c, change) in enumerate(zip(filters, input_channels, changes)):
+        w0, w1 = start[f, c], end[f, c]
+        limit = float(np.abs(np.concatenate([w0.ravel(), w1.ravel()])).max()) or 1.0
+        difference = w1 - w0
+        dlimit = float(np.abs(difference).max()) or limit
+        for column, (kernel, cmap, vmax) in enumerate(
+                ((w0, "gray", limit), (w1, "gray", limit), (difference, "RdBu_r", dlimit))):
+            axis = axes[row, column]
+            image = axis.imshow(_tile_central_slices(kernel), cmap=cmap, vmin=-vmax, vmax=vmax,
+                                interpolation="nearest")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if column == 2:
+                figure.colorbar(image, ax=axis, fraction=0.05)
+        axes[row, 0].set_ylabel(f"filter {f}\nin {c}\n{100 * change:.2g}%", fontsize="x-small",
+                                rotation=0, ha="right", va="center")
+    for column, name in enumerate(("start", "end", "end - start")):
+        axes[0, column].set_title(name, fontsize="medium")
+    figure.suptitle(f"{title}\n(central axial | coronal | sagittal slices; "
+                    "% = relative change of the filter norm)", fontsize="medium")
+    return figure
+
+
+def feature_maps_figure(image: np.ndarray, start: np.ndarray, end: np.ndarray,
+                        title: str) -> Figure:
+    """The input block and a layer's feature maps at start and end (central axial slices; one
+    colour scale per channel, shared by start and end).
+
+    Args:
+        image: (z, y, x) the block's first input channel.
+        start, end: (channels shown, z', y', x') the layer's maps for the block.
+    """
+    channels = start.shape[0]
+    figure = _figure(1.5 * (channels + 1), 3.4)
+    axes = figure.subplots(2, channels + 1, squeeze=False)
+    axes[0, 0].imshow(image[image.shape[0] // 2], cmap="gray")
+    axes[0, 0].set_title("input", fontsize="small")
+    axes[1, 0].set_visible(False)
+    for row, (name, maps) in enumerate((("start", start), ("end", end))):
+        for channel in range(channels):
+            axis = axes[row, channel + 1]
+            # one colour scale per channel, so that start and end compare by eye
+            both = np.stack([start[channel], end[channel]])
+            axis.imshow(maps[channel, maps.shape[1] // 2], cmap="viridis",
+                        vmin=float(both.min()), vmax=float(both.max()))
+            if row == 0:
+                axis.set_title(f"channel {channel}", fontsize="small")
+        axes[row, 1].set_ylabel(name)
+    for axis in axes.flat:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.suptitle(title, fontsize="medium")
+    return figure
