@@ -191,17 +191,17 @@ class StudyJobs:
             args = arguments()
             if isinstance(args, str):
                 return None
-            options = []
+            analysis, options = self.spec.analysis, []
             if kind != "convergence":
-                analysis = self.spec.analysis
-                options += ["--blocks", str(analysis["blocks"]), "--seed", str(analysis["seed"]),
-                            "--device", self.device]
-                if kind != "weights" and analysis["voxels_per_block"]:
+                options += ["--seed", str(analysis["seed"]), "--device", self.device]
+            if kind in ("evolution", "similarity", "reuse"):   # the measures on blocks
+                options += ["--blocks", str(analysis["blocks"])]
+                if analysis["voxels_per_block"]:
                     options += ["--voxels-per-block", str(analysis["voxels_per_block"])]
-                if kind != "weights" and analysis["layers"]:
+                if analysis["layers"]:
                     options += ["--layers", *analysis["layers"]]
             if kind in ("convergence", "evolution"):
-                options += ["--tolerance", str(self.spec.analysis["tolerance"])]
+                options += ["--tolerance", str(analysis["tolerance"])]
             argv = [tool("nnunet-transfer"), "analyze", kind, "-o", out, *options, *args]
             return self._job(key, attempt, argv, {}, uses_accelerator=kind != "convergence")
 
