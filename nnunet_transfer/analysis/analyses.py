@@ -231,7 +231,7 @@ def evolution_analysis(runs: Sequence[Run], options: CaptureOptions, tolerance: 
 
 
 def _comparison(group_a: str, group_b: str) -> str:
-    return f"within {group_a}" if group_a == group_b else f"{group_a} vs {group_b}"
+    return f"within {group_a}" if group_a == group_b else f"across {group_a} / {group_b}"
 
 
 def similarity_analysis(groups: Mapping[str, Sequence[Run]], options: CaptureOptions,

@@ -120,11 +120,12 @@ class Measurer:
             # at most `distinct` x (voxels of one map) datapoints are distinct.
             distinct = min(count, self.distinct_blocks * math.prod(captured.feature_shape[label]))
             self.layer_text.setdefault(label, next(iter(captured.layers[label].values())))
-            if distinct / channels < LOW_RATIO:
-                counted = (f"{count} datapoints" if distinct == count else
-                           f"{count} datapoints, at most {distinct} of them distinct,")
+            # Below LOW_RATIO datapoints per channel the library warns itself (the warning
+            # becomes a note); repeated blocks can hide the shortage from its count.
+            if distinct / channels < LOW_RATIO <= count / channels:
                 self.notes.add(
-                    f"layer {label} ({self.layer_text[label]}): {counted} for {channels} "
+                    f"layer {label} ({self.layer_text[label]}): {count} datapoints, at most "
+                    f"{distinct} of them distinct (repeated blocks), for {channels} "
                     f"channels ({distinct / channels:.3g} per channel, below {LOW_RATIO:g}); "
                     "its values, null baseline included, are inflated. Use more blocks "
                     "(--blocks), cases (--cases) or voxels per block (--voxels-per-block)")

@@ -205,4 +205,9 @@ def _sections(table: pd.DataFrame, runs: Sequence[Run], pictures: PictureOptions
 
 
 def _percent(value: float) -> str:
-    return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
+    """0.0123 -> '1.2%'; below 1 % two significant digits ('0.034%'), so that small changes
+    are not shown as the 0 of a frozen part."""
+    if value is None or math.isnan(value):
+        return "-"
+    percent = 100 * value
+    return f"{percent:.1f}%" if percent >= 1 or percent == 0 else f"{percent:.2g}%"
