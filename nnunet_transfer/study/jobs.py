@@ -198,11 +198,11 @@ class StudyJobs:
                 options += ["--blocks", str(analysis["blocks"])]
                 if analysis["voxels_per_block"]:
                     options += ["--voxels-per-block", str(analysis["voxels_per_block"])]
-                if analysis["layers"]:
-                    options += ["--layers", *analysis["layers"]]
             if kind in ("convergence", "evolution"):
                 options += ["--tolerance", str(analysis["tolerance"])]
-            argv = [tool("nnunet-transfer"), "analyze", kind, "-o", out, *options, *args]
+            if kind in ("evolution", "similarity", "reuse") and analysis["layers"]:
+                options += ["--layers", *analysis["layers"]]   # last: it takes several values
+            argv = [tool("nnunet-transfer"), "analyze", kind, "-o", out, *args, *options]
             return self._job(key, attempt, argv, {}, uses_accelerator=kind != "convergence")
 
         def missing() -> str | None:

@@ -41,7 +41,16 @@ def nnunet_environment(spec: StudySpec) -> dict[str, str]:
                nnUNet_results=spec.nnunet["results"],
                nnUNet_extTrainer=ext_trainer_value(os.environ.get("nnUNet_extTrainer")))
     env.setdefault("nnUNet_compile", "f" if spec.device != "cuda" else "t")
+    # nnU-Net's final validation and preprocessing start nnUNet_def_n_proc processes (8 by
+    # default) per job: with several jobs on a machine that oversubscribes it many times over.
+    env.setdefault("nnUNet_def_n_proc", str(cores_per_job(spec)))
     return env
+
+
+def cores_per_job(spec: StudySpec) -> int:
+    if spec.executor.kind == "slurm":
+        return int(spec.executor.slurm.get("cpus_per_task", 1))
+    return max(1, len(os.sched_getaffinity(0)) // spec.executor.jobs)
 
 
 def run_logged(argv: list[str], env: dict[str, str], log: str) -> None:
@@ -65,10 +74,11 @@ class SetupStep:
 
 
 class StudySetup:
-    def __init__(self, spec: StudySpec, processes: int = 2):
+    def __init__(self, spec: StudySpec, processes: int | None = None):
         self.spec, self.layout = spec, StudyLayout(spec)
         self.env = nnunet_environment(spec)
-        self.processes = processes
+        # the steps run one at a time, so preprocessing may use every core
+        self.processes = processes or len(os.sched_getaffinity(0))
 
     # -- helpers ------------------------------------------------------------------------------
     def raw_folder(self, key: str) -> str:
