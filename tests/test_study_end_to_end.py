@@ -131,8 +131,7 @@ def test_resumed_study_finishes_everything(resumed_study):
     assert set(states.values()) == {"succeeded"}, states
     kinds = sorted({k.split("__")[0] for k in states})
     assert kinds == ["analyze_convergence", "analyze_evolution", "analyze_reuse",
-                     "analyze_similarity", "analyze_weights", "predict_generalization",
-                     "predict_test", "pretrain", "train"]
+                     "analyze_similarity", "analyze_weights", "predict", "pretrain", "train"]
     assert sum(k.startswith("train__") for k in states) == 4
 
 
@@ -233,9 +232,9 @@ def test_failed_run_is_recorded_and_the_rest_goes_on(tmp_path):
     jobs = read_state(str(tmp_path))
     failed = jobs["train__FrozenDecoderAndHead__n2__seed0__unet__src"]
     assert failed["state"] == "failed" and os.path.isfile(failed["log"])
-    assert jobs["predict_test__FrozenDecoderAndHead__n2__seed0__unet__src"]["state"] == "blocked"
+    assert jobs["predict__FrozenDecoderAndHead__n2__seed0__unet__src"]["state"] == "blocked"
     assert jobs["train__Scratch__n2__seed0__unet__src"]["state"] == "succeeded"
-    assert jobs["predict_test__Scratch__n2__seed0__unet__src"]["state"] == "succeeded"
+    assert jobs["predict__Scratch__n2__seed0__unet__src"]["state"] == "succeeded"
     assert "FAILED train__FrozenDecoderAndHead" in result.stdout
     with open(os.path.join(str(tmp_path), "study", "report.md")) as f:
         report = f.read()

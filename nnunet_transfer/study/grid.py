@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from nnunet_transfer.study.spec import ALL, UNET, StudySpec
 
 PRETRAIN_TRAINER = "nnUNetTrainer_Scratch"
+UNSEEN_PREFIX = "unseen_"   # the unseen test set's cases among the images every run predicts
+TEST, GENERALIZATION = "test", "generalization"
 
 
 def plans_of_source(spec: StudySpec) -> str:
@@ -105,11 +107,22 @@ class StudyLayout:
     def test_labels(self) -> str:
         return self.path("test", "labelsTs")
 
+    @property
+    def test_dataset_json(self) -> str:
+        return self.path("test", "dataset.json")
+
+    @property
+    def generalization_labels(self) -> str:
+        return self.path("test", "labelsUnseen")
+
+    def labels(self, test_set: str) -> str:
+        return self.test_labels if test_set == TEST else self.generalization_labels
+
     def job_folder(self, key: str) -> str:
         return self.path("jobs", key)
 
-    def predictions(self, run: Run, test_set: str = "test") -> str:
-        return self.path("predictions", test_set, run.key)
+    def predictions(self, run: Run) -> str:
+        return self.path("predictions", run.key)
 
     def evaluation(self, run: Run, test_set: str = "test") -> str:
         return self.path("evaluations", test_set, run.key)

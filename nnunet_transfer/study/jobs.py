@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 
 from nnunet_transfer.study.executors import CommandJob
 from nnunet_transfer.study.grid import (
-    PRETRAIN_TRAINER, Pretraining, Run, StudyLayout, configuration_of, expand, needs_pretrained,
+    GENERALIZATION, PRETRAIN_TRAINER, TEST, Pretraining, Run, StudyLayout, configuration_of, expand, needs_pretrained,
     plans_of_source, transferred_plans)
 from nnunet_transfer.study.setup import StudySetup, tool
 from nnunet_transfer.study.spec import StudySpec
 from nnunet_transfer.study.state import SUCCEEDED, StudyState
 
-TEST, GENERALIZATION = "test", "generalization"
 
 
 @dataclass
@@ -45,9 +44,7 @@ class StudyJobs:
     def all(self) -> list[StudyJob]:
         jobs = [self.pretrain_job(p) for p in self.pretrainings]
         jobs += [self.train_job(run) for run in self.runs]
-        jobs += [self.predict_job(run, TEST) for run in self.runs]
-        if self.spec.generalization:
-            jobs += [self.predict_job(run, GENERALIZATION) for run in self.runs]
+        jobs += [self.predict_job(run) for run in self.runs]
         for cell in dict.fromkeys(run.cell for run in self.runs):
             jobs += [self.analysis_job(kind, cell) for kind in self.spec.analyses]
         return jobs
@@ -115,36 +112,39 @@ class StudyJobs:
         return StudyJob(f"train__{run.key}", "train", lambda a: training(a, f"train__{run.key}"),
                         self._final_checkpoint(folder), needs=needs, runs=(run,))
 
-    def test_set(self, test_set: str) -> tuple[str, str]:
-        if test_set == TEST:
-            return self.layout.test_images, self.layout.test_labels
-        return self.setup.generalization_folders()
+    def test_sets(self) -> tuple[str, ...]:
+        return (TEST, GENERALIZATION) if self.spec.generalization else (TEST,)
 
-    def predict_job(self, run: Run, test_set: str) -> StudyJob:
+    def predict_job(self, run: Run) -> StudyJob:
+        """One nnUNetv2_predict per run over the held-out and the unseen test images (one
+        start-up of nnU-Net instead of two); each set is evaluated against its own labels."""
         spec = self.spec
-        key = f"predict_{test_set}__{run.key}"
-        images, labels = self.test_set(test_set)
-        out = self.layout.predictions(run, test_set)
+        key = f"predict__{run.key}"
+        out = self.layout.predictions(run)
 
         def command(attempt: int) -> CommandJob:
-            argv = [tool("nnUNetv2_predict"), "-i", images, "-o", out,
+            argv = [tool("nnUNetv2_predict"), "-i", self.layout.test_images, "-o", out,
                     "-d", str(spec.datasets[spec.target].id), "-c",
                     configuration_of(spec, run.architecture), "-f", str(run.fold), "-p",
                     transferred_plans(spec, run.source), "-tr", run.trainer, "-device",
                     self.device, "-npp", "1", "-nps", "1", "--continue_prediction"]
             return self._job(key, attempt, argv, {})
 
+        def evaluations() -> list[str]:
+            return [os.path.join(self.layout.evaluation(run, test_set), "evaluation_per_case.csv")
+                    for test_set in self.test_sets()]
+
         def missing() -> str | None:
-            evaluation = os.path.join(self.layout.evaluation(run, test_set),
-                                      "evaluation_per_case.csv")
-            return None if os.path.isfile(evaluation) else f"{evaluation} is missing"
+            return next((f"{path} is missing" for path in evaluations()
+                         if not os.path.isfile(path)), None)
 
         def evaluate() -> None:
             from nnunet_transfer.evaluation.evaluate import evaluate_folder
             from nnunet_transfer.evaluation.labels import labels_from_dataset_json
-            dataset_json = os.path.join(os.path.dirname(self.layout.test_labels), "dataset.json")
-            evaluate_folder(out, labels, self.layout.evaluation(run, test_set),
-                            labels_from_dataset_json(dataset_json), workers=1)
+            labels = labels_from_dataset_json(self.layout.test_dataset_json)
+            for test_set in self.test_sets():
+                evaluate_folder(out, self.layout.labels(test_set),
+                                self.layout.evaluation(run, test_set), labels, workers=1)
 
         return StudyJob(key, "predict", command, missing, needs=(f"train__{run.key}",),
                         after=evaluate, runs=(run,))

@@ -18,8 +18,8 @@ import time
 import pandas as pd
 
 from nnunet_transfer.atomic_files import atomic_write_bytes
-from nnunet_transfer.study.grid import Run, StudyLayout
-from nnunet_transfer.study.jobs import GENERALIZATION, TEST, StudyJob
+from nnunet_transfer.study.grid import GENERALIZATION, TEST, Run, StudyLayout
+from nnunet_transfer.study.jobs import StudyJob
 from nnunet_transfer.study.report import Section, markdown_table, md_escape, write_report
 from nnunet_transfer.study.spec import StudySpec
 from nnunet_transfer.study.state import FAILED, SUCCEEDED, StudyState
@@ -52,7 +52,7 @@ def accuracy_section(layout: StudyLayout, runs: list[Run], state: StudyState, te
         evaluated = [(RunSpec(r.strategy, r.n, r.seed),
                       os.path.join(layout.evaluation(r, test_set), "evaluation_per_case.csv"))
                      for r in cell_runs
-                     if state.state(f"predict_{test_set}__{r.key}") == SUCCEEDED]
+                     if state.state(f"predict__{r.key}") == SUCCEEDED]
         if not evaluated:
             continue
         table_runs = collect_runs(evaluated)

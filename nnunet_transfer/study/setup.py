@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.atomic_files import atomic_write_json
-from nnunet_transfer.study.grid import StudyLayout, plans_of_source, study_ns
+from nnunet_transfer.study.grid import UNSEEN_PREFIX, StudyLayout, plans_of_source, study_ns
 from nnunet_transfer.study.spec import UNET, DatasetSpec, StudySpec
 
 
@@ -246,34 +246,41 @@ class StudySetup:
                      str(self.processes))
 
     def write_test_folder(self) -> None:
-        """The held-out test cases as an imagesTs / labelsTs pair for nnUNetv2_predict and the
-        evaluation (hard links where the file system allows, copies otherwise)."""
+        """The images every run predicts, in one folder for one nnUNetv2_predict call: the
+        target's held-out test cases, and the unseen set's cases prefixed `unseen_` (their
+        names may repeat the target's); each set's labels in a folder of its own, so that the
+        evaluation of a set scores its cases only. Hard links where the file system allows."""
         from nnunet_transfer.data.splits import TEST_NAME, read_case_list
         test = read_case_list(os.path.join(self.preprocessed_folder(self.spec.target), TEST_NAME))
-        source = self.raw_folder(self.spec.target)
-        ending = json.load(open(os.path.join(source, "dataset.json")))["file_ending"]
-        for folder, sub in ((self.layout.test_images, "imagesTr"),
-                            (self.layout.test_labels, "labelsTr")):
-            os.makedirs(folder, exist_ok=True)
-            for name in sorted(os.listdir(os.path.join(source, sub))):
-                case = name[:-len(ending)]
-                case = case.rsplit("_", 1)[0] if sub == "imagesTr" else case
-                if name.endswith(ending) and case in test:
-                    _link_or_copy(os.path.join(source, sub, name), os.path.join(folder, name))
-        shutil.copyfile(os.path.join(source, "dataset.json"),
-                        os.path.join(os.path.dirname(self.layout.test_labels), "dataset.json"))
+        target = self.raw_folder(self.spec.target)
+        self._link_cases(target, "imagesTr", "labelsTr", set(test), "",
+                         self.layout.test_labels)
+        shutil.copyfile(os.path.join(target, "dataset.json"), self.layout.test_dataset_json)
+        if self.spec.generalization:
+            unseen = self.raw_folder(self.spec.generalization)
+            images, labels = next(
+                ((i, lab) for i, lab in (("imagesTs", "labelsTs"), ("imagesTr", "labelsTr"))
+                 if os.path.isdir(os.path.join(unseen, lab)) and
+                 os.listdir(os.path.join(unseen, lab))), (None, None))
+            if images is None:
+                raise UserError(f"the generalization dataset {unseen} has no labelsTs or "
+                                "labelsTr with cases")
+            self._link_cases(unseen, images, labels, None, UNSEEN_PREFIX,
+                             self.layout.generalization_labels)
 
-    def generalization_folders(self) -> tuple[str, str] | None:
-        """(images, labels) of the unseen second test set: its imagesTs / labelsTs when it has
-        them, else its training cases."""
-        if not self.spec.generalization:
-            return None
-        folder = self.raw_folder(self.spec.generalization)
-        for images, labels in (("imagesTs", "labelsTs"), ("imagesTr", "labelsTr")):
-            if os.path.isdir(os.path.join(folder, labels)) and os.listdir(
-                    os.path.join(folder, labels)):
-                return os.path.join(folder, images), os.path.join(folder, labels)
-        raise UserError(f"the generalization dataset {folder} has no labelsTs or labelsTr")
+    def _link_cases(self, dataset: str, images: str, labels: str, cases: set[str] | None,
+                    prefix: str, labels_out: str) -> None:
+        ending = json.load(open(os.path.join(dataset, "dataset.json")))["file_ending"]
+        for sub, out, is_image in ((images, self.layout.test_images, True),
+                                   (labels, labels_out, False)):
+            os.makedirs(out, exist_ok=True)
+            for name in sorted(os.listdir(os.path.join(dataset, sub))):
+                if not name.endswith(ending):
+                    continue
+                case = name[:-len(ending)]
+                case = case.rsplit("_", 1)[0] if is_image else case
+                if cases is None or case in cases:
+                    _link_or_copy(os.path.join(dataset, sub, name), os.path.join(out, prefix + name))
 
 
 def _link_or_copy(source: str, destination: str) -> None:
