@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -36,6 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nnunet_transfer.discovery import console_script  # noqa: E402  (after the path above)
+
 SOURCE_ID, TARGET_ID = 911, 912
 SOURCE, TARGET = f"Dataset{SOURCE_ID}_BenchSource", f"Dataset{TARGET_ID}_BenchTarget"
 PLANS = "nnUNetPlansSmallCPU"
@@ -43,11 +44,6 @@ TARGET_PLANS = f"{PLANS}_from{SOURCE_ID}"
 SHAPE = (40, 40, 40)      # larger than the 32^3 patch of the small plans: blocks vary
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
               "NNUNET_TRANSFER_CPU_THREADS": "1"}
-
-
-def tool(name: str) -> str:
-    path = os.path.join(os.path.dirname(sys.executable), name)
-    return path if os.path.exists(path) else shutil.which(name) or name
 
 
 class Workdir:
@@ -63,7 +59,7 @@ class Workdir:
         self.env["nnUNet_extTrainer"] = exports[1].split("=", 1)[1]
 
     def run(self, *command: str, extra: dict | None = None) -> subprocess.CompletedProcess:
-        result = subprocess.run([tool(command[0]), *command[1:]],
+        result = subprocess.run([console_script(command[0]), *command[1:]],
                                 env={**self.env, **(extra or {})}, cwd=self.root,
                                 capture_output=True, text=True)
         if result.returncode != 0:

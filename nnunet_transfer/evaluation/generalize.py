@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 
 import pandas as pd
 
-from nnunet_transfer.discovery import ext_trainer_value
+from nnunet_transfer.discovery import console_script, ext_trainer_value
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.evaluation.evaluate import evaluate_folder
 from nnunet_transfer.evaluation.labels import LabelSet, labels_from_dataset_json
@@ -84,12 +82,7 @@ def predict_environment() -> dict[str, str]:
 
 def predict_command(model: Model, images_folder: str, output_folder: str, checkpoint: str,
                     device: str, disable_tta: bool) -> list[str]:
-    tool = os.path.join(os.path.dirname(sys.executable), PREDICT_TOOL)
-    tool = tool if os.path.exists(tool) else shutil.which(PREDICT_TOOL)
-    if tool is None:
-        raise UserError(f"{PREDICT_TOOL} not found; install nnU-Net v2 (pip install nnunetv2) "
-                        "in this environment")
-    command = [tool, "-i", images_folder, "-o", output_folder, "-m", model.folder,
+    command = [console_script(PREDICT_TOOL), "-i", images_folder, "-o", output_folder, "-m", model.folder,
                "-f", *model.folds, "-chk", checkpoint, "-device", device,
                "--continue_prediction", "--disable_progress_bar"]
     return command + (["--disable_tta"] if disable_tta else [])

@@ -10,9 +10,8 @@ from nnunet_transfer.study.spec import StudySpec, load_study
 def load_with_environment(study_file: str) -> StudySpec:
     spec = load_study(study_file)
     # In-process steps (splits, evaluation, report) read nnU-Net's folders from the environment.
-    from nnunet_transfer.study.setup import nnunet_environment
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.environ[name] = nnunet_environment(spec)[name]
+    for kind, folder in spec.nnunet.items():
+        os.environ[f"nnUNet_{kind}"] = folder
     return spec
 
 

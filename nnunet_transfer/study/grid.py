@@ -151,17 +151,14 @@ class StudyLayout:
 def expand(spec: StudySpec, pool_size: int) -> tuple[list[Pretraining], list[Run]]:
     """The pretrainings and runs of the study, given the size of the target's training pool
     (its training cases minus the held-out test cases)."""
-    from nnunet_transfer.training.strategies import ALL_STRATEGIES, Pretrained
-    needs_weights = {s.name for s in ALL_STRATEGIES if s.pretrained is Pretrained.REQUIRED}
-    ns = sorted({resolve_size(size, pool_size) for size in spec.sizes})
-    seeds = sorted(spec.seeds)
+    ns, seeds = study_ns(spec, pool_size), sorted(spec.seeds)
     fold_of = {(n, seed): index for index, (n, seed) in
                enumerate((n, seed) for n in ns for seed in seeds)}
     pretrainings: list[Pretraining] = []
     runs: dict[str, Run] = {}
     for source in spec.sources:
         for architecture in spec.architectures:
-            if any(s in needs_weights for s in spec.strategies):
+            if any(needs_pretrained(s) for s in spec.strategies):
                 pretrainings.append(Pretraining(source, architecture))
             for size in spec.sizes:
                 n = resolve_size(size, pool_size)

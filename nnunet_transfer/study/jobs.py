@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from nnunet_transfer.study.executors import CommandJob
 from nnunet_transfer.study.grid import (
-    GENERALIZATION, PRETRAIN_TRAINER, TEST, Pretraining, Run, StudyLayout, configuration_of, expand, needs_pretrained,
+    GENERALIZATION, PRETRAIN_TRAINER, TEST, Pretraining, Run, StudyLayout, configuration_of,
+    expand, needs_pretrained,
     plans_of_source, transferred_plans)
-from nnunet_transfer.study.setup import StudySetup, tool
+from nnunet_transfer.discovery import console_script
+from nnunet_transfer.study.setup import StudySetup
 from nnunet_transfer.study.spec import StudySpec
 from nnunet_transfer.study.state import SUCCEEDED, StudyState
 
@@ -26,13 +28,12 @@ from nnunet_transfer.study.state import SUCCEEDED, StudyState
 class StudyJob:
     key: str
     kind: str                                  # pretrain, train, predict, analyze
-    command: Callable[[int], CommandJob | None]  # attempt -> the command (None: nothing to do)
+    command: Callable[[int], CommandJob | str]  # attempt -> the command, or why it is skipped
     missing: Callable[[], str | None]          # what is missing of its outputs (None: complete)
     needs: tuple[str, ...] = ()                # jobs that must succeed first
     waits_for: tuple[str, ...] = ()            # jobs that must have ended, whatever the outcome
     after: Callable[[], None] | None = None    # in the runner, once the command succeeded
     runs: tuple[Run, ...] = ()                 # the runs it concerns (status and report)
-    skip_note: Callable[[], str | None] = field(default=lambda: None)
 
 
 class StudyJobs:
@@ -58,11 +59,12 @@ class StudyJobs:
                           exit_path=os.path.join(folder, f"attempt{attempt}.exit"),
                           uses_accelerator=uses_accelerator)
 
-    def _training(self, dataset_id: int, configuration: str, fold, plans: str, trainer: str,
-                  folder: str, env: dict[str, str], pretrained: str | None):
-        def command(attempt: int, key: str) -> CommandJob:
-            argv = [tool("nnUNetv2_train"), str(dataset_id), configuration, str(fold), "-p",
-                    plans, "-tr", trainer, "-device", self.device]
+    def _training(self, key: str, dataset_id: int, configuration: str, fold, plans: str,
+                  trainer: str, folder: str, env: dict[str, str], pretrained: str | None
+                  ) -> Callable[[int], CommandJob]:
+        def command(attempt: int) -> CommandJob:
+            argv = [console_script("nnUNetv2_train"), str(dataset_id), configuration, str(fold),
+                    "-p", plans, "-tr", trainer, "-device", self.device]
             if os.path.isfile(os.path.join(folder, "checkpoint_latest.pth")) or \
                     os.path.isfile(os.path.join(folder, "checkpoint_best.pth")):
                 argv.append("--c")    # an interrupted attempt: continue it (keeps epoch 0)
@@ -89,11 +91,10 @@ class StudyJobs:
         folder = self.layout.pretrained_folder(pretraining)
         env = self._budget_env(budget.source_epochs, budget.source_iterations or budget.iterations,
                                0, 0)
-        training = self._training(spec.datasets[pretraining.source].id,
-                                  configuration_of(spec, pretraining.architecture), "all",
-                                  plans_of_source(spec), PRETRAIN_TRAINER, folder, env, None)
-        return StudyJob(pretraining.key, "pretrain", lambda a: training(a, pretraining.key),
-                        self._final_checkpoint(folder))
+        command = self._training(pretraining.key, spec.datasets[pretraining.source].id,
+                                 configuration_of(spec, pretraining.architecture), "all",
+                                 plans_of_source(spec), PRETRAIN_TRAINER, folder, env, None)
+        return StudyJob(pretraining.key, "pretrain", command, self._final_checkpoint(folder))
 
     def train_job(self, run: Run) -> StudyJob:
         spec, budget = self.spec, self.spec.budget
@@ -105,12 +106,13 @@ class StudyJobs:
             pretrained = os.path.join(self.layout.pretrained_folder(pretraining),
                                       "checkpoint_final.pth")
         env = self._budget_env(budget.epochs, budget.iterations, budget.snapshot_every, run.seed)
-        training = self._training(spec.datasets[spec.target].id,
-                                  configuration_of(spec, run.architecture), run.fold,
-                                  transferred_plans(spec, run.source), run.trainer, folder, env,
-                                  pretrained)
-        return StudyJob(f"train__{run.key}", "train", lambda a: training(a, f"train__{run.key}"),
-                        self._final_checkpoint(folder), needs=needs, runs=(run,))
+        key = f"train__{run.key}"
+        command = self._training(key, spec.datasets[spec.target].id,
+                                 configuration_of(spec, run.architecture), run.fold,
+                                 transferred_plans(spec, run.source), run.trainer, folder, env,
+                                 pretrained)
+        return StudyJob(key, "train", command, self._final_checkpoint(folder), needs=needs,
+                        runs=(run,))
 
     def test_sets(self) -> tuple[str, ...]:
         return (TEST, GENERALIZATION) if self.spec.generalization else (TEST,)
@@ -123,7 +125,7 @@ class StudyJobs:
         out = self.layout.predictions(run)
 
         def command(attempt: int) -> CommandJob:
-            argv = [tool("nnUNetv2_predict"), "-i", self.layout.test_images, "-o", out,
+            argv = [console_script("nnUNetv2_predict"), "-i", self.layout.test_images, "-o", out,
                     "-d", str(spec.datasets[spec.target].id), "-c",
                     configuration_of(spec, run.architecture), "-f", str(run.fold), "-p",
                     transferred_plans(spec, run.source), "-tr", run.trainer, "-device",
@@ -187,10 +189,10 @@ class StudyJobs:
                 return f"reuse needs finished {transfer_strategy} and Scratch runs"
             return ["--transfer", *labelled(transfer), "--scratch", *labelled(scratch)]
 
-        def command(attempt: int) -> CommandJob | None:
+        def command(attempt: int) -> CommandJob | str:
             args = arguments()
             if isinstance(args, str):
-                return None
+                return args
             analysis, options = self.spec.analysis, []
             if kind != "convergence":
                 options += ["--seed", str(analysis["seed"]), "--device", self.device]
@@ -202,17 +204,12 @@ class StudyJobs:
                 options += ["--tolerance", str(analysis["tolerance"])]
             if kind in ("evolution", "similarity", "reuse") and analysis["layers"]:
                 options += ["--layers", *analysis["layers"]]   # last: it takes several values
-            argv = [tool("nnunet-transfer"), "analyze", kind, "-o", out, *args, *options]
+            argv = [console_script("nnunet-transfer"), "analyze", kind, "-o", out, *args, *options]
             return self._job(key, attempt, argv, {}, uses_accelerator=kind != "convergence")
 
         def missing() -> str | None:
             path = os.path.join(out, f"{kind}.md")
             return None if os.path.isfile(path) else f"{path} is missing"
 
-        def skip_note() -> str | None:
-            args = arguments()
-            return args if isinstance(args, str) else None
-
         return StudyJob(key, "analyze", command, missing,
-                        waits_for=tuple(f"train__{r.key}" for r in runs), runs=runs,
-                        skip_note=skip_note)
+                        waits_for=tuple(f"train__{r.key}" for r in runs), runs=runs)

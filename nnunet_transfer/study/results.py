@@ -10,7 +10,6 @@ missing).
 
 from __future__ import annotations
 
-import csv
 import glob
 import os
 import time
@@ -79,13 +78,13 @@ def run_costs(layout: StudyLayout, runs: list[Run], state: StudyState,
     """One row per finished run: iterations, training time, time per iteration, and when it
     converged (epoch, iterations, seconds; the rule of analysis.weights.convergence_epoch)."""
     from nnunet_transfer.analysis.weights import convergence_epoch
+    from nnunet_transfer.training.bookkeeping import RunRecord
     rows = []
     for run in runs:
         if state.state(f"train__{run.key}") != SUCCEEDED:
             continue
         folder = layout.run_folder(run)
-        with open(os.path.join(folder, "transfer", "epochs.csv"), newline="") as f:
-            epochs = list(csv.DictReader(f))
+        epochs = RunRecord(folder).read_epochs()
         last = epochs[-1]
         converged = convergence_epoch(folder, tolerance)
         iterations = int(last["iterations"])
@@ -170,8 +169,9 @@ def overview(spec: StudySpec, jobs: list[StudyJob], state: StudyState, runs: lis
     datasets = md_escape(", ".join(f"{k}: {d.folder_name} ({d.kind})"
                                    for k, d in spec.datasets.items()))
     budget = spec.budget
-    return (f"Study **{md_escape(spec.name)}** ({md_escape(spec.path)}). Datasets: {datasets}. Pretrained on "
-            f"{md_escape(', '.join(spec.sources))}; target {md_escape(spec.target)} with {spec.test_cases} held-out test "
+    return (f"Study **{md_escape(spec.name)}** ({md_escape(spec.path)}). Datasets: {datasets}. "
+            f"Pretrained on {md_escape(', '.join(spec.sources))}; target "
+            f"{md_escape(spec.target)} with {spec.test_cases} held-out test "
             f"cases. Runs: {len(runs)} = strategies {', '.join(spec.strategies)} x n "
             f"{sorted({r.n for r in runs})} x seeds {list(spec.seeds)} x architectures "
             f"{', '.join(spec.architectures)}. Budget: {budget.epochs} epochs x "
@@ -205,12 +205,12 @@ def report_only(spec: StudySpec) -> str:
     """`study report`: the report of what exists now, without running anything."""
     from nnunet_transfer.errors import UserError
     from nnunet_transfer.study.jobs import StudyJobs
-    from nnunet_transfer.study.runner import resolve_device
     from nnunet_transfer.study.setup import StudySetup
     layout = StudyLayout(spec)
     if not os.path.isfile(layout.state_file):
         raise UserError(f"the study {spec.name} has not run yet ({layout.state_file} is "
                         "missing); run `nnunet-transfer study run` first")
     state = StudyState(layout.state_file)
-    jobs = StudyJobs(spec, StudySetup(spec), state, resolve_device(spec)).all()
+    # the device only shapes command lines, and none is run here
+    jobs = StudyJobs(spec, StudySetup(spec), state, "cpu").all()
     return write_study_report(spec, state, jobs)

@@ -26,10 +26,15 @@ from nnunet_transfer.study.state import (
 
 
 def resolve_device(spec: StudySpec) -> str:
-    if spec.device != "auto":
-        return spec.device
+    if spec.device == "cpu":
+        return "cpu"
     import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if spec.device == "cuda":   # every training would fail, one after the other
+        raise UserError(f"{spec.path}: device: cuda, but torch sees no GPU here; use device: "
+                        "auto or cpu, or run on a machine with a GPU")
+    return "cpu"
 
 
 def study_executor(spec: StudySpec):
@@ -47,11 +52,12 @@ class StudyRunner:
         self._stop = False
 
     def run(self) -> str:
+        device = resolve_device(self.spec)   # before minutes of setup
         with exclusive_run(self.layout.path("run.lock")):
             setup = StudySetup(self.spec)
             setup.run(self.say)
             state = StudyState(self.layout.state_file)
-            jobs = StudyJobs(self.spec, setup, state, resolve_device(self.spec)).all()
+            jobs = StudyJobs(self.spec, setup, state, device).all()
             executor = study_executor(self.spec)
             self.say(f"{len(jobs)} jobs; executor: {executor.describe()}")
             self._schedule(jobs, state, executor)
@@ -122,9 +128,9 @@ class StudyRunner:
         record = state.get(job.key)
         attempt = record.get("attempts", 0) + 1
         command = job.command(attempt)
-        if command is None:
-            state.update(job.key, state=SKIPPED, note=job.skip_note())
-            self.say(f"skipped {job.key}: {job.skip_note()}")
+        if isinstance(command, str):
+            state.update(job.key, state=SKIPPED, note=command)
+            self.say(f"skipped {job.key}: {command}")
             return 0
         handle = executor.submit(command)
         state.update(job.key, state=RUNNING, handle=handle, attempts=attempt,

@@ -9,33 +9,22 @@ changed; splits refuse to change silently), so a step interrupted half-way is si
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nnunet_transfer.errors import UserError
 from nnunet_transfer.atomic_files import atomic_write_json
+from nnunet_transfer.data.raw_dataset import read_dataset_json
+from nnunet_transfer.discovery import console_script, ext_trainer_value
+from nnunet_transfer.errors import UserError
 from nnunet_transfer.study.grid import UNSEEN_PREFIX, StudyLayout, plans_of_source, study_ns
 from nnunet_transfer.study.spec import UNET, DatasetSpec, StudySpec
 
 
-def tool(name: str) -> str:
-    """A console script of this environment (beside the running Python), else from PATH."""
-    beside = os.path.join(os.path.dirname(sys.executable), name)
-    found = beside if os.path.exists(beside) else shutil.which(name)
-    if not found:
-        raise UserError(f"{name} is not installed in this environment; install the package with "
-                        "its dependencies (make setup)")
-    return found
-
-
 def nnunet_environment(spec: StudySpec) -> dict[str, str]:
     """The environment of every command of the study: nnU-Net's folders, our trainers."""
-    from nnunet_transfer.discovery import ext_trainer_value
     env = {k: v for k, v in os.environ.items() if not k.startswith("NNUNET_TRANSFER_")}
     env.update(nnUNet_raw=spec.nnunet["raw"], nnUNet_preprocessed=spec.nnunet["preprocessed"],
                nnUNet_results=spec.nnunet["results"],
@@ -88,7 +77,8 @@ class StudySetup:
         return os.path.join(self.spec.nnunet["preprocessed"], self.spec.datasets[key].folder_name)
 
     def command(self, step: str, *argv: str) -> None:
-        run_logged([tool(argv[0]), *argv[1:]], self.env, self.layout.path("setup", f"{step}.log"))
+        run_logged([console_script(argv[0]), *argv[1:]], self.env,
+                   self.layout.path("setup", f"{step}.log"))
 
     def marker(self, step: str) -> str:
         return self.layout.path("setup", f"{step}.done")
@@ -156,11 +146,11 @@ class StudySetup:
             self.write_subset(dataset)
         elif dataset.kind == "pool":
             spec_path = self.layout.path("setup", f"pool_{dataset.key}.json")
-            labels = json.load(open(os.path.join(self.raw_folder(options["pool"][0]),
-                                                 "dataset.json")))["labels"]
+            labels = read_dataset_json(self.raw_folder(options["pool"][0]))["labels"]
             atomic_write_json(spec_path, {"labels": labels, "datasets": [
                 {"dataset": self.raw_folder(k), "prefix": k} for k in options["pool"]]})
-            self.command(step, "nnunet-transfer", "pool", "--spec", spec_path, "--id", str(dataset.id),
+            self.command(step, "nnunet-transfer", "pool", "--spec", spec_path, "--id",
+                         str(dataset.id),
                          "--name", dataset.name, "--raw", raw)
         elif not os.path.isfile(os.path.join(self.raw_folder(dataset.key), "dataset.json")):
             raise UserError(f"dataset {dataset.key!r} is marked existing but "
@@ -196,7 +186,7 @@ class StudySetup:
                                dataset.folder_name, source,
                                description=f"{len(cases)} cases of {os.path.basename(source)}")
         with open(self.layout.path("setup", f"dataset_{dataset.key}.log"), "a") as log:
-            log.write(report.summary() if hasattr(report, "summary") else str(report))
+            log.write(report.summary() + "\n")
 
     def plan_source(self, source: str) -> None:
         spec, step = self.spec, f"plan_{source}"
@@ -270,7 +260,7 @@ class StudySetup:
 
     def _link_cases(self, dataset: str, images: str, labels: str, cases: set[str] | None,
                     prefix: str, labels_out: str) -> None:
-        ending = json.load(open(os.path.join(dataset, "dataset.json")))["file_ending"]
+        ending = read_dataset_json(dataset)["file_ending"]
         for sub, out, is_image in ((images, self.layout.test_images, True),
                                    (labels, labels_out, False)):
             os.makedirs(out, exist_ok=True)
@@ -280,7 +270,8 @@ class StudySetup:
                 case = name[:-len(ending)]
                 case = case.rsplit("_", 1)[0] if is_image else case
                 if cases is None or case in cases:
-                    _link_or_copy(os.path.join(dataset, sub, name), os.path.join(out, prefix + name))
+                    _link_or_copy(os.path.join(dataset, sub, name),
+                                  os.path.join(out, prefix + name))
 
 
 def _link_or_copy(source: str, destination: str) -> None:

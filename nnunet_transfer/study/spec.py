@@ -264,7 +264,8 @@ def _read_dataset(problems: _Problems, key: str, value, base: str) -> DatasetSpe
     name = reader.get("name", _name, required=True)
     kinds = [k for k in DATASET_KINDS if k in reader.value]
     if len(kinds) != 1:
-        problems.add(path, f"give exactly one way of making the dataset ({', '.join(DATASET_KINDS)})"
+        problems.add(path, "give exactly one way of making the dataset "
+                     f"({', '.join(DATASET_KINDS)})"
                      + (f"; it has {', '.join(kinds)}" if kinds else ""))
         return None
     kind = kinds[0]
@@ -351,7 +352,8 @@ def _dataset_key(problems: _Problems, path: tuple, value, datasets: dict) -> str
     if value is None:
         return None
     if value not in datasets:
-        problems.add(path, f"{value!r} is not a key of datasets" + _suggest(value, sorted(datasets)))
+        problems.add(path, f"{value!r} is not a key of datasets"
+                     + _suggest(value, sorted(datasets)))
         return None
     return value
 
@@ -371,7 +373,8 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
     problems = _Problems(where, document)
     base = os.path.dirname(os.path.abspath(path))
     known = {"study", "workdir", "nnunet", "device", "executor", "datasets", "source", "target",
-             "test_cases", "test_seed", "validation_cases", "generalization", "plans", "sizes", "seeds",
+             "test_cases", "test_seed", "validation_cases", "generalization", "plans", "sizes",
+             "seeds",
              "strategies", "architectures", "budget", "analyses", "analysis"}
     top = _Reader(problems, document.value, (), known)
 
@@ -423,7 +426,8 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
     test_seed = top.get("test_seed", _int(0), 0)
     validation_cases = top.get("validation_cases", _int(1))
 
-    pl = _Reader(problems, top.value.get("plans"), ("plans",), {"identifier", "configuration", "small"})
+    pl = _Reader(problems, top.value.get("plans"), ("plans",),
+                 {"identifier", "configuration", "small"})
     plans = pl.get("identifier", _text, "nnUNetPlans")
     configuration = pl.get("configuration", _text, "3d_fullres")
     small = None
