@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
+from nnunet_transfer import document
 from nnunet_transfer.atomic_files import atomic_write_bytes
 from nnunet_transfer.errors import UserError
 
@@ -138,11 +139,8 @@ def _version() -> str:
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]],
                    align_right_from: int = 1) -> str:
-    """A GitHub Markdown table; columns from `align_right_from` on are right-aligned."""
-    def clean(value: object) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    rule = ["---" if i < align_right_from else "---:" for i in range(len(header))]
-    lines = ["| " + " | ".join(clean(h) for h in header) + " |", "|" + "|".join(rule) + "|"]
-    lines += ["| " + " | ".join(clean(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    """An analysis summary's table (the document's writer): cells formatted by the caller,
+    only `|` and line breaks escaped, columns from `align_right_from` on right-aligned."""
+    align = [None if i < align_right_from else "right" for i in range(len(header))]
+    return document.markdown_table(rows, header, as_text=str, escape=document.escape_pipes,
+                                   align=align, end="")

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from nnunet_transfer.document import markdown_table
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.evaluation.evaluate import PER_CASE_FILE, SUMMARY_METRICS
 from nnunet_transfer.atomic_files import atomic_write_bytes
@@ -201,7 +202,8 @@ def to_markdown(table: pd.DataFrame, reference: str | None, test: str = "ttest",
             rows.setdefault(key, {})[row["structure"]] = _cell(row, digits)
         frame = pd.DataFrame([{"strategy": s, "n": n, **cells} for (s, n), cells in rows.items()])
         parts.append(f"### {METRIC_TITLES.get(metric, metric)}\n\n"
-                     + frame.to_markdown(index=False, disable_numparse=True))
+                     + markdown_table(frame, as_text=str, escape=None, align="left",
+                                      padded=True, end=""))
         excluded = of_metric[of_metric["n_excluded"] > 0]
         if len(excluded):
             counts = [f"{r['strategy']}{'' if pd.isna(r['n']) else f' n={r.n}'} "

@@ -17,9 +17,9 @@ import time
 import pandas as pd
 
 from nnunet_transfer.atomic_files import atomic_write_bytes
+from nnunet_transfer.document import Section, markdown_table, md_escape, write_report
 from nnunet_transfer.study.grid import GENERALIZATION, TEST, Run, StudyLayout
 from nnunet_transfer.study.jobs import StudyJob
-from nnunet_transfer.study.report import Section, markdown_table, md_escape, write_report
 from nnunet_transfer.study.spec import StudySpec
 from nnunet_transfer.study.state import FAILED, SUCCEEDED, StudyState
 

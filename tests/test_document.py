@@ -1,4 +1,4 @@
-"""Tests of nnunet_transfer.study.report (the study report) and scripts/screenshot_report.py.
+"""Tests of nnunet_transfer.document (the report builder) and scripts/screenshot_report.py.
 
 One example report holds what a study's report holds and what can go wrong in it: a real
 matplotlib figure, a real CSV (more rows than the preview, a name with a space, cells with
@@ -24,8 +24,7 @@ import pandas as pd
 import pytest
 from markdown_it import MarkdownIt
 
-from nnunet_transfer.study import report
-from nnunet_transfer.study.report import Section, markdown_table, write_report
+from nnunet_transfer.document import Section, builder, markdown_table, write_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "screenshot_report.py")
@@ -206,7 +205,7 @@ def test_csv_is_embedded_and_previewed(example):
     frame = example["frame"]
     assert NASTY in cells and "A|B" in cells and "case_049" in cells
     assert "case_050" not in cells   # only the preview
-    assert f"first {report.PREVIEW_ROWS} of {CSV_ROWS} rows" in example["page_text"]
+    assert f"first {builder.PREVIEW_ROWS} of {CSV_ROWS} rows" in example["page_text"]
     right = dict(page.cells)
     assert right[f"{frame.dsc[3]:g}"] and right["hd95_mm"] and right[""]   # NaN: empty cell
     assert not right["case_003"] and not right["strategy"]
@@ -290,7 +289,7 @@ def test_markdown_renders_content_as_text(example):
     assert "FineTune*" in cells and "<Frozen> & co" in cells and "0.934 ± 0.012*" in cells
     assert page.texts["h1"] == [TITLE]
     assert "1.1.1 n = 2 'small'" in page.texts["h4"]
-    assert sum(1 for c in cells if c.startswith("case_")) == report.PREVIEW_ROWS
+    assert sum(1 for c in cells if c.startswith("case_")) == builder.PREVIEW_ROWS
     assert "nnUNetTrainer_Scratch" in md    # an underscore inside a word stays unescaped
 
 
@@ -320,7 +319,7 @@ def test_no_sections_and_large_csv(tmp_path, monkeypatch):
     folder = tmp_path / "big"
     folder.mkdir()
     (folder / "big table.csv").write_text("a,b\n" + "1,2\n" * 100)
-    monkeypatch.setattr(report, "INLINE_CSV_LIMIT", 50)
+    monkeypatch.setattr(builder, "INLINE_CSV_LIMIT", 50)
     html_path, _ = write_report(str(folder), "Big", [Section("T", tables=[("big table.csv", "")])])
     with open(html_path) as f:
         text = f.read()
