@@ -145,6 +145,14 @@ def measure_bookkeeping(epochs: int, iters: int, repeats: int) -> dict:
             "patch": plans["configurations"]["3d_fullres"]["patch_size"]}
 
 
+def print_table(header: list[str], align: str, rows: list[list[str]]) -> None:
+    """A Markdown table on stdout; `align` has an "l" or "r" per column."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---:" if a == "r" else "---" for a in align) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -163,16 +171,19 @@ def main() -> None:
     print(f"Part A: step time and peak memory, PlainConvUNet 32-256, patch {PATCH}, batch {BATCH}, "
           f"{args.rounds} rounds x {args.steps} steps", flush=True)
     steps = measure_steps(args.rounds, args.steps, args.warmup)
-    base_t = statistics.median(steps["Scratch"]["times"])
-    base_m = statistics.median(steps["Scratch"]["peaks"])
+    medians = {name: (statistics.median(m["times"]), statistics.median(m["peaks"]))
+               for name, m in steps.items()}
+    base_t, base_m = medians["Scratch"]
     targets = {"FrozenRandomEncoder": ("<= 0.75", "<= 0.80"), "FrozenEncoder": ("<= 0.75", "<= 0.80"),
                "FrozenDecoder": ("<= 0.82", "")}
-    print("\n| strategy | median step (s) | step vs Scratch | target | peak step memory (MiB) "
-          "| memory vs Scratch | target |\n|---|---:|---:|---|---:|---:|---|")
-    for name, m in steps.items():
-        t, p = statistics.median(m["times"]), statistics.median(m["peaks"])
+    rows = []
+    for name, (t, p) in medians.items():
         tt, tm = targets.get(name, ("", ""))
-        print(f"| {name} | {t:.3f} | {t / base_t:.3f}x | {tt} | {p:.0f} | {p / base_m:.3f}x | {tm} |")
+        rows.append([name, f"{t:.3f}", f"{t / base_t:.3f}x", tt, f"{p:.0f}", f"{p / base_m:.3f}x",
+                     tm])
+    print()
+    print_table(["strategy", "median step (s)", "step vs Scratch", "target",
+                 "peak step memory (MiB)", "memory vs Scratch", "target"], "lrrlrrl", rows)
 
     if args.skip_bookkeeping:
         return
@@ -182,8 +193,8 @@ def main() -> None:
     plain = statistics.median(b["intervals"]["nnUNetTrainer_BenchPlain"])
     ours = statistics.median(b["intervals"]["nnUNetTrainer_Scratch"])
     print(f"\nnnU-Net plan patch {b['patch']}, batch {BATCH}")
-    print("| trainer | median epoch interval (s) |\n|---|---:|")
-    print(f"| nnUNetTrainer (plain) | {plain:.2f} |\n| nnUNetTrainer_Scratch | {ours:.2f} |")
+    print_table(["trainer", "median epoch interval (s)"], "lr",
+                [["nnUNetTrainer (plain)", f"{plain:.2f}"], ["nnUNetTrainer_Scratch", f"{ours:.2f}"]])
     print(f"side by side: Scratch / plain = {ours / plain:.3f}x")
     print(f"time inside our bookkeeping, measured by the trainer: "
           f"{100 * statistics.median(b['shares']):.2f} % of the run's epoch time (training and "

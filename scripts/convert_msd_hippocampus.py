@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from nnunet_transfer.data.convert import convert_msd
+from nnunet_transfer.data.msd import convert_msd
 from nnunet_transfer.data.raw_dataset import dataset_folder
 from nnunet_transfer.errors import UserError, exit_with_message
 

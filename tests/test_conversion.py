@@ -16,12 +16,13 @@ import pytest
 import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
-from nnunet_transfer.data import raw_dataset
-from nnunet_transfer.data.convert import ConversionSettings, convert_cases, convert_msd, \
-    find_pairs_in_csv, find_pairs_in_folder
+from nnunet_transfer.data import raw_dataset_writer
+from nnunet_transfer.data.convert import ConversionSettings, convert_cases
 from nnunet_transfer.data.domain_shift import degrade_dataset
+from nnunet_transfer.data.msd import convert_msd
 from nnunet_transfer.data.pooling import load_spec, pool_datasets
 from nnunet_transfer.data.raw_dataset import MANIFEST_NAME, dataset_folder
+from nnunet_transfer.data.sources import find_pairs_in_csv, find_pairs_in_folder
 from nnunet_transfer.data.synthetic import Domain
 from nnunet_transfer.data.volumes import Hdf5Layout
 from nnunet_transfer.errors import UserError
@@ -367,7 +368,7 @@ def test_interrupted_conversion_leaves_whole_files_and_resumes(tmp_path, monkeyp
         if calls["n"] == 3:
             raise OSError(28, "No space left on device", dst)
         return real_copy(src, dst, **kw)
-    monkeypatch.setattr(raw_dataset.shutil, "copyfile", failing_copy)
+    monkeypatch.setattr(raw_dataset_writer.shutil, "copyfile", failing_copy)
     with pytest.raises(OSError):
         convert_folder(root, out, ["images/{case}.nii.gz"], "labels/{case}.nii.gz")
     monkeypatch.undo()

@@ -1,37 +1,20 @@
 """The transfer-learning trainers, by the names users give `nnUNetv2_train -tr`.
 
-nnU-Net finds them through nnUNet_extTrainer (`eval "$(nnunet-transfer env)"`). Each one only
-names its strategy; what the strategies do is in nnunet_transfer/training/strategies.py.
+nnU-Net finds them through nnUNet_extTrainer (`eval "$(nnunet-transfer env)"`): it imports this
+folder's modules and takes the class of the requested name from them with getattr
+(nnunetv2.utilities.find_class_by_name). So one class per strategy is made here, named by its
+`trainer_name` (nnUNetTrainer_Scratch, nnUNetTrainer_FineTune, ...) and bound as a module
+attribute; a strategy declared in nnunet_transfer/training/strategies.py is a trainer without
+another line here. Each class only sets `strategy`; what it does is in TransferTrainer.
 Imports are absolute because nnU-Net imports this folder's modules as top-level modules.
 """
 
-from nnunet_transfer.training import strategies
+from nnunet_transfer.training.strategies import ALL_STRATEGIES
 from nnunet_transfer.training.trainer import TransferTrainer
 
+__all__ = [strategy.trainer_name for strategy in ALL_STRATEGIES]
 
-class nnUNetTrainer_Scratch(TransferTrainer):
-    strategy = strategies.SCRATCH
-
-
-class nnUNetTrainer_FineTune(TransferTrainer):
-    strategy = strategies.FINE_TUNE
-
-
-class nnUNetTrainer_FrozenRandomEncoder(TransferTrainer):
-    strategy = strategies.FROZEN_RANDOM_ENCODER
-
-
-class nnUNetTrainer_FrozenEncoder(TransferTrainer):
-    strategy = strategies.FROZEN_ENCODER
-
-
-class nnUNetTrainer_FrozenDecoder(TransferTrainer):
-    strategy = strategies.FROZEN_DECODER
-
-
-class nnUNetTrainer_FrozenDecoderAndHead(TransferTrainer):
-    strategy = strategies.FROZEN_DECODER_AND_HEAD
-
-
-class nnUNetTrainer_HeadOnly(TransferTrainer):
-    strategy = strategies.HEAD_ONLY
+for _strategy in ALL_STRATEGIES:
+    globals()[_strategy.trainer_name] = type(_strategy.trainer_name, (TransferTrainer,), {
+        "strategy": _strategy, "__module__": __name__, "__doc__": _strategy.summary})
+del _strategy

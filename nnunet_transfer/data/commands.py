@@ -34,7 +34,7 @@ def _print_report(report, dataset_id: int) -> None:
 
 
 def _cmd_convert_msd(args):
-    from nnunet_transfer.data.convert import convert_msd, msd_task_name
+    from nnunet_transfer.data.msd import convert_msd, msd_task_name
     from nnunet_transfer.data.labels import parse_channel_names, parse_label_names
     from nnunet_transfer.data.raw_dataset import dataset_folder
     if not os.path.isdir(args.source):
@@ -52,11 +52,11 @@ def _cmd_convert_msd(args):
 
 
 def _cmd_convert(args):
-    from nnunet_transfer.data.convert import ConversionSettings, convert_cases, \
-        find_pairs_in_csv, find_pairs_in_folder
+    from nnunet_transfer.data.convert import ConversionSettings, convert_cases
     from nnunet_transfer.data.labels import parse_channel_names, parse_label_names, \
         resolve_label_map
     from nnunet_transfer.data.raw_dataset import dataset_folder
+    from nnunet_transfer.data.sources import find_pairs_in_csv, find_pairs_in_folder
     from nnunet_transfer.data.volumes import Hdf5Layout
     if bool(args.folder) == bool(args.csv):
         raise UserError("give either --folder (with --images and --label) or --csv")
@@ -67,15 +67,15 @@ def _cmd_convert(args):
             raise UserError("--folder needs --images TEMPLATE [TEMPLATE ...] and --label "
                             "TEMPLATE, e.g. --images 'img/{case}.nrrd' --label "
                             "'seg/{case}.nrrd'")
-        discovery = find_pairs_in_folder(args.folder, args.images, args.label, args.prefix_site)
+        found = find_pairs_in_folder(args.folder, args.images, args.label, args.prefix_site)
         source = args.folder
     else:
-        discovery = find_pairs_in_csv(args.csv, args.prefix_site)
+        found = find_pairs_in_csv(args.csv, args.prefix_site)
         source = args.csv
     if args.label_map:
         mapping = dict(_pair(item, "--label-map") for item in args.label_map)
         label_map = resolve_label_map(mapping, None, labels, "--label-map")
-        for case in discovery.cases:
+        for case in found.cases:
             case.label_map = label_map
     hdf5 = None
     if args.h5_spacing is not None:
@@ -87,7 +87,7 @@ def _cmd_convert(args):
         hdf5 = Hdf5Layout(args.h5_image_key, args.h5_label_key)
     out = dataset_folder(_raw_folder(args), args.id, args.name)
     settings = ConversionSettings(labels, channels, _tolerance(args), hdf5)
-    _print_report(convert_cases(discovery, out, settings, args.name, source), args.id)
+    _print_report(convert_cases(found, out, settings, args.name, source), args.id)
 
 
 def _pair(item: str, option: str) -> tuple[str, str]:

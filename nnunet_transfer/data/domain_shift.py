@@ -24,29 +24,13 @@ from dataclasses import asdict
 
 import numpy as np
 import SimpleITK as sitk
-from scipy.ndimage import gaussian_filter
 
 from nnunet_transfer.data.convert import ConversionReport, ConversionSettings, LoadedCase, \
-    SourceCase, convert_cases, find_raw_dataset_cases
+    convert_cases
 from nnunet_transfer.data.raw_dataset import name_of
-from nnunet_transfer.data.synthetic import LOW_QUALITY_DOMAIN, Domain
+from nnunet_transfer.data.sources import SourceCase, find_raw_dataset_cases
+from nnunet_transfer.data.synthetic import LOW_QUALITY_DOMAIN, Domain, acquisition_shift
 from nnunet_transfer.errors import UserError
-
-
-def acquisition_shift(image: np.ndarray, domain: Domain, rng: np.random.Generator,
-                      noise_scale: float = 1.0) -> np.ndarray:
-    """Blur, bias field and noise of `domain` applied to a float array (z, y, x).
-
-    The noise standard deviation is domain.noise * noise_scale. The steps and random draws are
-    those of synthetic.synthetic_case, so the synthetic data can be made with this function.
-    """
-    if domain.blur_sigma > 0:
-        image = gaussian_filter(image, domain.blur_sigma)
-    if domain.bias > 0:
-        field = gaussian_filter(rng.standard_normal(image.shape), max(image.shape) / 4)
-        field = field / (np.abs(field).max() + 1e-8)
-        image = image * (1.0 + domain.bias * field)
-    return image + domain.noise * noise_scale * rng.standard_normal(image.shape)
 
 
 def degrade_volume(image: np.ndarray, domain: Domain, rng: np.random.Generator) -> np.ndarray:
@@ -78,12 +62,11 @@ def degrade_dataset(source_folder: str, out_folder: str, domain: Domain = LOW_QU
     """Write a degraded copy of the raw dataset in `source_folder` (its training cases) into
     `out_folder`. Every case gets `site` in sites.json (default: the new dataset's name)."""
     check_domain(domain)
-    discovery, dataset_json, _ = find_raw_dataset_cases(source_folder)
+    found, dataset_json, _ = find_raw_dataset_cases(source_folder)
     name = name_of(out_folder)
-    for case in discovery.cases:
+    for case in found.cases:
         case.site = site or name
-    settings = ConversionSettings({k: int(v) for k, v in dataset_json["labels"].items()},
-                                  {int(k): v for k, v in dataset_json["channel_names"].items()})
+    settings = ConversionSettings.from_dataset_json(dataset_json)
 
     def degrade(case: SourceCase, loaded: LoadedCase) -> LoadedCase:
         rng = case_rng(seed, case.case)
@@ -96,7 +79,7 @@ def degrade_dataset(source_folder: str, out_folder: str, domain: Domain = LOW_QU
 
     shift = {**asdict(domain), "seed": seed}
     return convert_cases(
-        discovery, out_folder, settings, name, source_folder, transform=degrade,
+        found, out_folder, settings, name, source_folder, transform=degrade,
         transform_settings=shift,
         description=f"{dataset_json.get('name', source_folder)} as a low-quality site "
                     f"({', '.join(f'{k} {v:g}' for k, v in shift.items())}), by nnunet-transfer",

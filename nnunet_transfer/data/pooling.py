@@ -24,9 +24,9 @@ import json
 import os
 
 from nnunet_transfer.data import labels as label_rules
-from nnunet_transfer.data.convert import ConversionReport, ConversionSettings, Discovery, \
-    SourceCase, convert_cases, find_raw_dataset_cases
+from nnunet_transfer.data.convert import ConversionReport, ConversionSettings, convert_cases
 from nnunet_transfer.data.raw_dataset import find_dataset, name_of
+from nnunet_transfer.data.sources import FoundCases, SourceCase, find_raw_dataset_cases
 from nnunet_transfer.errors import UserError
 
 SPEC_KEYS = {"labels", "channel_names", "datasets"}
@@ -71,7 +71,7 @@ def pool_datasets(spec: dict, raw_folder: str | None, out_folder: str,
             raise UserError(f"{at} needs a 'dataset' (id, DatasetXXX_Name or folder)")
         _refuse_unknown_keys(entry, DATASET_KEYS, at)
         folder = find_dataset(raw_folder, str(entry["dataset"]))
-        discovery, dataset_json, own_sites = find_raw_dataset_cases(folder)
+        found, dataset_json, own_sites = find_raw_dataset_cases(folder)
         prefix = str(entry.get("prefix") or name_of(folder))
         if prefix in prefixes:
             raise UserError(f"{at}: prefix {prefix!r} is also used for {prefixes[prefix]}; give "
@@ -85,7 +85,7 @@ def pool_datasets(spec: dict, raw_folder: str | None, out_folder: str,
             raise UserError(f"{at}: {folder} has channels {names} but {first} has "
                             f"{channel_names}; give 'channel_names' in the spec if they are the "
                             "same modalities")
-        for case in discovery.cases:
+        for case in found.cases:
             site = entry.get("site") or own_sites.get(case.case) or name_of(folder)
             cases.append(SourceCase(f"{prefix}_{case.case}", case.images, case.label,
                                     str(site), label_map))
@@ -94,7 +94,7 @@ def pool_datasets(spec: dict, raw_folder: str | None, out_folder: str,
         channel_names = label_rules.parse_channel_names(
             [str(c) for c in spec["channel_names"]], f"{where}: channel_names")
     settings = ConversionSettings(labels, channel_names)
-    return convert_cases(Discovery(cases, [], [], os.path.commonpath(sources)), out_folder,
+    return convert_cases(FoundCases(cases, [], [], os.path.commonpath(sources)), out_folder,
                          settings, name_of(out_folder), " + ".join(sources),
                          description=f"pooled from {', '.join(map(name_of, sources))} by "
                                      "nnunet-transfer",

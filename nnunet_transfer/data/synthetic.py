@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 from scipy.ndimage import gaussian_filter
 
+from nnunet_transfer.data.raw_dataset import refuse_taken_id
 from nnunet_transfer.errors import UserError
 
 
@@ -29,6 +30,22 @@ class Domain:
 
 SOURCE_DOMAIN = Domain()
 LOW_QUALITY_DOMAIN = Domain(contrast=0.6, noise=0.3, blur_sigma=1.0, bias=0.25)
+
+
+def acquisition_shift(image: np.ndarray, domain: Domain, rng: np.random.Generator,
+                      noise_scale: float = 1.0) -> np.ndarray:
+    """Blur, bias field and noise of `domain` applied to a float array (z, y, x).
+
+    The noise standard deviation is domain.noise * noise_scale. The synthetic cases and the
+    degraded copies of real datasets (domain_shift.py) take the same steps and random draws.
+    """
+    if domain.blur_sigma > 0:
+        image = gaussian_filter(image, domain.blur_sigma)
+    if domain.bias > 0:
+        field = gaussian_filter(rng.standard_normal(image.shape), max(image.shape) / 4)
+        field = field / (np.abs(field).max() + 1e-8)
+        image = image * (1.0 + domain.bias * field)
+    return image + domain.noise * noise_scale * rng.standard_normal(image.shape)
 
 
 def synthetic_case(rng: np.random.Generator, shape: tuple[int, int, int], domain: Domain,
@@ -48,14 +65,7 @@ def synthetic_case(rng: np.random.Generator, shape: tuple[int, int, int], domain
         core = distance <= 0.45
         label[core] = 2
         image += 0.6 * domain.contrast * core
-    if domain.blur_sigma > 0:
-        image = gaussian_filter(image, domain.blur_sigma)
-    if domain.bias > 0:
-        field = gaussian_filter(rng.standard_normal(shape), max(shape) / 4)
-        field = field / (np.abs(field).max() + 1e-8)
-        image *= 1.0 + domain.bias * field
-    image += domain.noise * rng.standard_normal(shape)
-    return image.astype(np.float32), label
+    return acquisition_shift(image, domain, rng).astype(np.float32), label
 
 
 def write_synthetic_dataset(raw_folder: str, dataset_id: int, name: str, *, num_training: int,
@@ -71,12 +81,9 @@ def write_synthetic_dataset(raw_folder: str, dataset_id: int, name: str, *, num_
         raise UserError("a dataset needs at least 2 training cases")
     if len(shape) != 3 or min(shape) < 8:
         raise UserError(f"shape {tuple(shape)}: give three sizes of at least 8 voxels")
-    taken = [d for d in os.listdir(raw_folder) if d.startswith(f"Dataset{dataset_id:03d}_")
-             and d != f"Dataset{dataset_id:03d}_{name}"] if os.path.isdir(raw_folder) else []
-    if taken:
-        raise UserError(f"dataset id {dataset_id} is taken by {taken[0]} in {raw_folder}; "
-                        "choose another --id")
-    folder = os.path.join(raw_folder, f"Dataset{dataset_id:03d}_{name}")
+    folder_name = f"Dataset{dataset_id:03d}_{name}"
+    refuse_taken_id(raw_folder, dataset_id, folder_name)
+    folder = os.path.join(raw_folder, folder_name)
     rng = np.random.default_rng(seed)
     cases = [("Tr", i) for i in range(num_training)] + [("Ts", i) for i in range(num_test)]
     for split, index in cases:

@@ -160,8 +160,8 @@ class StudySetup:
     def write_subset(self, dataset: DatasetSpec) -> None:
         """Some training cases of another dataset, checked and written like a conversion."""
         import numpy as np
-        from nnunet_transfer.data.convert import ConversionSettings, Discovery, \
-            convert_cases, find_raw_dataset_cases
+        from nnunet_transfer.data.convert import ConversionSettings, convert_cases
+        from nnunet_transfer.data.sources import FoundCases, find_raw_dataset_cases
         options = dataset.options
         source = self.raw_folder(options["subset"])
         discovery, dataset_json, sites = find_raw_dataset_cases(source)
@@ -179,10 +179,9 @@ class StudySetup:
             cases = [cases[i] for i in sorted(chosen)]
         for case in cases:
             case.site = sites.get(case.case)
-        settings = ConversionSettings({k: int(v) for k, v in dataset_json["labels"].items()},
-                                      {int(k): v for k, v in dataset_json["channel_names"].items()})
+        settings = ConversionSettings.from_dataset_json(dataset_json)
         out = os.path.join(self.spec.nnunet["raw"], dataset.folder_name)
-        report = convert_cases(Discovery(cases, [], [], source), out, settings,
+        report = convert_cases(FoundCases(cases, [], [], source), out, settings,
                                dataset.folder_name, source,
                                description=f"{len(cases)} cases of {os.path.basename(source)}")
         with open(self.layout.path("setup", f"dataset_{dataset.key}.log"), "a") as log:
