@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(VENV)/bin/nnunet-transfer demo
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n auto --dist loadgroup
 
 benchmark: $(STAMP)
 	$(VENV)/bin/python scripts/benchmark_strategies.py

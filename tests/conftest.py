@@ -32,6 +32,16 @@ ONE_THREAD = {"NNUNET_TRANSFER_CPU_THREADS": "1", "OMP_NUM_THREADS": "1",
               "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+def pytest_collection_modifyitems(config, items):
+    """Keep what shares fixtures in one pytest-xdist worker (`make test` runs `-n auto --dist
+    loadgroup`): every test of the shared nnU-Net workspace in one group, so the session's source
+    pretraining and strategy runs are built once; any other module as its own group, so its
+    module fixtures are built once. The other cores take the other groups meanwhile."""
+    for item in items:
+        group = "nnunet_workspace" if "workspace" in item.fixturenames else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def tool(name: str) -> str:
     path = os.path.join(BIN, name)
     return path if os.path.exists(path) else shutil.which(name) or name
