@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nnunet_transfer.study.executors import CommandJob
+from nnunet_transfer.study.executors.base import CommandJob
 from nnunet_transfer.study.grid import (
     GENERALIZATION, PRETRAIN_TRAINER, TEST, Pretraining, Run, StudyLayout, configuration_of,
     expand, needs_pretrained,
