@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from nnunet_transfer.study.executors.base import CommandJob, process_alive
+from nnunet_transfer.training.budget import KNOB_OF_FIELD
 
-THREAD_VARIABLES = ("NNUNET_TRANSFER_CPU_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+THREAD_VARIABLES = (KNOB_OF_FIELD["cpu_threads"].variable, "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                     "OPENBLAS_NUM_THREADS")
 MAX_DATA_AUGMENTATION_PROCESSES = 12  # nnU-Net's own default (get_allowed_n_proc_DA)
 
