@@ -60,7 +60,7 @@ class LocalExecutor(Executor):
         self._children[proc.pid] = proc
         start_time = process_start_time(proc.pid)
         self.share.occupy(slot, proc.pid, start_time, job.exit_path)
-        return {"kind": "local", "key": job.key, "pid": proc.pid, "pgid": proc.pid,
+        return {"kind": self.handle_kind, "key": job.key, "pid": proc.pid, "pgid": proc.pid,
                 "start_time": start_time, "exit_path": os.path.abspath(job.exit_path),
                 "log_path": os.path.abspath(job.log_path), "host": socket.gethostname(),
                 "slot": slot, "shared_env": {k: env[k] for k in sorted(env) if k not in job.env}}

@@ -151,8 +151,8 @@ class SubmititExecutor(Executor):
     def _handle(self, job: CommandJob, submitted: Any, slot: int | None) -> dict:
         job_id = str(submitted.job_id)
         self._jobs[job_id] = submitted
-        handle = {"kind": "submitit", "cluster": self.cluster, "key": job.key, "job_id": job_id,
-                  "folder": self.folder, "exit_path": os.path.abspath(job.exit_path),
+        handle = {"kind": self.handle_kind, "cluster": self.cluster, "key": job.key,
+                  "job_id": job_id, "folder": self.folder, "exit_path": os.path.abspath(job.exit_path),
                   "log_path": os.path.abspath(job.log_path), "slot": slot}
         if self.cluster == "local":  # the job id is the pid of submitit's controller
             handle["start_time"] = process_start_time(int(job_id))
