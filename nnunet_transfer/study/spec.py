@@ -19,8 +19,8 @@ ALL = "all"
 DATASET_KINDS = ("synthetic", "msd", "subset", "degrade", "pool", "existing")
 EXECUTORS = ("local", "submitit-local", "slurm")
 DEVICES = ("auto", "cpu", "cuda")
-# The knobs a study sets for every training; the others (lr, load, head) are the trainer's
-# defaults, and the CPU threads are the executor's share of the machine.
+# The knobs a study sets for every training: lr, load and head are left to the trainer, the CPU
+# threads are the executor's share of the machine (executors.sharing).
 STUDY_KNOBS = ("epochs", "iters", "val_iters", "snapshot_every", "seed")
 
 
