@@ -30,3 +30,11 @@ def test_bad_values_name_the_variable_and_the_fix(variable, value, words):
         Budget.from_environment({variable: value})
     assert variable in str(error.value) and words in str(error.value)
     assert f"unset {variable}" in str(error.value)
+
+
+def test_environment_gives_the_trainer_the_same_budget():
+    budget = Budget(epochs=7, iters=11, val_iters=3, lr=0.003, snapshot_every=0, seed=42,
+                    load="encoder", head="reinit", cpu_threads=2)
+    assert Budget.from_environment(budget.environment()) == budget
+    assert Budget(epochs=7, iters=11).environment(("epochs", "iters", "seed")) == {
+        "NNUNET_TRANSFER_EPOCHS": "7", "NNUNET_TRANSFER_ITERS": "11"}

@@ -15,9 +15,11 @@ import time
 import pytest
 
 from nnunet_transfer.errors import UserError
-from nnunet_transfer.study.executors import (CommandJob, JobStatus, LocalExecutor,
-                                             SubmititExecutor, make_executor, process_alive,
-                                             slurm_state_is_active)
+from nnunet_transfer.study.executors.base import CommandJob, JobStatus, process_alive
+from nnunet_transfer.study.executors.kinds import make_executor
+from nnunet_transfer.study.executors.local import LocalExecutor
+from nnunet_transfer.study.executors.slurm import slurm_state_is_active
+from nnunet_transfer.study.executors.submitit_executor import SubmititExecutor
 
 SH = "/bin/sh"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -193,7 +195,8 @@ def test_gpu_slots_round_robin(tmp_path, monkeypatch):
 
 SUBMITTER = textwrap.dedent("""
     import json, os, sys, time
-    from nnunet_transfer.study.executors import CommandJob, make_executor
+    from nnunet_transfer.study.executors.base import CommandJob
+    from nnunet_transfer.study.executors.kinds import make_executor
     kind, folder, how, specs = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
     executor = make_executor(kind, jobs=2, folder=folder, gpus=0)
     handles = [executor.submit(CommandJob(**spec)) for spec in specs]
@@ -419,7 +422,8 @@ def test_slurm_job_function_on_the_node(tmp_path):
                         uses_accelerator=False)
     cores = len(os.sched_getaffinity(0))
     for job, code in ((gpu_job, 0), (cpu_job, 4)):
-        call = ("import sys; from nnunet_transfer.study.executors import run_submitted_job; "
+        call = ("import sys; from nnunet_transfer.study.executors.submitit_executor import "
+                "run_submitted_job; "
                 f"sys.exit(run_submitted_job({job.wrapper_argv()!r}, {dict(job.env)!r}, None, "
                 f"{job.uses_accelerator}, True))")
         result = subprocess.run([sys.executable, "-c", call], timeout=30,

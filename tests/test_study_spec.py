@@ -12,7 +12,7 @@ import pytest
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.study.demo import example_study, study_text
 from nnunet_transfer.study.grid import StudyLayout, expand
-from nnunet_transfer.study.spec import load_study
+from nnunet_transfer.study.study_file import load_study
 
 
 def write(tmp_path, text: str, name: str = "study.yaml") -> str:
@@ -38,7 +38,7 @@ GOOD = """\
 
 def test_example_and_demo_files_are_valid(tmp_path):
     spec = load_study(write(tmp_path, example_study()))
-    assert spec.strategies[0] == "Scratch" and spec.generalization == "unseen"
+    assert spec.strategies[0].name == "Scratch" and spec.generalization == "unseen"
     assert spec.workdir == str(tmp_path)
     hippocampus = tmp_path / "Task04_Hippocampus"
     (hippocampus / "imagesTr").mkdir(parents=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from nnunet_transfer.study.spec import StudySpec, load_study
+from nnunet_transfer.study.spec import StudySpec
+from nnunet_transfer.study.study_file import load_study
 
 
 def load_with_environment(study_file: str) -> StudySpec:
@@ -18,7 +19,8 @@ def load_with_environment(study_file: str) -> StudySpec:
 def _cmd_check(args):
     spec = load_study(args.study)
     print(f"{args.study}: no mistakes found. Study {spec.name}: strategies "
-          f"{', '.join(spec.strategies)}; sizes {list(spec.sizes)}; seeds {list(spec.seeds)}; "
+          f"{', '.join(s.name for s in spec.strategies)}; sizes {list(spec.sizes)}; "
+          f"seeds {list(spec.seeds)}; "
           f"architectures {', '.join(spec.architectures)}; analyses {', '.join(spec.analyses)}; "
           f"executor {spec.executor.kind} x {spec.executor.jobs}; files under {spec.workdir}")
 

@@ -17,8 +17,9 @@ import os
 from dataclasses import dataclass
 
 from nnunet_transfer.study.spec import ALL, UNET, StudySpec
+from nnunet_transfer.training.strategies import SCRATCH, Strategy
 
-PRETRAIN_TRAINER = "nnUNetTrainer_Scratch"
+PRETRAIN_TRAINER = SCRATCH.trainer_name   # the sources are trained from scratch
 UNSEEN_PREFIX = "unseen_"   # the unseen test set's cases among the images every run predicts
 TEST, GENERALIZATION = "test", "generalization"
 
@@ -60,7 +61,7 @@ class Pretraining:
 class Run:
     source: str
     architecture: str
-    strategy: str
+    strategy: Strategy
     size: object         # as in the study file: a number or "all"
     n: int               # training cases
     seed: int
@@ -68,16 +69,13 @@ class Run:
 
     @property
     def key(self) -> str:
-        return f"{self.strategy}__n{self.n}__seed{self.seed}__{self.architecture}__{self.source}"
-
-    @property
-    def trainer(self) -> str:
-        return f"nnUNetTrainer_{self.strategy}"
+        return (f"{self.strategy.name}__n{self.n}__seed{self.seed}__{self.architecture}__"
+                f"{self.source}")
 
     @property
     def label(self) -> str:
         """STRATEGY:N:SEED, the run label of `nnunet-transfer compare`."""
-        return f"{self.strategy}:{self.n}:{self.seed}"
+        return f"{self.strategy.name}:{self.n}:{self.seed}"
 
     @property
     def cell(self) -> tuple[str, str, int]:
@@ -143,7 +141,7 @@ class StudyLayout:
 
     def run_folder(self, run: Run) -> str:
         target = self.spec.datasets[self.spec.target]
-        return self.results_folder(target.folder_name, run.trainer,
+        return self.results_folder(target.folder_name, run.strategy.trainer_name,
                                    transferred_plans(self.spec, run.source),
                                    configuration_of(self.spec, run.architecture), run.fold)
 
@@ -158,7 +156,7 @@ def expand(spec: StudySpec, pool_size: int) -> tuple[list[Pretraining], list[Run
     runs: dict[str, Run] = {}
     for source in spec.sources:
         for architecture in spec.architectures:
-            if any(needs_pretrained(s) for s in spec.strategies):
+            if any(s.needs_pretrained for s in spec.strategies):
                 pretrainings.append(Pretraining(source, architecture))
             for size in spec.sizes:
                 n = resolve_size(size, pool_size)
@@ -172,8 +170,3 @@ def expand(spec: StudySpec, pool_size: int) -> tuple[list[Pretraining], list[Run
 
 def study_ns(spec: StudySpec, pool_size: int) -> list[int]:
     return sorted({resolve_size(size, pool_size) for size in spec.sizes})
-
-
-def needs_pretrained(strategy: str) -> bool:
-    from nnunet_transfer.training.strategies import ALL_STRATEGIES, Pretrained
-    return next(s for s in ALL_STRATEGIES if s.name == strategy).pretrained is Pretrained.REQUIRED

@@ -12,16 +12,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nnunet_transfer.study.executors import CommandJob
+from nnunet_transfer.discovery import console_script
+from nnunet_transfer.study.executors.base import CommandJob
 from nnunet_transfer.study.grid import (
     GENERALIZATION, PRETRAIN_TRAINER, TEST, Pretraining, Run, StudyLayout, configuration_of,
-    expand, needs_pretrained,
-    plans_of_source, transferred_plans)
-from nnunet_transfer.discovery import console_script
+    expand, plans_of_source, transferred_plans)
 from nnunet_transfer.study.setup import StudySetup
 from nnunet_transfer.study.spec import StudySpec
 from nnunet_transfer.study.state import SUCCEEDED, StudyState
-
+from nnunet_transfer.training.strategies import FINE_TUNE, SCRATCH
 
 
 @dataclass
@@ -73,13 +72,6 @@ class StudyJobs:
             return self._job(key, attempt, argv, env)
         return command
 
-    def _budget_env(self, epochs: int, iterations: int, snapshot_every: int, seed: int
-                    ) -> dict[str, str]:
-        return {"NNUNET_TRANSFER_EPOCHS": str(epochs), "NNUNET_TRANSFER_ITERS": str(iterations),
-                "NNUNET_TRANSFER_VAL_ITERS": str(self.spec.budget.val_iterations),
-                "NNUNET_TRANSFER_SNAPSHOT_EVERY": str(snapshot_every),
-                "NNUNET_TRANSFER_SEED": str(seed)}
-
     @staticmethod
     def _final_checkpoint(folder: str) -> Callable[[], str | None]:
         path = os.path.join(folder, "checkpoint_final.pth")
@@ -87,30 +79,29 @@ class StudyJobs:
 
     # -- the jobs -----------------------------------------------------------------------------
     def pretrain_job(self, pretraining: Pretraining) -> StudyJob:
-        spec, budget = self.spec, self.spec.budget
+        spec = self.spec
         folder = self.layout.pretrained_folder(pretraining)
-        env = self._budget_env(budget.source_epochs, budget.source_iterations or budget.iterations,
-                               0, 0)
+        env = spec.budget.pretraining_environment()
         command = self._training(pretraining.key, spec.datasets[pretraining.source].id,
                                  configuration_of(spec, pretraining.architecture), "all",
                                  plans_of_source(spec), PRETRAIN_TRAINER, folder, env, None)
         return StudyJob(pretraining.key, "pretrain", command, self._final_checkpoint(folder))
 
     def train_job(self, run: Run) -> StudyJob:
-        spec, budget = self.spec, self.spec.budget
+        spec = self.spec
         folder = self.layout.run_folder(run)
         needs, pretrained = (), None
-        if needs_pretrained(run.strategy):
+        if run.strategy.needs_pretrained:
             pretraining = Pretraining(run.source, run.architecture)
             needs = (pretraining.key,)
             pretrained = os.path.join(self.layout.pretrained_folder(pretraining),
                                       "checkpoint_final.pth")
-        env = self._budget_env(budget.epochs, budget.iterations, budget.snapshot_every, run.seed)
+        env = spec.budget.run_environment(run.seed)
         key = f"train__{run.key}"
         command = self._training(key, spec.datasets[spec.target].id,
                                  configuration_of(spec, run.architecture), run.fold,
-                                 transferred_plans(spec, run.source), run.trainer, folder, env,
-                                 pretrained)
+                                 transferred_plans(spec, run.source),
+                                 run.strategy.trainer_name, folder, env, pretrained)
         return StudyJob(key, "train", command, self._final_checkpoint(folder), needs=needs,
                         runs=(run,))
 
@@ -128,8 +119,8 @@ class StudyJobs:
             argv = [console_script("nnUNetv2_predict"), "-i", self.layout.test_images, "-o", out,
                     "-d", str(spec.datasets[spec.target].id), "-c",
                     configuration_of(spec, run.architecture), "-f", str(run.fold), "-p",
-                    transferred_plans(spec, run.source), "-tr", run.trainer, "-device",
-                    self.device, "-npp", "1", "-nps", "1", "--continue_prediction"]
+                    transferred_plans(spec, run.source), "-tr", run.strategy.trainer_name,
+                    "-device", self.device, "-npp", "1", "-nps", "1", "--continue_prediction"]
             return self._job(key, attempt, argv, {})
 
         def evaluations() -> list[str]:
@@ -166,7 +157,7 @@ class StudyJobs:
             fold = self.layout.run_folder
 
             def labelled(selection) -> list[str]:
-                return [f"{r.strategy}_seed{r.seed}={fold(r)}" for r in selection]
+                return [f"{r.strategy.name}_seed{r.seed}={fold(r)}" for r in selection]
 
             if kind in ("convergence",):
                 return labelled(done) if done else "no run of this cell finished"
@@ -176,17 +167,18 @@ class StudyJobs:
             if kind == "similarity":
                 groups = {}
                 for r in done:
-                    groups.setdefault(r.strategy, []).append(fold(r))
+                    groups.setdefault(r.strategy.name, []).append(fold(r))
                 groups = {s: folders for s, folders in groups.items() if len(folders) >= 2}
                 if not groups:
                     return "no strategy has two finished seeds"
                 return [a for s, folders in groups.items() for a in ("--group", s, *folders)]
-            transfer_strategy = "FineTune" if "FineTune" in self.spec.strategies else next(
-                (s for s in self.spec.strategies if needs_pretrained(s)), None)
+            transfer_strategy = FINE_TUNE if FINE_TUNE in self.spec.strategies else next(
+                (s for s in self.spec.strategies if s.needs_pretrained), None)
             transfer = [r for r in done if r.strategy == transfer_strategy]
-            scratch = [r for r in done if r.strategy == "Scratch"]
+            scratch = [r for r in done if r.strategy == SCRATCH]
             if not transfer or not scratch:
-                return f"reuse needs finished {transfer_strategy} and Scratch runs"
+                return (f"reuse needs finished {getattr(transfer_strategy, 'name', None)} and "
+                        f"{SCRATCH.name} runs")
             return ["--transfer", *labelled(transfer), "--scratch", *labelled(scratch)]
 
         def command(attempt: int) -> CommandJob | str:

@@ -22,8 +22,9 @@ from nnunet_transfer.study.grid import GENERALIZATION, TEST, Run, StudyLayout
 from nnunet_transfer.study.jobs import StudyJob
 from nnunet_transfer.study.spec import StudySpec
 from nnunet_transfer.study.state import FAILED, SUCCEEDED, StudyState
+from nnunet_transfer.training.strategies import SCRATCH
 
-REFERENCE_STRATEGY = "Scratch"
+REFERENCE_STRATEGY = SCRATCH   # the paired tests compare every strategy with it
 ANALYSIS_TITLES = {
     "convergence": "Convergence: validation Dice against iterations and time",
     "evolution": "Evolution of each layer (RSIM of every snapshot vs the converged network)",
@@ -48,7 +49,7 @@ def accuracy_section(layout: StudyLayout, runs: list[Run], state: StudyState, te
         RunSpec, collect_runs, comparison_table, to_markdown, write_comparison)
     subsections = []
     for (source, architecture), cell_runs in _cells(runs).items():
-        evaluated = [(RunSpec(r.strategy, r.n, r.seed),
+        evaluated = [(RunSpec(r.strategy.name, r.n, r.seed),
                       os.path.join(layout.evaluation(r, test_set), "evaluation_per_case.csv"))
                      for r in cell_runs
                      if state.state(f"predict__{r.key}") == SUCCEEDED]
@@ -56,7 +57,7 @@ def accuracy_section(layout: StudyLayout, runs: list[Run], state: StudyState, te
             continue
         table_runs = collect_runs(evaluated)
         strategies = set(table_runs["strategy"])
-        reference = REFERENCE_STRATEGY if REFERENCE_STRATEGY in strategies and \
+        reference = REFERENCE_STRATEGY.name if REFERENCE_STRATEGY.name in strategies and \
             len(strategies) > 1 else None
         table = comparison_table(table_runs, reference)
         markdown = to_markdown(table, reference)
@@ -90,7 +91,7 @@ def run_costs(layout: StudyLayout, runs: list[Run], state: StudyState,
         iterations = int(last["iterations"])
         train_time = float(last["cumulative_train_time_s"])
         rows.append({"source": run.source, "architecture": run.architecture,
-                     "strategy": run.strategy, "n": run.n, "seed": run.seed,
+                     "strategy": run.strategy.name, "n": run.n, "seed": run.seed,
                      "epochs": len(epochs), "iterations": iterations,
                      "train_time_s": train_time, "s_per_iteration": train_time / iterations,
                      "best_pseudo_dice": converged.maximum,
@@ -172,10 +173,11 @@ def overview(spec: StudySpec, jobs: list[StudyJob], state: StudyState, runs: lis
     return (f"Study **{md_escape(spec.name)}** ({md_escape(spec.path)}). Datasets: {datasets}. "
             f"Pretrained on {md_escape(', '.join(spec.sources))}; target "
             f"{md_escape(spec.target)} with {spec.test_cases} held-out test "
-            f"cases. Runs: {len(runs)} = strategies {', '.join(spec.strategies)} x n "
+            f"cases. Runs: {len(runs)} = strategies {', '.join(s.name for s in spec.strategies)} "
+            f"x n "
             f"{sorted({r.n for r in runs})} x seeds {list(spec.seeds)} x architectures "
-            f"{', '.join(spec.architectures)}. Budget: {budget.epochs} epochs x "
-            f"{budget.iterations} iterations per run, sources {budget.source_epochs} epochs. "
+            f"{', '.join(spec.architectures)}. Budget: {budget.target.epochs} epochs x "
+            f"{budget.target.iters} iterations per run, sources {budget.source.epochs} epochs. "
             f"Jobs: {', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}.")
 
 

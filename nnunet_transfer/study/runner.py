@@ -38,7 +38,7 @@ def resolve_device(spec: StudySpec) -> str:
 
 
 def study_executor(spec: StudySpec):
-    from nnunet_transfer.study.executors import make_executor
+    from nnunet_transfer.study.executors.kinds import make_executor
     layout = StudyLayout(spec)
     return make_executor(spec.executor.kind, jobs=spec.executor.jobs,
                          folder=layout.path("executor"), slurm=spec.executor.slurm)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass, fields
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from nnunet_transfer.errors import UserError
 
@@ -83,6 +83,9 @@ KNOBS = (
 )
 
 
+KNOB_OF_FIELD = {knob.field: knob for knob in KNOBS}
+
+
 def parse_knob(knob: Knob, text: str, given_as: str, fix: str) -> object:
     """The value of `knob` written as `text`, or a UserError naming how it was given."""
     try:
@@ -125,3 +128,14 @@ class Budget:
 
     def as_dict(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def environment(self, knobs: Iterable[str] | None = None) -> dict[str, str]:
+        """The variables that give a trainer this budget, {NNUNET_TRANSFER_<KNOB>: value}, in
+        the order of KNOBS: of the knobs named by field (default: all), those not None. The
+        knobs left out keep what the trainer's environment says."""
+        chosen = set(KNOB_OF_FIELD) if knobs is None else set(knobs)
+        unknown = chosen - set(KNOB_OF_FIELD)
+        if unknown:
+            raise ValueError(f"not budget knobs: {sorted(unknown)}")
+        return {knob.variable: str(getattr(self, knob.field)) for knob in KNOBS
+                if knob.field in chosen and getattr(self, knob.field) is not None}

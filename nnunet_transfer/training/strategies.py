@@ -30,6 +30,10 @@ class Strategy:
     def trainer_name(self) -> str:
         return f"nnUNetTrainer_{self.name}"
 
+    @property
+    def needs_pretrained(self) -> bool:
+        return self.pretrained is Pretrained.REQUIRED
+
     def __post_init__(self) -> None:
         unknown = set(self.frozen_parts) - set(PARTS)
         if unknown:

@@ -1,6 +1,6 @@
 """Run one command of a study and record how it ended, whatever happens to the runner.
 
-    python nnunet_transfer/study/run_job.py EXIT_PATH LOG_PATH -- COMMAND [ARG...]
+    python nnunet_transfer/study/executors/run_job.py EXIT_PATH LOG_PATH -- COMMAND [ARG...]
 
 The command's stdout and stderr are appended to LOG_PATH (its folder is created), between a
 start and an end line written by this wrapper. When the command ends, its exit code is written

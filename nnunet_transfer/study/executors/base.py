@@ -1,0 +1,199 @@
+"""The job interface of the executors: a `CommandJob`, its `JobStatus`, the `Executor` that
+runs it, and how a job's end is known from files and processes.
+
+How a job ended is known from files, never from the process that started it. Every command
+runs through a small wrapper (`run_job.py` in this folder) that appends the command's output to
+`job.log_path` and, when the command ends, writes its exit code to `job.exit_path` atomically
+(128 + N when it was killed by signal N). So `status` works from a handle stored by an earlier
+runner that was killed or crashed: an exit file means succeeded (0) or failed (anything else);
+no exit file and the job still alive means running; no exit file and nothing alive means lost
+(the wrapper itself was killed, e.g. with SIGKILL, or the machine went down): the runner
+re-submits it. The command runs with "parent death signal" SIGKILL, so the command of a lost
+job is not running any more (processes it started itself may outlive it, as they would outlive
+it killed by hand). `submit` removes an exit file left by an earlier attempt. An executor starts
+what it is given: keeping at most `capacity` jobs in flight is the runner's part.
+
+A handle names the kind of executor that made it (`handle_kind`); the status of a handle of
+another kind (the study switched executors while jobs of the old one were still running) is
+asked of an executor of that kind, its `follower`.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Mapping, Sequence
+
+from nnunet_transfer.study.executors import run_job
+
+WRAPPER = os.path.abspath(run_job.__file__)
+CANCEL_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class CommandJob:
+    key: str                      # unique, filesystem-safe id, e.g. "train__FineTune__n5__seed0__unet"
+    argv: tuple[str, ...]         # the command (absolute path of the tool first)
+    env: Mapping[str, str]        # variables added on top of the runner's environment
+    log_path: str                 # stdout+stderr of the command go here (appended; the folder is created)
+    exit_path: str                # the wrapper writes the exit code here atomically when the command ends
+    cwd: str | None = None
+    uses_accelerator: bool = True # False for jobs that never use a GPU (evaluation, analysis on CPU)
+
+    def wrapper_argv(self) -> list[str]:
+        """The command line that runs `argv` through the wrapper."""
+        return [sys.executable, WRAPPER, os.path.abspath(self.exit_path),
+                os.path.abspath(self.log_path), "--", *self.argv]
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    state: Literal["running", "succeeded", "failed", "lost"]
+    exit_code: int | None = None
+
+
+_HANDLE_KINDS: dict[str, type["Executor"]] = {}
+
+
+class Executor(abc.ABC):
+    name: str
+    capacity: int                 # jobs at once
+    handle_kind: ClassVar[str]    # the "kind" of the handles it makes
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        _HANDLE_KINDS[cls.handle_kind] = cls
+
+    @abc.abstractmethod
+    def submit(self, job: CommandJob) -> dict:
+        """Start `job`; return a JSON-serialisable handle record."""
+
+    def submit_many(self, jobs: Sequence[CommandJob]) -> list[dict]:
+        """Start several jobs (a job array on SLURM); handles in the same order."""
+        return [self.submit(job) for job in jobs]
+
+    def status(self, handle: dict) -> JobStatus:
+        """Works for handles made by an earlier process, and by an executor of another kind."""
+        if handle.get("kind") != self.handle_kind:
+            return follower_for(handle).status(handle)
+        return self._status(handle)
+
+    def cancel(self, handle: dict) -> None:
+        if handle.get("kind") != self.handle_kind:
+            return follower_for(handle).cancel(handle)
+        return self._cancel(handle)
+
+    @abc.abstractmethod
+    def _status(self, handle: dict) -> JobStatus:
+        """`status` of a handle of this kind."""
+
+    @abc.abstractmethod
+    def _cancel(self, handle: dict) -> None:
+        """`cancel` of a handle of this kind."""
+
+    @classmethod
+    @abc.abstractmethod
+    def follower(cls, handle: dict) -> "Executor":
+        """One that can follow (status, cancel) `handle`, made by another process."""
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """One line for `study status` and logs."""
+
+
+def follower_for(handle: dict) -> Executor:
+    """An executor of the kind that made `handle`."""
+    kind = _HANDLE_KINDS.get(handle.get("kind"))
+    if kind is None:
+        raise ValueError(f"not an executor handle: {handle!r}")
+    return kind.follower(handle)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exit files and processes
+
+
+def read_exit_status(exit_path: str) -> JobStatus | None:
+    """succeeded / failed from the wrapper's exit file, None while there is none."""
+    try:
+        with open(exit_path) as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        return None
+    try:
+        code = int(text)
+    except ValueError:  # not written by the wrapper (it writes atomically)
+        return JobStatus("failed", None)
+    return JobStatus("succeeded" if code == 0 else "failed", code)
+
+
+def remove_stale(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def prepare_attempt(job: CommandJob) -> None:
+    """Remove the exit file of an earlier attempt and create the log's folder."""
+    remove_stale(job.exit_path)
+    os.makedirs(os.path.dirname(os.path.abspath(job.log_path)), exist_ok=True)
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks since boot) from /proc/<pid>/stat, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2:].split()  # the command name may contain spaces and ')'
+    return fields[0], int(fields[19])             # fields 3 and 22 of proc(5)
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of `pid` (zombies included), None when there is no such process or no
+    /proc: with the pid it identifies the process even after the pid is recycled."""
+    stat = _proc_stat(pid)
+    return None if stat is None else stat[1]
+
+
+def process_alive(pid: int, start_time: int | None) -> bool:
+    """`pid` runs and is the process that had `start_time` (a zombie has ended)."""
+    if os.path.isdir("/proc/self"):
+        stat = _proc_stat(pid)
+        if stat is None or stat[0] in ("Z", "X", "x"):
+            return False
+        return start_time is None or stat[1] == start_time
+    try:  # no /proc: only whether the pid exists
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def child_ended(proc: subprocess.Popen) -> bool:
+    """Whether our child `proc` ended, without reaping it: while it is a zombie its pid, and so
+    its process-group id, cannot be given to another process."""
+    if proc.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+    except AttributeError:  # no waitid (not Linux)
+        return proc.poll() is not None

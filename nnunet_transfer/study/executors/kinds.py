@@ -1,0 +1,54 @@
+"""The executor kinds a study names, and `make_executor`, which makes one: "local" runs the
+jobs as processes of this machine (`local`), "slurm" submits them to SLURM and "submitit-local"
+runs them through submitit on this machine (`submitit_executor`). Importing it makes every
+kind known, so that an executor of one kind can follow the handles of the others.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any, Mapping
+
+from nnunet_transfer.errors import UserError
+from nnunet_transfer.study.executors.base import Executor
+from nnunet_transfer.study.executors.local import LocalExecutor
+from nnunet_transfer.study.executors.slurm import check_slurm_options
+from nnunet_transfer.study.executors.submitit_executor import SubmititExecutor
+
+KINDS = ("local", "slurm", "submitit-local")
+
+
+def make_executor(kind: str, *, jobs: int | None = None, folder: str,
+                  slurm: Mapping[str, Any] | None = None, cpus: int | None = None,
+                  gpus: int | None = None) -> Executor:
+    """The executor `kind` ("local", "slurm", "submitit-local"), see the package doc.
+
+    jobs: jobs at once; default: the number of visible GPUs or 1 on this machine, 64 in flight
+    on SLURM. folder: where executor bookkeeping goes (submitit's folders). slurm: options of
+    the SLURM jobs (`SLURM_OPTIONS`), validated for every kind. cpus / gpus: the cores and GPUs
+    of this machine to share (default: this process's CPU affinity, torch.cuda.device_count()).
+    """
+    if kind not in KINDS:
+        raise UserError(f"executor: unknown kind {kind!r}; use one of {', '.join(KINDS)} "
+                        f"(local runs the jobs on this machine, slurm submits them to SLURM)")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise UserError(f"jobs: must be a whole number >= 1 (how many jobs run at once), got "
+                        f"{jobs!r}; e.g. jobs: 2")
+    for name, value in (("cpus", cpus), ("gpus", gpus)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < (1 if name == "cpus" else 0)):
+            raise UserError(f"{name}: must be a whole number >= {1 if name == 'cpus' else 0}, "
+                            f"got {value!r}")
+    options = check_slurm_options(slurm, require_time=kind == "slurm")
+    if kind == "local":
+        return LocalExecutor(jobs, cpus=cpus, gpus=gpus)
+    if kind == "slurm":
+        missing = [tool for tool in ("sbatch", "srun", "sacct") if shutil.which(tool) is None]
+        if missing:
+            raise UserError(
+                f"executor: slurm needs SLURM's {', '.join(missing)} on the PATH, and "
+                f"{' / '.join(missing)} {'was' if len(missing) == 1 else 'were'} not found on "
+                f"this machine; run the study on the cluster's login node, or use "
+                f"`executor: local` (or `submitit-local`) to run it here")
+        return SubmititExecutor("slurm", folder, jobs, options)
+    return SubmititExecutor("local", folder, jobs, options, cpus=cpus, gpus=gpus)
