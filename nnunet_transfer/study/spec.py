@@ -46,11 +46,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from nnunet_transfer.analysis.kinds import KINDS
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.study.yaml_lines import LocatedDocument, load_with_lines
 
 UNET = "unet"
-ANALYSES = ("convergence", "evolution", "similarity", "reuse", "weights")
+ANALYSES = tuple(KINDS)
 DATASET_KINDS = ("synthetic", "msd", "subset", "degrade", "pool", "existing")
 EXECUTORS = ("local", "submitit-local", "slurm")
 DEVICES = ("auto", "cpu", "cuda")
@@ -486,9 +487,7 @@ def _fraction(value):
 
 def _check_analyses(problems: _Problems, analyses, strategies, seeds) -> None:
     """Analyses that could not produce a number with this grid are mistakes, found now."""
-    if "reuse" in analyses and not ("Scratch" in strategies and len(strategies) > 1):
-        problems.add(("analyses",), "reuse compares transfer runs with Scratch runs: add "
-                     "Scratch and at least one transfer strategy, or drop reuse")
-    if "similarity" in analyses and len(seeds) < 2:
-        problems.add(("analyses",), "similarity compares networks within a strategy: it needs "
-                     "at least two seeds (seeds: [0, 1]), or drop similarity")
+    for kind in KINDS.values():
+        problem = kind.grid_problem(strategies, seeds) if kind.name in analyses else None
+        if problem:
+            problems.add(("analyses",), problem)
