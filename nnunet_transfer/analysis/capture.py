@@ -42,11 +42,7 @@ from torch import nn
 from nnunet_transfer.analysis.blocks import Block, BlockSampler, voxel_indices
 from nnunet_transfer.analysis.layers import default_layers, find_layer
 from nnunet_transfer.analysis.moments import (
-    MomentAccumulator,
-    Moments,
-    default_chunk_size,
-    warn_if_few_datapoints,
-)
+    MomentAccumulator, Moments, default_chunk_size, warn_if_few_datapoints)
 from nnunet_transfer.analysis.pwcca import Weighting, pwcca_from_moments
 from nnunet_transfer.analysis.svcca_cka import linear_cka_from_moments, svcca_from_moments
 from nnunet_transfer.architectures.parts import unwrap

@@ -12,14 +12,7 @@ import pandas as pd
 
 from nnunet_transfer.analysis import figures
 from nnunet_transfer.analysis.measure import (
-    MEASURE_TITLES,
-    NULL,
-    CaptureOptions,
-    Measurer,
-    layer_summaries,
-    null_by_layer,
-    null_text,
-)
+    MEASURE_TITLES, NULL, CaptureOptions, Measurer, layer_summaries, null_by_layer, null_text)
 from nnunet_transfer.analysis.outputs import Notes, Output, markdown_table
 from nnunet_transfer.analysis.runs import AnalysedRun, NetworkSet, check_unique
 from nnunet_transfer.analysis.summary import p_cell, summarize, welch_p

@@ -11,14 +11,7 @@ import pandas as pd
 
 from nnunet_transfer.analysis import figures
 from nnunet_transfer.analysis.measure import (
-    MEASURE_TITLES,
-    NULL,
-    CaptureOptions,
-    Measurer,
-    null_by_layer,
-    null_pairs,
-    null_text,
-)
+    MEASURE_TITLES, NULL, CaptureOptions, Measurer, null_by_layer, null_pairs, null_text)
 from nnunet_transfer.analysis.outputs import Notes, Output, integer_columns, markdown_table
 from nnunet_transfer.analysis.runs import AnalysedRun, NetworkSet
 from nnunet_transfer.analysis.summary import number_cell

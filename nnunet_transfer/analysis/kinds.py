@@ -22,15 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nnunet_transfer.analysis.options import (
-    RUN_HELP,
-    PositiveInt,
-    add_alpha,
-    add_capture_options,
-    add_convergence_options,
-    add_data_options,
-    add_runs,
-    capture_options,
-)
+    RUN_HELP, PositiveInt, add_alpha, add_capture_options, add_convergence_options,
+    add_data_options, add_runs, capture_options)
 from nnunet_transfer.errors import UserError
 
 if TYPE_CHECKING:
@@ -88,6 +81,8 @@ class AnalysisKind:
         uses_accelerator: whether a study job of it may use the GPU.
         grid_problem: why a study with these strategy names and seeds could never give it a
             number (None: it could).
+
+    The declarations below give the fields up to `study_options` by position, in this order.
     """
 
     name: str
@@ -164,12 +159,10 @@ def _run_convergence(args: argparse.Namespace, notes: Notes) -> Output:
 
 
 CONVERGENCE = AnalysisKind(
-    name="convergence", summary="convergence",
-    help="validation pseudo-Dice against iterations and wall time; epoch, iterations and time "
-         "to convergence per run",
-    title="Convergence: validation Dice against iterations and time",
-    add_options=_convergence_options, run=_run_convergence,
-    study_arguments=_all_finished, study_options=(_tolerance,), uses_accelerator=False)
+    "convergence", "convergence", "validation pseudo-Dice against iterations and wall time; "
+    "epoch, iterations and time to convergence per run",
+    "Convergence: validation Dice against iterations and time",
+    _convergence_options, _run_convergence, _all_finished, (_tolerance,), uses_accelerator=False)
 
 
 # -- evolution ---------------------------------------------------------------------------------
@@ -189,12 +182,11 @@ def _run_evolution(args: argparse.Namespace, notes: Notes) -> Output:
 
 
 EVOLUTION = AnalysisKind(
-    name="evolution", summary="layer evolution",
-    help="RSIM of every snapshot vs the snapshot at the convergence epoch, per layer, a curve "
-         "per run (Karimi et al. Figs 6-7)",
-    title="Evolution of each layer (RSIM of every snapshot vs the converged network)",
-    add_options=_evolution_options, run=_run_evolution, study_arguments=_first_seed_runs,
-    study_options=(_seed_and_device, _blocks, _tolerance, _layers))
+    "evolution", "layer evolution", "RSIM of every snapshot vs the snapshot at the convergence "
+    "epoch, per layer, a curve per run (Karimi et al. Figs 6-7)",
+    "Evolution of each layer (RSIM of every snapshot vs the converged network)",
+    _evolution_options, _run_evolution, _first_seed_runs,
+    (_seed_and_device, _blocks, _tolerance, _layers))
 
 
 # -- similarity within and across groups -------------------------------------------------------
@@ -241,17 +233,17 @@ def _needs_two_seeds(strategies: Sequence[str], seeds: Sequence[int]) -> str | N
 
 
 SIMILARITY = AnalysisKind(
-    name="similarity", summary="similarity",
-    help="RSIM of final networks within and across groups of runs, Welch t-tests (Karimi et "
-         "al. Table 8)",
-    title="Similarity between networks (RSIM within and across strategies)",
-    add_options=_similarity_options, run=_run_similarity, study_arguments=_strategy_groups,
-    study_options=(_seed_and_device, _blocks, _layers), grid_problem=_needs_two_seeds)
+    "similarity", "similarity", "RSIM of final networks within and across groups of runs, "
+    "Welch t-tests (Karimi et al. Table 8)",
+    "Similarity between networks (RSIM within and across strategies)",
+    _similarity_options, _run_similarity, _strategy_groups, (_seed_and_device, _blocks, _layers),
+    grid_problem=_needs_two_seeds)
 
 
 # -- feature reuse -----------------------------------------------------------------------------
 
-SCRATCH = "Scratch"
+# Strategy names (training.strategies would import torch here).
+SCRATCH, FINE_TUNE = "Scratch", "FineTune"
 
 
 def _reuse_options(parser: argparse.ArgumentParser, positive_int: PositiveInt) -> None:
@@ -270,7 +262,7 @@ def _run_reuse(args: argparse.Namespace, notes: Notes) -> Output:
 
 def _transfer_and_scratch(cell: StudyCell) -> list[str] | str:
     """FineTune's runs (else those of the first transfer strategy) against Scratch's."""
-    transfer_strategy = "FineTune" if "FineTune" in cell.transfer_strategies else next(
+    transfer_strategy = FINE_TUNE if FINE_TUNE in cell.transfer_strategies else next(
         iter(cell.transfer_strategies), None)
     transfer = [run for run in cell.finished if run.strategy == transfer_strategy]
     scratch = [run for run in cell.finished if run.strategy == SCRATCH]
@@ -287,12 +279,9 @@ def _needs_scratch_and_transfer(strategies: Sequence[str], seeds: Sequence[int])
 
 
 REUSE = AnalysisKind(
-    name="reuse", summary="feature reuse",
-    help="feature reuse per layer: mean RSIM(epoch 0, final) of transfer runs minus that of "
-         "scratch runs (Karimi et al. Table 9)",
-    title="Feature reuse per layer",
-    add_options=_reuse_options, run=_run_reuse, study_arguments=_transfer_and_scratch,
-    study_options=(_seed_and_device, _blocks, _layers),
+    "reuse", "feature reuse", "feature reuse per layer: mean RSIM(epoch 0, final) of transfer "
+    "runs minus that of scratch runs (Karimi et al. Table 9)", "Feature reuse per layer",
+    _reuse_options, _run_reuse, _transfer_and_scratch, (_seed_and_device, _blocks, _layers),
     grid_problem=_needs_scratch_and_transfer)
 
 
@@ -328,12 +317,10 @@ def _run_weights(args: argparse.Namespace, notes: Notes) -> Output:
 
 
 WEIGHTS = AnalysisKind(
-    name="weights", summary="weight change",
-    help="relative weight and filter-norm change per convolution; filters and feature maps at "
-         "start and end (Karimi et al. Figs 8-10)",
-    title="Weight change, filters and feature maps",
-    add_options=_weights_options, run=_run_weights, study_arguments=_first_seed_runs,
-    study_options=(_seed_and_device,))
+    "weights", "weight change", "relative weight and filter-norm change per convolution; "
+    "filters and feature maps at start and end (Karimi et al. Figs 8-10)",
+    "Weight change, filters and feature maps",
+    _weights_options, _run_weights, _first_seed_runs, (_seed_and_device,))
 
 
 KINDS: dict[str, AnalysisKind] = {

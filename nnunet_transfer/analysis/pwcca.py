@@ -56,13 +56,7 @@ from typing import Literal
 import numpy as np
 
 from nnunet_transfer.analysis.moments import (
-    RELATIVE_FLOOR,
-    Array,
-    Source,
-    accumulate,
-    pair_moments,
-    single_threaded_blas,
-)
+    RELATIVE_FLOOR, Array, Source, accumulate, pair_moments, single_threaded_blas)
 
 Weighting = Literal["google", "morcos"]
 
@@ -276,28 +270,16 @@ def _morcos_weights(covariance: np.ndarray, canonical_weights: np.ndarray) -> np
     return np.abs(cov_h_x / std_h[:, None] / std_x[None, :]).sum(axis=1)
 
 
-def pwcca_from_moments(
-    source: Source,
-    x_block: int = 0,
-    y_block: int = 1,
-    *,
-    weighting: Weighting = "google",
-    epsilon: float = 0.0,
-) -> float:
+def pwcca_from_moments(source: Source, x_block: int = 0, y_block: int = 1, *,
+                       weighting: Weighting = "google", epsilon: float = 0.0) -> float:
     """PWCCA (RSIM) between two accumulated blocks; see ``pwcca_details_from_moments``."""
     return pwcca_details_from_moments(
         source, x_block, y_block, weighting=weighting, epsilon=epsilon
     ).similarity
 
 
-def pwcca(
-    x: Array,
-    y: Array,
-    *,
-    weighting: Weighting = "google",
-    chunk_size: int | None = None,
-    epsilon: float = 0.0,
-) -> float:
+def pwcca(x: Array, y: Array, *, weighting: Weighting = "google", chunk_size: int | None = None,
+          epsilon: float = 0.0) -> float:
     """Projection-weighted CCA (RSIM) between activations x and y.
 
     Args:

@@ -13,16 +13,8 @@ import pandas as pd
 
 from nnunet_transfer.analysis import figures
 from nnunet_transfer.analysis.measure import (
-    MEASURE_TITLES,
-    NULL,
-    CaptureOptions,
-    Measurer,
-    layer_summaries,
-    null_by_layer,
-    null_pairs,
-    null_summary,
-    null_text,
-)
+    MEASURE_TITLES, NULL, CaptureOptions, Measurer, layer_summaries, null_by_layer, null_pairs,
+    null_summary, null_text)
 from nnunet_transfer.analysis.outputs import Notes, Output, integer_columns, markdown_table
 from nnunet_transfer.analysis.runs import AnalysedRun, NetworkSet, check_unique
 from nnunet_transfer.analysis.summary import Summary, p_cell, summarize, welch_p

@@ -19,13 +19,7 @@ import warnings
 import numpy as np
 
 from nnunet_transfer.analysis.moments import (
-    RELATIVE_FLOOR,
-    Array,
-    Source,
-    accumulate,
-    pair_moments,
-    single_threaded_blas,
-)
+    RELATIVE_FLOOR, Array, Source, accumulate, pair_moments, single_threaded_blas)
 
 
 def _principal_subspace(
