@@ -1,6 +1,6 @@
-"""Activation capture (nnunet_transfer.analysis.capture, .layers): seeded blocks of preprocessed
-images read with nnU-Net's own dataset classes, the same blocks for every network, moments equal
-to a direct computation on all hooked activations, and clear refusals.
+"""Activation capture (nnunet_transfer.analysis.blocks, .capture, .layers): seeded blocks of
+preprocessed images read with nnU-Net's own dataset classes, the same blocks for every network,
+moments equal to a direct computation on all hooked activations, and clear refusals.
 
 The preprocessed folders are written with nnU-Net 2.8.1's own writers (`save_case` of its
 blosc2 and numpy dataset classes); networks are tiny nnU-Net U-Nets and extra architectures
@@ -25,12 +25,8 @@ from nnunetv2.training.dataloading.nnunet_dataset import (
 from test_architectures import base_kwargs
 
 from nnunet_transfer.analysis import linear_cka, pwcca, svcca
-from nnunet_transfer.analysis.capture import (
-    BlockSampler,
-    capture_moments,
-    layer_plan,
-    preprocessed_folder,
-)
+from nnunet_transfer.analysis.blocks import BlockSampler, preprocessed_folder
+from nnunet_transfer.analysis.capture import capture_moments, layer_plan
 from nnunet_transfer.analysis.layers import (
     default_layer_names,
     default_layers,

@@ -14,10 +14,17 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from nnunet_transfer.analysis.analyses import reuse_table
 from nnunet_transfer.analysis.measure import NULL, parse_measures
-from nnunet_transfer.analysis.report import Notes, Output, markdown_table, write_output
-from nnunet_transfer.analysis.runs import DataSpec, Run, block_cases, parse_run, parse_runs, slug
+from nnunet_transfer.analysis.outputs import Notes, Output, markdown_table, write_output
+from nnunet_transfer.analysis.reuse import reuse_table
+from nnunet_transfer.analysis.runs import (
+    AnalysedRun,
+    DataSpec,
+    block_cases,
+    parse_run,
+    parse_runs,
+    slug,
+)
 from nnunet_transfer.analysis.summary import Summary, p_cell, summarize, welch_p
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.training.bookkeeping import RunRecord
@@ -139,7 +146,7 @@ def test_block_cases_prefer_given_then_test_then_shared_validation_then_all(tmp_
     data = dataset / "Plans_3d_fullres"
     data.mkdir(parents=True)
     spec = DataSpec("Dataset502_X", "Plans", "3d_fullres", "PlainConvUNet", str(data), (8, 8, 8))
-    runs = [Run("a", "f0", {"fold": 0}), Run("b", "f1", {"fold": 1})]
+    runs = [AnalysedRun("a", "f0", {"fold": 0}), AnalysedRun("b", "f1", {"fold": 1})]
     cases, text = block_cases(runs, spec, None)
     assert cases is None and "all preprocessed cases" in text
     splits = [{"train": ["c1", "c2"], "val": ["c3", "c4"]},

@@ -1,4 +1,5 @@
-"""Tests of nnunet_transfer.analysis.similarity (PWCCA / SVCCA / linear CKA from moments).
+"""Tests of the similarity measures (nnunet_transfer.analysis.moments, .pwcca, .svcca_cka,
+.null_baseline): PWCCA / SVCCA / linear CKA from moments.
 
 Every expected value is either a value printed by google/svcca (commit 1f3fbf1) or computed here
 by a direct formula on the raw activations, never by the code under test. Arrays passed to the
@@ -25,7 +26,7 @@ from nnunet_transfer.analysis import (
     pwcca_from_moments,
     svcca,
 )
-from nnunet_transfer.analysis.reference import reference_pwcca
+from nnunet_transfer.analysis.svcca_reference import reference_pwcca
 
 
 @pytest.fixture(scope="module")

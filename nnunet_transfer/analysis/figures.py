@@ -1,7 +1,7 @@
 """The figures of the analyses (matplotlib, drawn off-screen with the Agg canvas).
 
 Figures are built as `matplotlib.figure.Figure` objects, never through pyplot, so nothing
-global (backend, open figures) is touched; `report.write_output` saves them as PNG.
+global (backend, open figures) is touched; `outputs.write_output` saves them as PNG.
 """
 
 from __future__ import annotations

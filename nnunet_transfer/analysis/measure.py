@@ -1,5 +1,6 @@
 """The capture shared by the similarity analyses (evolution, similarity, reuse): blocks, one
-pass of many networks, one tidy row per (layer, network pair), and the null baseline.
+pass of many networks, one tidy row per (layer, network pair), the null baseline, and the
+per-layer summaries and text those analyses share.
 
 Orientation and units: activations are (datapoints = voxels of the layer's map over all blocks,
 channels); every measure (PWCCA = RSIM, SVCCA, linear CKA) is a dimensionless value in [0, 1].
@@ -14,10 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
-from nnunet_transfer.analysis.capture import BlockSampler, CapturedMoments, capture_moments
-from nnunet_transfer.analysis.report import Notes
-from nnunet_transfer.analysis.runs import DataSpec, NetworkSet, Run, block_cases
-from nnunet_transfer.analysis.similarity import LOW_RATIO
+from nnunet_transfer.analysis.blocks import BlockSampler
+from nnunet_transfer.analysis.capture import CapturedMoments, capture_moments
+from nnunet_transfer.analysis.moments import LOW_RATIO
+from nnunet_transfer.analysis.outputs import Notes
+from nnunet_transfer.analysis.runs import AnalysedRun, DataSpec, NetworkSet, block_cases
 from nnunet_transfer.analysis.summary import Summary, summarize
 from nnunet_transfer.errors import UserError
 
@@ -82,7 +84,7 @@ class Measurer:
     seed), so values from separate passes are on the same input.
     """
 
-    def __init__(self, networks: NetworkSet, runs: Sequence[Run], options: CaptureOptions,
+    def __init__(self, networks: NetworkSet, runs: Sequence[AnalysedRun], options: CaptureOptions,
                  notes: Notes):
         if networks.spec is None:
             raise UserError("load a run's snapshot before sampling blocks")
@@ -103,6 +105,15 @@ class Measurer:
                       "no larger than the patch have a single position): repeated blocks add "
                       "correlated datapoints, not information; use more cases (--cases)")
         self.layer_text: dict[str, str] = {}
+
+    def section(self) -> str:
+        """The Markdown sentence saying which measures, blocks, layers and networks."""
+        options = self.options
+        layers = ", ".join(f"{label} = `{module}`" for label, module in self.layer_text.items())
+        measures = ", ".join(MEASURE_TITLES[m] for m in options.measures)
+        return (f"Measures: {measures} of the layers' activations (datapoints = voxels, "
+                f"neurons = channels), headline {MEASURE_TITLES[options.headline]}. Input: "
+                f"{self.blocks_text}. Layers: {layers}. Networks: {self.spec.describe()}.")
 
     def capture(self, names: Sequence[str], pairs: Sequence[tuple[str, str]] | None = None
                 ) -> CapturedMoments:
@@ -157,6 +168,21 @@ def null_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
 def null_summary(rows: Sequence[dict], label: str, measure: str) -> Summary:
     return summarize([r[measure] for r in rows if r["layer"] == label and
                       r.get("comparison") == NULL])
+
+
+def null_by_layer(rows: Sequence[dict], layers: Sequence[str], measure: str
+                  ) -> dict[str, Summary]:
+    return {label: null_summary(rows, label, measure) for label in layers}
+
+
+def layer_summaries(rows: Sequence[dict], key: str, measure: str
+                    ) -> dict[str, dict[str, Summary]]:
+    """{value of row[key]: {layer: Summary of row[measure]}}."""
+    grouped: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        grouped.setdefault(row[key], {}).setdefault(row["layer"], []).append(row[measure])
+    return {name: {layer: summarize(values) for layer, values in by_layer.items()}
+            for name, by_layer in grouped.items()}
 
 
 def null_text(options: CaptureOptions) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnunet_transfer.analysis.capture import preprocessed_folder
+from nnunet_transfer.analysis.blocks import preprocessed_folder
 from nnunet_transfer.analysis.weights import (
     Convergence,
     check_same_architecture,
@@ -42,8 +42,8 @@ NULL_PREFIX = "null-"
 
 
 @dataclass
-class Run:
-    """One training run given on the command line.
+class AnalysedRun:
+    """One training run given to an analysis on the command line (a RUN argument).
 
     Attributes:
         label: the name used in tables and figures.
@@ -138,8 +138,9 @@ def _read_settings(record: RunRecord) -> dict:
         return {}
 
 
-def parse_run(text: str) -> Run:
-    """A Run from `LABEL=FOLD_FOLDER` or `FOLD_FOLDER`; UserError when the folder is not a run.
+def parse_run(text: str) -> AnalysedRun:
+    """An AnalysedRun from `LABEL=FOLD_FOLDER` or `FOLD_FOLDER`; UserError when the folder is not
+    a run.
 
     A text that is itself an existing path is a folder even if it contains "=".
     """
@@ -150,13 +151,13 @@ def parse_run(text: str) -> Run:
         raise UserError(f"{text!r}: give FOLD_FOLDER or LABEL=FOLD_FOLDER")
     record = require_run_folder(folder)
     settings = _read_settings(record)
-    run = Run(label, os.path.normpath(folder), settings, derived_label=not label)
+    run = AnalysedRun(label, os.path.normpath(folder), settings, derived_label=not label)
     if not label:
         run.label = f"{run.strategy}_fold{run.fold}"
     return run
 
 
-def parse_runs(texts: Iterable[str]) -> list[Run]:
+def parse_runs(texts: Iterable[str]) -> list[AnalysedRun]:
     """Runs from RUN arguments; labels must be unique (two runs named alike are refused with
     the hint to label them), and so must the folders."""
     runs = [parse_run(text) for text in texts]
@@ -166,7 +167,7 @@ def parse_runs(texts: Iterable[str]) -> list[Run]:
     return runs
 
 
-def _disambiguate(runs: Sequence[Run]) -> None:
+def _disambiguate(runs: Sequence[AnalysedRun]) -> None:
     """Derived labels that collide get the configuration, then the dataset too, e.g.
     Scratch_3d_fullres_weatheritt_fold0 next to Scratch_3d_fullres_fold0."""
     for fields in (("configuration",), ("dataset", "configuration")):
@@ -177,11 +178,11 @@ def _disambiguate(runs: Sequence[Run]) -> None:
                 run.label = f"{run.strategy}_{extra}_fold{run.fold}"
 
 
-def check_unique(runs: Sequence[Run]) -> None:
+def check_unique(runs: Sequence[AnalysedRun]) -> None:
     """Refuse two runs with one label (after disambiguating derived labels) or one folder."""
     _disambiguate(runs)
-    by_label: dict[str, Run] = {}
-    by_folder: dict[str, Run] = {}
+    by_label: dict[str, AnalysedRun] = {}
+    by_folder: dict[str, AnalysedRun] = {}
     for run in runs:
         if run.label.startswith(NULL_PREFIX):
             raise UserError(f"run label {run.label!r}: labels starting with {NULL_PREFIX!r} are "
@@ -318,7 +319,7 @@ class NetworkSet:
 # -- the cases blocks come from ----------------------------------------------------------------
 
 
-def block_cases(runs: Sequence[Run], spec: DataSpec, explicit: Sequence[str] | None
+def block_cases(runs: Sequence[AnalysedRun], spec: DataSpec, explicit: Sequence[str] | None
                 ) -> tuple[list[str] | None, str]:
     """(case ids or None for all, a sentence saying which cases and why).
 

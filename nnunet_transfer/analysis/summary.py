@@ -75,3 +75,9 @@ def p_cell(p: float, alpha: float) -> str:
         return "-"
     text = f"{p:.3g}" if p >= 1e-3 else f"{p:.1e}"
     return text + ("*" if p < alpha else "")
+
+
+def number_cell(number: float | None, digits: int = 3) -> str:
+    """'0.812' ('-' for None or NaN)."""
+    return "-" if number is None or (isinstance(number, float) and math.isnan(number)) \
+        else f"{number:.{digits}f}"

@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from nnunet_transfer.analysis import figures
-from nnunet_transfer.analysis.capture import BlockSampler
+from nnunet_transfer.analysis.blocks import BlockSampler
 from nnunet_transfer.analysis.layers import default_layers, find_layer
 from nnunet_transfer.analysis.measure import resolve_device
-from nnunet_transfer.analysis.report import Notes, Output, markdown_table
-from nnunet_transfer.analysis.runs import Run, block_cases, data_spec, slug
+from nnunet_transfer.analysis.outputs import Notes, Output, markdown_table
+from nnunet_transfer.analysis.runs import AnalysedRun, block_cases, data_spec, slug
 from nnunet_transfer.analysis.weights import (
     LayerWeightChange,
     read_checkpoint,
@@ -47,7 +47,7 @@ class PictureOptions:
 
 
 def _filter_layer(changes: Sequence[LayerWeightChange], network: nn.Module,
-                  name: str | None, run: Run) -> LayerWeightChange:
+                  name: str | None, run: AnalysedRun) -> LayerWeightChange:
     if name is None:
         encoder = [c for c in changes if c.part == "encoder"]
         if not encoder:
@@ -112,7 +112,7 @@ def _feature_maps(networks: Sequence[nn.Module], layer: str, block: np.ndarray,
     return maps
 
 
-def weights_analysis(runs: Sequence[Run], start: str, end: str, pictures: PictureOptions,
+def weights_analysis(runs: Sequence[AnalysedRun], start: str, end: str, pictures: PictureOptions,
                      notes: Notes, tolerance: float = 0.005, column: str = "pseudo_dice"
                      ) -> Output:
     """Weight change of every convolution of each run between snapshots `start` and `end`
@@ -171,7 +171,8 @@ def weights_analysis(runs: Sequence[Run], start: str, end: str, pictures: Pictur
                             + "; ".join(block_notes) + "."])
 
 
-def _sections(table: pd.DataFrame, runs: Sequence[Run], pictures: PictureOptions) -> list[str]:
+def _sections(table: pd.DataFrame, runs: Sequence[AnalysedRun], pictures: PictureOptions
+              ) -> list[str]:
     header = ["run", "snapshots", *(f"{part} weight change" for part in PARTS),
               *(f"{part} filter-norm change" for part in PARTS), "largest filter-norm change"]
     body = []

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from nnunet_transfer.analysis.kinds import KINDS, CellRun, StudyCell
 from nnunet_transfer.discovery import console_script
 from nnunet_transfer.study.executors.base import CommandJob
 from nnunet_transfer.study.grid import (
@@ -20,7 +21,6 @@ from nnunet_transfer.study.grid import (
 from nnunet_transfer.study.setup import StudySetup
 from nnunet_transfer.study.spec import StudySpec
 from nnunet_transfer.study.state import SUCCEEDED, StudyState
-from nnunet_transfer.training.strategies import FINE_TUNE, SCRATCH
 
 
 @dataclass
@@ -142,65 +142,25 @@ class StudyJobs:
         return StudyJob(key, "predict", command, missing, needs=(f"train__{run.key}",),
                         after=evaluate, runs=(run,))
 
-    def analysis_job(self, kind: str, cell: tuple) -> StudyJob:
+    def analysis_job(self, name: str, cell: tuple) -> StudyJob:
+        kind = KINDS[name]
         runs = tuple(r for r in self.runs if r.cell == cell)
-        key = f"analyze_{kind}__{cell[0]}__{cell[1]}__n{cell[2]}"
-        out = os.path.join(self.layout.cell_folder("analysis", cell), kind)
-
-        def finished(selection) -> list[Run]:
-            return [r for r in selection if self.state.state(f"train__{r.key}") == SUCCEEDED]
-
-        def arguments() -> list[str] | str:
-            """The analysis' own arguments, or why it cannot run with the finished runs."""
-            first_seed = min(r.seed for r in runs)
-            done = finished(runs)
-            fold = self.layout.run_folder
-
-            def labelled(selection) -> list[str]:
-                return [f"{r.strategy.name}_seed{r.seed}={fold(r)}" for r in selection]
-
-            if kind in ("convergence",):
-                return labelled(done) if done else "no run of this cell finished"
-            if kind in ("evolution", "weights"):
-                chosen = [r for r in done if r.seed == first_seed]
-                return labelled(chosen) if chosen else f"no run with seed {first_seed} finished"
-            if kind == "similarity":
-                groups = {}
-                for r in done:
-                    groups.setdefault(r.strategy.name, []).append(fold(r))
-                groups = {s: folders for s, folders in groups.items() if len(folders) >= 2}
-                if not groups:
-                    return "no strategy has two finished seeds"
-                return [a for s, folders in groups.items() for a in ("--group", s, *folders)]
-            transfer_strategy = FINE_TUNE if FINE_TUNE in self.spec.strategies else next(
-                (s for s in self.spec.strategies if s.needs_pretrained), None)
-            transfer = [r for r in done if r.strategy == transfer_strategy]
-            scratch = [r for r in done if r.strategy == SCRATCH]
-            if not transfer or not scratch:
-                return (f"reuse needs finished {getattr(transfer_strategy, 'name', None)} and "
-                        f"{SCRATCH.name} runs")
-            return ["--transfer", *labelled(transfer), "--scratch", *labelled(scratch)]
+        key = f"analyze_{name}__{cell[0]}__{cell[1]}__n{cell[2]}"
+        out = os.path.join(self.layout.cell_folder("analysis", cell), name)
 
         def command(attempt: int) -> CommandJob | str:
-            args = arguments()
+            finished = tuple(CellRun(r.strategy.name, r.seed, self.layout.run_folder(r))
+                             for r in runs if self.state.state(f"train__{r.key}") == SUCCEEDED)
+            transfer = tuple(s.name for s in self.spec.strategies if s.needs_pretrained)
+            args = kind.study_command(StudyCell(finished, min(r.seed for r in runs), transfer),
+                                      self.spec.analysis, self.device)
             if isinstance(args, str):
                 return args
-            analysis, options = self.spec.analysis, []
-            if kind != "convergence":
-                options += ["--seed", str(analysis["seed"]), "--device", self.device]
-            if kind in ("evolution", "similarity", "reuse"):   # the measures on blocks
-                options += ["--blocks", str(analysis["blocks"])]
-                if analysis["voxels_per_block"]:
-                    options += ["--voxels-per-block", str(analysis["voxels_per_block"])]
-            if kind in ("convergence", "evolution"):
-                options += ["--tolerance", str(analysis["tolerance"])]
-            if kind in ("evolution", "similarity", "reuse") and analysis["layers"]:
-                options += ["--layers", *analysis["layers"]]   # last: it takes several values
-            argv = [console_script("nnunet-transfer"), "analyze", kind, "-o", out, *args, *options]
-            return self._job(key, attempt, argv, {}, uses_accelerator=kind != "convergence")
+            argv = [console_script("nnunet-transfer"), "analyze", name, "-o", out, *args]
+            return self._job(key, attempt, argv, {}, uses_accelerator=kind.uses_accelerator)
 
         def missing() -> str | None:
-            path = os.path.join(out, f"{kind}.md")
+            path = os.path.join(out, f"{name}.md")
             return None if os.path.isfile(path) else f"{path} is missing"
 
         return StudyJob(key, "analyze", command, missing,

@@ -16,6 +16,7 @@ import time
 
 import pandas as pd
 
+from nnunet_transfer.analysis.kinds import KINDS
 from nnunet_transfer.atomic_files import atomic_write_bytes
 from nnunet_transfer.document import Section, markdown_table, md_escape, write_report
 from nnunet_transfer.study.grid import GENERALIZATION, TEST, Run, StudyLayout
@@ -25,13 +26,6 @@ from nnunet_transfer.study.state import FAILED, SUCCEEDED, StudyState
 from nnunet_transfer.training.strategies import SCRATCH
 
 REFERENCE_STRATEGY = SCRATCH   # the paired tests compare every strategy with it
-ANALYSIS_TITLES = {
-    "convergence": "Convergence: validation Dice against iterations and time",
-    "evolution": "Evolution of each layer (RSIM of every snapshot vs the converged network)",
-    "similarity": "Similarity between networks (RSIM within and across strategies)",
-    "reuse": "Feature reuse per layer",
-    "weights": "Weight change, filters and feature maps",
-}
 
 
 def _cells(runs: list[Run]) -> dict[tuple, list[Run]]:
@@ -139,7 +133,7 @@ def analysis_sections(layout: StudyLayout, spec: StudySpec, runs: list[Run]) -> 
                 os.path.join(folder, "*.csv")))]
             subsections.append(Section(name, markdown=_demote_headings(text), figures=figures,
                                        tables=tables))
-        sections.append(Section(ANALYSIS_TITLES[kind], subsections=subsections))
+        sections.append(Section(KINDS[kind].title, subsections=subsections))
     return sections
 
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from nnunet_transfer.analysis.kinds import KINDS
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.study import value_checks as checks
 from nnunet_transfer.study.spec import (
@@ -52,7 +53,7 @@ from nnunet_transfer.study.spec import (
 from nnunet_transfer.study.yaml_lines import LocatedDocument, load_with_lines
 from nnunet_transfer.training.strategies import ALL_STRATEGIES
 
-ANALYSES = ("convergence", "evolution", "similarity", "reuse", "weights")
+ANALYSES = tuple(KINDS)
 # the budget's keys in the study file -> (the knob's name in the code, its check)
 BUDGET_KEYS = {
     "epochs": ("epochs", checks.whole_number(1)),
@@ -325,9 +326,7 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
 
 def _check_analyses(problems: _Problems, analyses, strategies, seeds) -> None:
     """Analyses that could not produce a number with this grid are mistakes, found now."""
-    if "reuse" in analyses and not ("Scratch" in strategies and len(strategies) > 1):
-        problems.add(("analyses",), "reuse compares transfer runs with Scratch runs: add "
-                     "Scratch and at least one transfer strategy, or drop reuse")
-    if "similarity" in analyses and len(seeds) < 2:
-        problems.add(("analyses",), "similarity compares networks within a strategy: it needs "
-                     "at least two seeds (seeds: [0, 1]), or drop similarity")
+    for kind in KINDS.values():
+        problem = kind.grid_problem(strategies, seeds) if kind.name in analyses else None
+        if problem:
+            problems.add(("analyses",), problem)

@@ -1,8 +1,9 @@
-"""Direct, one-shot PWCCA following google/svcca's algorithm step by step.
+"""google/svcca's PWCCA, one-shot: a direct implementation following its algorithm step by step.
 
-For validation and benchmarking of the streaming implementation in ``similarity``; it holds
-several copies of the full activations and is slow. Inputs are (datapoints, channels) like the
-rest of this package (google/svcca itself takes (neurons, datapoints)).
+For validation (tests/test_similarity.py) and benchmarking (scripts/benchmark_pwcca.py) of the
+streaming implementation in ``pwcca``; no analysis uses it. It holds several copies of the
+full activations and is slow. Inputs are (datapoints, channels) like the rest of this package
+(google/svcca itself takes (neurons, datapoints)).
 
 It reproduces ``pwcca.compute_pwcca(x.T, y.T, epsilon)[0]`` including its quirks (directions
 built from unwhitened activations, neuron i's mean added to direction i, pinv followed by an
