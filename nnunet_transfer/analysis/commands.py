@@ -11,6 +11,8 @@ import argparse
 import os
 import shlex
 
+from nnunet_transfer.arguments import case_ids, count_or_all, fraction, non_negative_float, \
+    positive_int
 from nnunet_transfer.errors import UserError
 
 RUN_HELP = "LABEL=FOLD_FOLDER or FOLD_FOLDER (a fold folder of a run of our trainers)"
@@ -22,36 +24,6 @@ def _measures(text: str) -> tuple[str, ...]:
         return parse_measures(text)
     except UserError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _cases(text: str) -> tuple[str, ...]:
-    cases = tuple(c.strip() for c in text.split(",") if c.strip())
-    if not cases:
-        raise argparse.ArgumentTypeError("give case ids separated by commas")
-    return cases
-
-
-def _voxels(text: str) -> int | None:
-    if text.lower() == "all":
-        return None
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: give a positive number or 'all'")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not >= 0")
-    return value
 
 
 def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
@@ -148,7 +120,7 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
 
 
 def _add_convergence_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tolerance", type=_non_negative_float, default=0.005,
+    parser.add_argument("--tolerance", type=non_negative_float, default=0.005,
                         help="convergence: first epoch within this relative distance of the "
                              "run's maximum (0.005 = 0.5 %%, Karimi et al.)")
     parser.add_argument("--column", default="pseudo_dice",
@@ -156,10 +128,10 @@ def _add_convergence_options(parser: argparse.ArgumentParser) -> None:
                         help="validation score the convergence rule reads (pseudo_dice)")
 
 
-def _add_capture_options(parser: argparse.ArgumentParser, positive_int) -> None:
+def _add_capture_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blocks", type=positive_int, default=16,
                         help="input blocks of the patch size at seeded random locations (16)")
-    parser.add_argument("--voxels-per-block", type=_voxels, default=1000,
+    parser.add_argument("--voxels-per-block", type=count_or_all, default=1000,
                         help="voxels kept per block and layer, a seeded subset, or 'all' (1000)")
     _add_data_options(parser)
     parser.add_argument("--layers", nargs="+", default=None, metavar="NAME",
@@ -177,7 +149,7 @@ def _add_capture_options(parser: argparse.ArgumentParser, positive_int) -> None:
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the blocks, voxel subsets and null networks (0)")
-    parser.add_argument("--cases", type=_cases, default=None, metavar="ID,ID",
+    parser.add_argument("--cases", type=case_ids, default=None, metavar="ID,ID",
                         help="preprocessed cases the blocks come from (default: test_cases.json "
                              "of the preprocessed dataset, else the validation cases of the "
                              "runs' folds, else all)")
@@ -187,8 +159,6 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> None:
     """Add `analyze` with its kinds to the `nnunet-transfer` subparsers."""
-    from nnunet_transfer.cli import positive_int  # cli imports this module: import late
-
     analyze = subparsers.add_parser(
         "analyze", help="analyse finished runs: convergence, layer evolution, similarity, "
                         "feature reuse, weight change",
@@ -214,22 +184,22 @@ def register(subparsers) -> None:
                            "per layer, a curve per run (Karimi et al. Figs 6-7)")
     ev.add_argument("runs", nargs="+", metavar="RUN", help=RUN_HELP)
     _add_convergence_options(ev)
-    _add_capture_options(ev, positive_int)
+    _add_capture_options(ev)
 
     si = kind("similarity", "RSIM of final networks within and across groups of runs, "
                             "Welch t-tests (Karimi et al. Table 8)")
     si.add_argument("--group", nargs="+", action="append", required=True,
                     metavar=("NAME", "FOLD"),
                     help="a group: its name, then its runs (" + RUN_HELP + "); repeat per group")
-    si.add_argument("--alpha", type=_fraction, default=0.05, help="significance level (0.05)")
-    _add_capture_options(si, positive_int)
+    si.add_argument("--alpha", type=fraction, default=0.05, help="significance level (0.05)")
+    _add_capture_options(si)
 
     re_ = kind("reuse", "feature reuse per layer: mean RSIM(epoch 0, final) of transfer runs "
                         "minus that of scratch runs (Karimi et al. Table 9)")
     re_.add_argument("--transfer", nargs="+", required=True, metavar="RUN", help=RUN_HELP)
     re_.add_argument("--scratch", nargs="+", required=True, metavar="RUN", help=RUN_HELP)
-    re_.add_argument("--alpha", type=_fraction, default=0.05, help="significance level (0.05)")
-    _add_capture_options(re_, positive_int)
+    re_.add_argument("--alpha", type=fraction, default=0.05, help="significance level (0.05)")
+    _add_capture_options(re_)
 
     we = kind("weights", "relative weight and filter-norm change per convolution; filters and "
                          "feature maps at start and end (Karimi et al. Figs 8-10)")
