@@ -1,13 +1,12 @@
-"""Value types of the command line and of the budget knobs: each rule written once.
+"""Value types of the command line and of the budget knobs, each rule written once; and
+`add_command`, the one way a subcommand is bound to its handler.
 
-Two forms share the rules. A *value parser* (`positive_whole_number`, ...) turns a text into a
-value or raises ValueError: `NotAllowed` (a ValueError) when the text is a value of the right
-kind outside what is allowed, its message "must be ..."; the budget knobs read these. An
-*argparse type* (`positive_int`, `fraction`, ...) is made from a parser by `argparse_type`:
-a refused value becomes argparse's "argument X: <complaint>", a text that is no number at all
-keeps argparse's own "invalid <name> value: 'text'".
-
-Also `add_command`, the one way a subcommand is bound to its handler.
+Two forms share the rules. A *value parser* (`positive_whole_number`, `one_of`, ...) turns a
+text into a value or raises ValueError: `NotAllowed` when the text is a value of the right kind
+that is not allowed, its message "must be ..."; the budget knobs read these. An *argparse type*
+(`positive_int`, `fraction`, ...) is made from a parser by `argparse_type`: a refused value
+becomes argparse's "argument X: <complaint>", a text that is no number at all keeps argparse's
+own "invalid <name> value: 'text'".
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ T = TypeVar("T")
 
 
 class NotAllowed(ValueError):
-    """A value of the right kind that the option does not allow; the message says what it must be."""
+    """A value of the right kind that is not allowed; the message says what it must be."""
 
 
 def _rule(convert: Callable[[str], T], allowed: Callable[[T], bool], must: str
