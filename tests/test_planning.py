@@ -1,7 +1,8 @@
 import pytest
 
 from nnunet_transfer.errors import UserError
-from nnunet_transfer.planning import _fit_plans_to_channels, small_topology
+from nnunet_transfer.planning.small_plans import small_topology
+from nnunet_transfer.planning.transfer import _fit_plans_to_channels
 
 
 def _plans(schemes):

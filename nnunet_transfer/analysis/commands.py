@@ -68,8 +68,6 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
 
 def register(subparsers) -> None:
     """Add `analyze` with its kinds to the `nnunet-transfer` subparsers."""
-    from nnunet_transfer.cli import positive_int  # cli imports this module: import late
-
     analyze = subparsers.add_parser(
         "analyze", help="analyse finished runs: "
                         + ", ".join(kind.summary for kind in KINDS.values()),
@@ -80,4 +78,4 @@ def register(subparsers) -> None:
         parser = subcommands.add_parser(kind.name, help=kind.help, description=kind.help)
         parser.add_argument("-o", required=True, help="output folder")
         parser.set_defaults(func=_cmd_analyze, parser=parser)
-        kind.add_options(parser, positive_int)
+        kind.add_options(parser)

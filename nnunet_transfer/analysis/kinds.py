@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nnunet_transfer.analysis.options import (
-    RUN_HELP, PositiveInt, add_alpha, add_capture_options, add_convergence_options,
+    RUN_HELP, add_alpha, add_capture_options, add_convergence_options,
     add_data_options, add_runs, capture_options)
+from nnunet_transfer.arguments import positive_int
 from nnunet_transfer.errors import UserError
 
 if TYPE_CHECKING:
@@ -73,8 +74,7 @@ class AnalysisKind:
         summary: its words in the help of `analyze` ("layer evolution").
         help: its help and description on the command line.
         title: the title of its section in a study report.
-        add_options: adds its arguments (all but -o) to its subparser, given the CLI's
-            positive whole-number type.
+        add_options: adds its arguments (all but -o) to its subparser.
         run: its results from the parsed arguments; warnings go to the notes.
         study_arguments: its arguments (the runs) for a study cell, or why it cannot run yet.
         study_options: the pieces of its options a study job passes, in order.
@@ -89,7 +89,7 @@ class AnalysisKind:
     summary: str
     help: str
     title: str
-    add_options: Callable[[argparse.ArgumentParser, PositiveInt], None]
+    add_options: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace, Notes], Output]
     study_arguments: Callable[[StudyCell], list[str] | str]
     study_options: tuple[StudyOptions, ...]
@@ -144,7 +144,7 @@ def _layers(settings: Mapping, device: str) -> list[str]:
 # -- convergence -------------------------------------------------------------------------------
 
 
-def _convergence_options(parser: argparse.ArgumentParser, positive_int: PositiveInt) -> None:
+def _convergence_options(parser: argparse.ArgumentParser) -> None:
     add_runs(parser)
     add_convergence_options(parser)
     parser.add_argument("--clock", default="train", choices=["train", "total"],
@@ -168,10 +168,10 @@ CONVERGENCE = AnalysisKind(
 # -- evolution ---------------------------------------------------------------------------------
 
 
-def _evolution_options(parser: argparse.ArgumentParser, positive_int: PositiveInt) -> None:
+def _evolution_options(parser: argparse.ArgumentParser) -> None:
     add_runs(parser)
     add_convergence_options(parser)
-    add_capture_options(parser, positive_int)
+    add_capture_options(parser)
 
 
 def _run_evolution(args: argparse.Namespace, notes: Notes) -> Output:
@@ -192,13 +192,13 @@ EVOLUTION = AnalysisKind(
 # -- similarity within and across groups -------------------------------------------------------
 
 
-def _similarity_options(parser: argparse.ArgumentParser, positive_int: PositiveInt) -> None:
+def _similarity_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group", nargs="+", action="append", required=True,
                         metavar=("NAME", "FOLD"),
                         help="a group: its name, then its runs (" + RUN_HELP + "); repeat per "
                              "group")
     add_alpha(parser)
-    add_capture_options(parser, positive_int)
+    add_capture_options(parser)
 
 
 def _run_similarity(args: argparse.Namespace, notes: Notes) -> Output:
@@ -246,11 +246,11 @@ SIMILARITY = AnalysisKind(
 SCRATCH, FINE_TUNE = "Scratch", "FineTune"
 
 
-def _reuse_options(parser: argparse.ArgumentParser, positive_int: PositiveInt) -> None:
+def _reuse_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transfer", nargs="+", required=True, metavar="RUN", help=RUN_HELP)
     parser.add_argument("--scratch", nargs="+", required=True, metavar="RUN", help=RUN_HELP)
     add_alpha(parser)
-    add_capture_options(parser, positive_int)
+    add_capture_options(parser)
 
 
 def _run_reuse(args: argparse.Namespace, notes: Notes) -> Output:
@@ -288,7 +288,7 @@ REUSE = AnalysisKind(
 # -- weights -----------------------------------------------------------------------------------
 
 
-def _weights_options(parser: argparse.ArgumentParser, positive_int: PositiveInt) -> None:
+def _weights_options(parser: argparse.ArgumentParser) -> None:
     add_runs(parser)
     parser.add_argument("--start", default="0",
                         help="start snapshot: epochs done, 'convergence' or 'final' (0)")

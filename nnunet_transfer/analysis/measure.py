@@ -21,6 +21,7 @@ from nnunet_transfer.analysis.moments import LOW_RATIO
 from nnunet_transfer.analysis.outputs import Notes
 from nnunet_transfer.analysis.runs import AnalysedRun, DataSpec, NetworkSet, block_cases
 from nnunet_transfer.analysis.summary import Summary, summarize
+from nnunet_transfer.devices import torch_device
 from nnunet_transfer.errors import UserError
 
 MEASURES = ("pwcca", "svcca", "cka")
@@ -69,14 +70,6 @@ def parse_measures(text: str) -> tuple[str, ...]:
     return measures
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here; use cpu or auto")
-    return torch.device(device)
-
-
 class Measurer:
     """Blocks of one data configuration and the captures of networks of a `NetworkSet` on them.
 
@@ -90,7 +83,7 @@ class Measurer:
             raise UserError("load a run's snapshot before sampling blocks")
         self.networks, self.options, self.notes = networks, options, notes
         self.spec: DataSpec = networks.spec
-        self.device = resolve_device(options.device)
+        self.device = torch_device(options.device)
         cases, self.cases_text = block_cases(runs, self.spec, options.cases)
         self.sampler = BlockSampler(self.spec.folder, self.spec.patch_size, options.blocks,
                                     seed=options.seed, identifiers=cases)

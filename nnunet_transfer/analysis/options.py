@@ -8,15 +8,12 @@ Nothing heavy is imported here: every `nnunet-transfer` command builds the parse
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
+from nnunet_transfer.arguments import case_ids, count_or_all, fraction, non_negative_float, \
+    positive_int
 from nnunet_transfer.errors import UserError
 
 RUN_HELP = "LABEL=FOLD_FOLDER or FOLD_FOLDER (a fold folder of a run of our trainers)"
-
-# The CLI's positive whole-number type, passed in by `commands.register`.
-PositiveInt = Callable[[str], int]
-
 
 def _measures(text: str) -> tuple[str, ...]:
     from nnunet_transfer.analysis.measure import parse_measures
@@ -26,46 +23,16 @@ def _measures(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _cases(text: str) -> tuple[str, ...]:
-    cases = tuple(c.strip() for c in text.split(",") if c.strip())
-    if not cases:
-        raise argparse.ArgumentTypeError("give case ids separated by commas")
-    return cases
-
-
-def _voxels(text: str) -> int | None:
-    if text.lower() == "all":
-        return None
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: give a positive number or 'all'")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not >= 0")
-    return value
-
-
 def add_runs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN", help=RUN_HELP)
 
 
 def add_alpha(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--alpha", type=_fraction, default=0.05, help="significance level (0.05)")
+    parser.add_argument("--alpha", type=fraction, default=0.05, help="significance level (0.05)")
 
 
 def add_convergence_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tolerance", type=_non_negative_float, default=0.005,
+    parser.add_argument("--tolerance", type=non_negative_float, default=0.005,
                         help="convergence: first epoch within this relative distance of the "
                              "run's maximum (0.005 = 0.5 %%, Karimi et al.)")
     parser.add_argument("--column", default="pseudo_dice",
@@ -73,10 +40,10 @@ def add_convergence_options(parser: argparse.ArgumentParser) -> None:
                         help="validation score the convergence rule reads (pseudo_dice)")
 
 
-def add_capture_options(parser: argparse.ArgumentParser, positive_int: PositiveInt) -> None:
+def add_capture_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blocks", type=positive_int, default=16,
                         help="input blocks of the patch size at seeded random locations (16)")
-    parser.add_argument("--voxels-per-block", type=_voxels, default=1000,
+    parser.add_argument("--voxels-per-block", type=count_or_all, default=1000,
                         help="voxels kept per block and layer, a seeded subset, or 'all' (1000)")
     add_data_options(parser)
     parser.add_argument("--layers", nargs="+", default=None, metavar="NAME",
@@ -94,7 +61,7 @@ def add_capture_options(parser: argparse.ArgumentParser, positive_int: PositiveI
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the blocks, voxel subsets and null networks (0)")
-    parser.add_argument("--cases", type=_cases, default=None, metavar="ID,ID",
+    parser.add_argument("--cases", type=case_ids, default=None, metavar="ID,ID",
                         help="preprocessed cases the blocks come from (default: test_cases.json "
                              "of the preprocessed dataset, else the validation cases of the "
                              "runs' folds, else all)")

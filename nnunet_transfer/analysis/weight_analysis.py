@@ -19,7 +19,6 @@ from torch import nn
 from nnunet_transfer.analysis import figures
 from nnunet_transfer.analysis.blocks import BlockSampler
 from nnunet_transfer.analysis.layers import default_layers, find_layer
-from nnunet_transfer.analysis.measure import resolve_device
 from nnunet_transfer.analysis.outputs import Notes, Output, markdown_table
 from nnunet_transfer.analysis.runs import AnalysedRun, block_cases, data_spec, slug
 from nnunet_transfer.analysis.weights import (
@@ -28,6 +27,7 @@ from nnunet_transfer.analysis.weights import (
     weight_changes,
 )
 from nnunet_transfer.architectures.parts import PARTS
+from nnunet_transfer.devices import torch_device
 from nnunet_transfer.errors import UserError
 
 
@@ -119,7 +119,7 @@ def weights_analysis(runs: Sequence[AnalysedRun], start: str, end: str, pictures
     (epochs done, "final" or "convergence"), and the filter and feature-map pictures."""
     from nnunet_transfer.architectures.build import network_from_checkpoint
 
-    device = resolve_device(pictures.device)
+    device = torch_device(pictures.device)
     rows, figures_out, sampled, block_notes = [], {}, {}, []
     for run in runs:
         first = run.epoch_spec(start, tolerance, column)

@@ -1,7 +1,9 @@
-"""The data subcommands of `nnunet-transfer`: convert-msd, convert, pool, degrade, splits.
+"""The data subcommands of `nnunet-transfer`: convert-msd, convert, pool, degrade, splits, and
+make-synthetic.
 
-`register(subparsers)` adds them to the main parser; each sets `func` to its handler, which
-raises UserError for a user's mistake (cli.main prints it and exits with status 2).
+`register(subparsers)` adds the first five to the main parser, `register_examples` the last;
+each sets `func` to its handler, which raises UserError for a user's mistake (cli.main prints
+it and exits with status 2).
 """
 
 from __future__ import annotations
@@ -9,15 +11,16 @@ from __future__ import annotations
 import argparse
 import os
 
+from nnunet_transfer.arguments import add_command
 from nnunet_transfer.errors import UserError
 
 _NEXT = ("next: nnUNetv2_plan_and_preprocess -d {id} -c 3d_fullres --verify_dataset_integrity")
 
 
-def _raw_folder(args) -> str:
+def _raw_folder(args, why: str = " (nnU-Net's raw data folder)") -> str:
     raw = args.raw or os.environ.get("nnUNet_raw")
     if not raw:
-        raise UserError("give --raw or export nnUNet_raw (nnU-Net's raw data folder)")
+        raise UserError(f"give --raw or export nnUNet_raw{why}")
     return raw
 
 
@@ -154,6 +157,17 @@ def _cmd_loso(args):
                             args.force).summary())
 
 
+def _cmd_synthetic(args):
+    from nnunet_transfer.data.synthetic import LOW_QUALITY_DOMAIN, SOURCE_DOMAIN, \
+        write_synthetic_dataset
+    folder = write_synthetic_dataset(
+        _raw_folder(args, why=""), args.id, args.name, num_training=args.cases,
+        num_test=args.test_cases, shape=tuple(args.shape),
+        domain=LOW_QUALITY_DOMAIN if args.low_quality else SOURCE_DOMAIN, with_core=args.core,
+        seed=args.seed)
+    print(folder)
+
+
 def _target_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id", type=int, required=True, help="id of the dataset to write")
     parser.add_argument("--raw", default=None, help="nnU-Net raw folder (default $nnUNet_raw)")
@@ -175,8 +189,9 @@ def _test_list_options(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> None:
     """Add convert-msd, convert, pool, degrade and splits to `subparsers`."""
-    msd = subparsers.add_parser(
-        "convert-msd", help="convert a Medical Segmentation Decathlon task folder",
+    msd = add_command(
+        subparsers, "convert-msd", _cmd_convert_msd,
+        help="convert a Medical Segmentation Decathlon task folder",
         description="Convert an MSD task folder (imagesTr/, labelsTr/, optional imagesTs/ and "
                     "dataset.json) to nnU-Net's raw format. 4D images are split into channels. "
                     "Unpaired or faulty cases are reported and skipped; a re-run converts only "
@@ -190,10 +205,9 @@ def register(subparsers) -> None:
     msd.add_argument("--channels", nargs="+", default=None, metavar="NAME",
                      help="channel names, e.g. MRI or CT (default: MSD's dataset.json)")
     _check_options(msd)
-    msd.set_defaults(func=_cmd_convert_msd)
 
-    conv = subparsers.add_parser(
-        "convert", help="convert any folder or CSV of image/label pairs",
+    conv = add_command(
+        subparsers, "convert", _cmd_convert, help="convert any folder or CSV of image/label pairs",
         description="Convert image/label pairs (NIfTI, NRRD, MHA, HDF5) to nnU-Net's raw "
                     "format. Pairs come from path templates with {case} (and optionally "
                     "{site}) placeholders, or from a CSV with columns image (or image_0000, "
@@ -225,10 +239,10 @@ def register(subparsers) -> None:
     h5.add_argument("--h5-spacing", type=float, nargs="+", default=None, metavar="MM",
                     help="spacing in mm of the array axes in storage order (required for HDF5)")
     _check_options(conv)
-    conv.set_defaults(func=_cmd_convert)
 
-    pool = subparsers.add_parser(
-        "pool", help="pool several raw datasets into one, labels mapped to a common set",
+    pool = add_command(
+        subparsers, "pool", _cmd_pool,
+        help="pool several raw datasets into one, labels mapped to a common set",
         description="Build one dataset from several nnU-Net raw datasets. The spec (JSON or "
                     "YAML) gives 'labels' {name: value}, optionally 'channel_names' [..], and "
                     "'datasets': a list of {dataset: id|name|folder, prefix: ..., label_map: "
@@ -237,10 +251,10 @@ def register(subparsers) -> None:
     pool.add_argument("--spec", required=True, help="the pooling spec (.json, .yaml)")
     _target_options(pool)
     pool.add_argument("--name", required=True, help="name of the pooled dataset")
-    pool.set_defaults(func=_cmd_pool)
 
-    degrade = subparsers.add_parser(
-        "degrade", help="derive a low-quality-site copy of a dataset (domain shift)",
+    degrade = add_command(
+        subparsers, "degrade", _cmd_degrade,
+        help="derive a low-quality-site copy of a dataset (domain shift)",
         description="Copy a raw dataset with lower contrast, blur, a bias field and noise "
                     "(seeded per case); labels are copied unchanged. Defaults are the synthetic "
                     "low-quality domain.")
@@ -256,7 +270,6 @@ def register(subparsers) -> None:
                          help="amplitude of a smooth multiplicative bias field (0.25)")
     degrade.add_argument("--seed", type=int, default=0)
     degrade.add_argument("--site", default=None, help="site name in sites.json (default: --name)")
-    degrade.set_defaults(func=_cmd_degrade)
 
     splits = subparsers.add_parser(
         "splits", help="few-shot and cross-site folds in nnU-Net's splits_final.json",
@@ -264,22 +277,21 @@ def register(subparsers) -> None:
                     "and fold_index.json (which fold is which) into the preprocessed dataset "
                     "folder. A differing existing file is only replaced with --force.")
     kinds = splits.add_subparsers(dest="splits_kind", required=True)
-    few = kinds.add_parser("few-shot", help="a fold per training-set size n and seed (nested)")
+    few = add_command(kinds, "few-shot", _cmd_few_shot,
+                      help="a fold per training-set size n and seed (nested)")
     few.add_argument("--n", type=int, nargs="+", required=True, help="training-set sizes")
     few.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (0)")
     _test_list_options(few)
     few.add_argument("--sites", nargs="+", default=None, help="use only these sites' cases")
     few.add_argument("--max-val", type=int, default=None,
                      help="validate on at most this many of the remaining cases")
-    few.set_defaults(func=_cmd_few_shot)
-    cross = kinds.add_parser("cross-site", help="train on some sites, test on another")
+    cross = add_command(kinds, "cross-site", _cmd_cross_site,
+                        help="train on some sites, test on another")
     cross.add_argument("--test-site", required=True)
     cross.add_argument("--train-sites", nargs="+", default=None,
                        help="default: every other site")
-    cross.set_defaults(func=_cmd_cross_site)
-    loso = kinds.add_parser("loso", help="leave-one-site-out: one fold per site")
+    loso = add_command(kinds, "loso", _cmd_loso, help="leave-one-site-out: one fold per site")
     _test_list_options(loso)
-    loso.set_defaults(func=_cmd_loso)
     for kind in (few, cross, loso):
         kind.add_argument("-d", required=True, help="dataset: id, name or raw folder")
         kind.add_argument("--raw", default=None, help="nnU-Net raw folder (default $nnUNet_raw)")
@@ -291,3 +303,19 @@ def register(subparsers) -> None:
         kind.add_argument("--val-fraction", type=float, default=0.2,
                           help="validation share of each training site (0.2)")
         kind.add_argument("--seed", type=int, default=0, help="seed of the validation draw (0)")
+
+
+def register_examples(subparsers) -> None:
+    """Add make-synthetic (data for the tests, the demo and trying things) to `subparsers`."""
+    sy = add_command(subparsers, "make-synthetic", _cmd_synthetic,
+                     help="write a synthetic dataset in nnU-Net raw format")
+    sy.add_argument("--id", type=int, required=True)
+    sy.add_argument("--name", required=True)
+    sy.add_argument("--raw", default=None, help="raw folder (default $nnUNet_raw)")
+    sy.add_argument("--cases", type=int, default=8, help="training cases")
+    sy.add_argument("--test-cases", type=int, default=0)
+    sy.add_argument("--shape", type=int, nargs=3, default=[32, 32, 32])
+    sy.add_argument("--low-quality", action="store_true",
+                    help="lower contrast, more noise, blur and bias field")
+    sy.add_argument("--core", action="store_true", help="add a second label inside the organ")
+    sy.add_argument("--seed", type=int, default=0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from nnunet_transfer.arguments import add_command, positive_int
 from nnunet_transfer.errors import UserError
 
 
@@ -73,7 +74,7 @@ def _cmd_generalize(args: argparse.Namespace) -> None:
     print(to_markdown(table, args.reference, args.test))
 
 
-def _add_evaluation_options(parser: argparse.ArgumentParser, positive_int) -> None:
+def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-json", default=None,
                         help="nnU-Net dataset.json giving the labels / regions (default: the one "
                              "in the prediction folder, else next to the reference folder)")
@@ -102,10 +103,9 @@ def _add_test_options(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> None:
     """Add `evaluate`, `compare` and `generalize` to the `nnunet-transfer` subparsers."""
-    from nnunet_transfer.cli import positive_int  # cli imports this module: import late
-
-    ev = subparsers.add_parser(
-        "evaluate", help="DSC, IoU, HD95, ASSD and lesion F1 of a prediction folder",
+    ev = add_command(
+        subparsers, "evaluate", _cmd_evaluate,
+        help="DSC, IoU, HD95, ASSD and lesion F1 of a prediction folder",
         description="Score every reference case against its prediction (same file name); "
                     "writes evaluation_per_case.csv, evaluation_summary.csv and .json to -o.")
     ev.add_argument("predictions", help="folder of predicted label maps")
@@ -114,11 +114,11 @@ def register(subparsers) -> None:
     ev.add_argument("--file-ending", default=None,
                     help="only files with this ending (default: dataset.json's, else any "
                          "SimpleITK format)")
-    _add_evaluation_options(ev, positive_int)
-    ev.set_defaults(func=_cmd_evaluate)
+    _add_evaluation_options(ev)
 
-    co = subparsers.add_parser(
-        "compare", help="table of several evaluations: mean +- std, paired tests",
+    co = add_command(
+        subparsers, "compare", _cmd_compare,
+        help="table of several evaluations: mean +- std, paired tests",
         description="Runs are LABEL=PATH, LABEL = STRATEGY[:N[:SEED]], PATH = an evaluation "
                     "folder or its evaluation_per_case.csv. Seeds of one strategy and N are "
                     "averaged per case. Writes comparison.csv and comparison.md to -o.")
@@ -128,10 +128,10 @@ def register(subparsers) -> None:
                     help="metrics to tabulate (default dsc iou hd95_mm assd_mm lesion_f1)")
     co.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
     _add_test_options(co)
-    co.set_defaults(func=_cmd_compare)
 
-    ge = subparsers.add_parser(
-        "generalize", help="predict an unseen test set with trained models, evaluate, compare",
+    ge = add_command(
+        subparsers, "generalize", _cmd_generalize,
+        help="predict an unseen test set with trained models, evaluate, compare",
         description="For each model (LABEL=FOLDER, FOLDER = a trained nnU-Net model folder or "
                     "one of its fold_N folders) runs nnUNetv2_predict_from_modelfolder on -i, "
                     "evaluates against --references and writes comparison.csv / .md to -o.")
@@ -144,6 +144,5 @@ def register(subparsers) -> None:
     ge.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name")
     ge.add_argument("-device", "--device", default="cuda", choices=["cuda", "cpu", "mps"])
     ge.add_argument("--disable-tta", action="store_true", help="no mirroring at prediction")
-    _add_evaluation_options(ge, positive_int)
+    _add_evaluation_options(ge)
     _add_test_options(ge)
-    ge.set_defaults(func=_cmd_generalize)

@@ -1,9 +1,13 @@
-"""`nnunet-transfer study {check,run,status,report,example}`."""
+"""`nnunet-transfer study {check,run,status,report,example}` and `nnunet-transfer demo`
+(`register` and `register_examples` add them to the CLI)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 
+from nnunet_transfer.arguments import add_command, positive_int
+from nnunet_transfer.study.demo import example_study, write_demo_study
 from nnunet_transfer.study.spec import StudySpec
 from nnunet_transfer.study.study_file import load_study
 
@@ -47,11 +51,16 @@ def _cmd_report(args):
 
 
 def _cmd_example(args):
-    from nnunet_transfer.study.demo import example_study
     print(example_study(), end="")
 
 
+def _cmd_demo(args):
+    run_and_print(write_demo_study(args.workdir, epochs=args.epochs, iters=args.iters,
+                                   jobs=args.jobs, hippocampus=args.hippocampus))
+
+
 def register(subparsers) -> None:
+    """Add `study` with its commands to the `nnunet-transfer` subparsers."""
     study = subparsers.add_parser(
         "study", help="run a whole transfer-learning study from one YAML file",
         description="A study file describes datasets, strategies, sizes, seeds, architectures, "
@@ -64,8 +73,27 @@ def register(subparsers) -> None:
             ("run", _cmd_run, "run the study (or continue it) and write the report"),
             ("status", _cmd_status, "what is done, running, failed and left, time left"),
             ("report", _cmd_report, "write the report of what is finished now")):
-        parser = sub.add_parser(name, help=text, description=text)
-        parser.add_argument("study", help="the study file (YAML)")
-        parser.set_defaults(func=func)
-    sub.add_parser("example", help="print an example study file"
-                   ).set_defaults(func=_cmd_example)
+        add_command(sub, name, func, help=text, description=text).add_argument(
+            "study", help="the study file (YAML)")
+    add_command(sub, "example", _cmd_example, help="print an example study file")
+
+
+def register_examples(subparsers) -> None:
+    """Add `demo` (the embedded study on synthetic data or Hippocampus) to the subparsers."""
+    demo = add_command(
+        subparsers, "demo", _cmd_demo,
+        help="run a small real transfer study on CPU (synthetic data, or Hippocampus)",
+        description="Writes <workdir>/study.yaml and runs it like `study run`: pretraining, six "
+                    "strategies x 2 seeds on a low-quality target, predictions, evaluation, "
+                    "analyses, report.html. Re-running continues an interrupted demo.")
+    demo.add_argument("--workdir", default="nnunet_transfer_demo",
+                      help="folder for the datasets, runs and report (default "
+                           "./nnunet_transfer_demo)")
+    demo.add_argument("--hippocampus", default=None, metavar="TASK04_FOLDER",
+                      help="run on MSD Task04 Hippocampus instead of synthetic data: the source is "
+                           "most cases, the target a low-quality-site copy of 11 others")
+    demo.add_argument("--epochs", type=positive_int, default=8,
+                      help="epochs of each run on the target (the source gets twice as many)")
+    demo.add_argument("--iters", type=positive_int, default=25, help="iterations per epoch")
+    demo.add_argument("--jobs", type=positive_int, default=2,
+                      help="runs at a time (each gets cores / jobs threads)")

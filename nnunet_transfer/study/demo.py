@@ -1,10 +1,11 @@
-"""`nnunet-transfer demo`: the embedded default study, small enough for a 2-core CPU.
+"""The demo study: the embedded default study file, small enough for a 2-core CPU.
 
 By default on data the package makes: a synthetic source and a low-quality synthetic "second
 site" target. Given the folder of MSD Task04 Hippocampus, on that: the source is most of its
 cases, the target a low-quality-site copy (`degrade`) of a few others. The study file is written
 into the work folder (`study.yaml`), so the demo is also an example to edit and re-run with
-`nnunet-transfer study run`.
+`nnunet-transfer study run`; `nnunet-transfer study example` prints the synthetic one. Running it
+is `commands`' part (`nnunet-transfer demo`).
 """
 
 from __future__ import annotations
@@ -71,11 +72,10 @@ def example_study() -> str:
     return study_text("my_study")
 
 
-def run_demo(workdir: str, epochs: int = 8, iters: int = 25, jobs: int = 2,
-             hippocampus: str | None = None) -> str:
-    """Write <workdir>/study.yaml (kept when it exists: a re-run continues the same study) and
-    run it; returns the report's path."""
-    from nnunet_transfer.study.commands import run_and_print
+def write_demo_study(workdir: str, epochs: int = 8, iters: int = 25, jobs: int = 2,
+                     hippocampus: str | None = None) -> str:
+    """Write <workdir>/study.yaml, or keep it when it exists with the same text (a re-run
+    continues the same study); returns its path."""
     if hippocampus and not os.path.isdir(os.path.join(hippocampus, "imagesTr")):
         raise UserError(f"--hippocampus {hippocampus}: not an MSD task folder (no imagesTr/); "
                         "give the Task04_Hippocampus folder")
@@ -90,4 +90,4 @@ def run_demo(workdir: str, epochs: int = 8, iters: int = 25, jobs: int = 2,
                                 f"study with `nnunet-transfer study run {path}`")
     else:
         atomic_write_bytes(path, text.encode())
-    return run_and_print(path)
+    return path

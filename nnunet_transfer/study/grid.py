@@ -37,7 +37,8 @@ def transferred_plans(spec: StudySpec, source_key: str) -> str:
 def configuration_of(spec: StudySpec, architecture: str) -> str:
     if architecture == UNET:
         return spec.configuration
-    from nnunet_transfer.planning import architecture_configuration_name
+    from nnunet_transfer.planning.architecture_configurations import \
+        architecture_configuration_name
     return architecture_configuration_name(spec.configuration, architecture)
 
 

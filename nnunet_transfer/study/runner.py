@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Callable
 
+from nnunet_transfer.devices import resolve_device
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.study.grid import StudyLayout
 from nnunet_transfer.study.jobs import StudyJob, StudyJobs
@@ -25,16 +26,9 @@ from nnunet_transfer.study.state import (
     BLOCKED, FAILED, PENDING, RUNNING, SKIPPED, SUCCEEDED, TERMINAL, StudyState, exclusive_run)
 
 
-def resolve_device(spec: StudySpec) -> str:
-    if spec.device == "cpu":
-        return "cpu"
-    import torch
-    if torch.cuda.is_available():
-        return "cuda"
-    if spec.device == "cuda":   # every training would fail, one after the other
-        raise UserError(f"{spec.path}: device: cuda, but torch sees no GPU here; use device: "
-                        "auto or cpu, or run on a machine with a GPU")
-    return "cpu"
+def study_device(spec: StudySpec) -> str:
+    return resolve_device(spec.device, f"{spec.path}: device: cuda, but torch sees no GPU here; "
+                                       "use device: auto or cpu, or run on a machine with a GPU")
 
 
 def study_executor(spec: StudySpec):
@@ -52,7 +46,7 @@ class StudyRunner:
         self._stop = False
 
     def run(self) -> str:
-        device = resolve_device(self.spec)   # before minutes of setup
+        device = study_device(self.spec)   # before minutes of setup
         with exclusive_run(self.layout.path("run.lock")):
             setup = StudySetup(self.spec)
             setup.run(self.say)

@@ -12,38 +12,16 @@ import secrets
 from dataclasses import dataclass, fields
 from typing import Callable, Iterable, Mapping
 
+from nnunet_transfer.arguments import (
+    NotAllowed,
+    non_negative_whole_number,
+    one_of,
+    positive_number,
+    positive_whole_number,
+)
 from nnunet_transfer.errors import UserError
 
 ENV_PREFIX = "NNUNET_TRANSFER_"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError("must be a positive whole number")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must be 0 or a positive whole number")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError("must be a positive number")
-    return value
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-        return text
-    return parse
 
 
 @dataclass(frozen=True)
@@ -62,22 +40,22 @@ class Knob:
 
 
 KNOBS = (
-    Knob("epochs", _positive_int, "number of epochs (nnU-Net: 1000)"),
-    Knob("iters", _positive_int, "training iterations per epoch (nnU-Net: 250)"),
-    Knob("val_iters", _positive_int, "validation iterations per epoch (nnU-Net: 50)"),
-    Knob("lr", _positive_float,
+    Knob("epochs", positive_whole_number, "number of epochs (nnU-Net: 1000)"),
+    Knob("iters", positive_whole_number, "training iterations per epoch (nnU-Net: 250)"),
+    Knob("val_iters", positive_whole_number, "validation iterations per epoch (nnU-Net: 50)"),
+    Knob("lr", positive_number,
          "initial learning rate; default: nnU-Net's 0.01 times the strategy's factor"),
-    Knob("snapshot_every", _non_negative_int,
+    Knob("snapshot_every", non_negative_whole_number,
          "keep the weights every K epochs besides epoch 0 and the final ones (default 50; "
          "0 keeps only those two)"),
-    Knob("seed", _non_negative_int,
+    Knob("seed", non_negative_whole_number,
          "seed of the network initialisation (default: drawn at random and recorded)"),
-    Knob("load", _choice("all", "encoder"),
+    Knob("load", one_of("all", "encoder"),
          "what -pretrained_weights loads: the whole network or the encoder only (default all)"),
-    Knob("head", _choice("auto", "reinit"),
+    Knob("head", one_of("auto", "reinit"),
          "the output layer(s): 'auto' loads them when the source's labels equal the target's, "
          "'reinit' always starts them from random (default auto)"),
-    Knob("cpu_threads", _positive_int,
+    Knob("cpu_threads", positive_whole_number,
          "torch threads of a run on the CPU (default: nnU-Net's, every core); set 1 when "
          "several runs share the machine"),
 )
@@ -91,7 +69,7 @@ def parse_knob(knob: Knob, text: str, given_as: str, fix: str) -> object:
     try:
         return knob.parse(text)
     except ValueError as error:
-        reason = str(error) if str(error).startswith("must") else "is not a number"
+        reason = str(error) if isinstance(error, NotAllowed) else "is not a number"
         raise UserError(f"{given_as} {reason} ({knob.help}); {fix}") from None
 
 

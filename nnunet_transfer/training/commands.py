@@ -1,0 +1,51 @@
+"""The `env` and `strategies` subcommands (`register` adds them to the CLI): how nnU-Net finds
+our trainers and the budget knobs they read, and which strategies there are."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+
+from nnunet_transfer.arguments import add_command
+from nnunet_transfer.discovery import ext_trainer_value
+from nnunet_transfer.training.budget import KNOBS, parse_knob
+from nnunet_transfer.training.strategies import ALL_STRATEGIES
+
+
+def env_lines(args: argparse.Namespace) -> list[str]:
+    """The `export` lines: nnUNet_extTrainer, then each knob given (checked as the trainer
+    would check it)."""
+    value = ext_trainer_value(os.environ.get("nnUNet_extTrainer"))
+    lines = [f"export nnUNet_extTrainer={shlex.quote(value)}"]
+    for knob in KNOBS:
+        value = getattr(args, knob.field)
+        if value is not None:
+            parse_knob(knob, str(value), f"{knob.option} {value}", "give another value")
+            lines.append(f"export {knob.variable}={shlex.quote(str(value))}")
+    return lines
+
+
+def _cmd_env(args: argparse.Namespace) -> None:
+    print("\n".join(env_lines(args)))
+
+
+def _cmd_strategies(args: argparse.Namespace) -> None:
+    for s in ALL_STRATEGIES:
+        frozen = ", ".join(sorted(s.frozen_parts)) or "nothing"
+        print(f"{s.trainer_name:<36} pretrained {s.pretrained.value:<9} frozen: {frozen:<18} "
+              f"LR x{s.lr_factor:<4} {s.summary}")
+
+
+def register(subparsers) -> None:
+    """Add `env` and `strategies` to the `nnunet-transfer` subparsers."""
+    env = add_command(
+        subparsers, "env", _cmd_env,
+        help="print the exports that let nnU-Net find our trainers (use with eval)",
+        description='eval "$(nnunet-transfer env [--epochs N ...])" sets nnUNet_extTrainer and '
+                    "the budget knobs the trainers read.")
+    for knob in KNOBS:
+        env.add_argument(knob.option, dest=knob.field, default=None,
+                         help=f"{knob.help} (sets {knob.variable})")
+    add_command(subparsers, "strategies", _cmd_strategies,
+                help="list the strategies and their trainer names")
