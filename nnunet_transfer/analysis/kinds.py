@@ -26,6 +26,7 @@ from nnunet_transfer.analysis.options import (
     add_data_options, add_runs, capture_options)
 from nnunet_transfer.arguments import positive_int
 from nnunet_transfer.errors import UserError
+from nnunet_transfer.training.strategies import FINE_TUNE, SCRATCH
 
 if TYPE_CHECKING:
     from nnunet_transfer.analysis.outputs import Notes, Output
@@ -242,10 +243,6 @@ SIMILARITY = AnalysisKind(
 
 # -- feature reuse -----------------------------------------------------------------------------
 
-# Strategy names (training.strategies would import torch here).
-SCRATCH, FINE_TUNE = "Scratch", "FineTune"
-
-
 def _reuse_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transfer", nargs="+", required=True, metavar="RUN", help=RUN_HELP)
     parser.add_argument("--scratch", nargs="+", required=True, metavar="RUN", help=RUN_HELP)
@@ -262,19 +259,19 @@ def _run_reuse(args: argparse.Namespace, notes: Notes) -> Output:
 
 def _transfer_and_scratch(cell: StudyCell) -> list[str] | str:
     """FineTune's runs (else those of the first transfer strategy) against Scratch's."""
-    transfer_strategy = FINE_TUNE if FINE_TUNE in cell.transfer_strategies else next(
+    transfer_strategy = FINE_TUNE.name if FINE_TUNE.name in cell.transfer_strategies else next(
         iter(cell.transfer_strategies), None)
     transfer = [run for run in cell.finished if run.strategy == transfer_strategy]
-    scratch = [run for run in cell.finished if run.strategy == SCRATCH]
+    scratch = [run for run in cell.finished if run.strategy == SCRATCH.name]
     if not transfer or not scratch:
-        return f"reuse needs finished {transfer_strategy} and {SCRATCH} runs"
+        return f"reuse needs finished {transfer_strategy} and {SCRATCH.name} runs"
     return ["--transfer", *_labelled(transfer), "--scratch", *_labelled(scratch)]
 
 
 def _needs_scratch_and_transfer(strategies: Sequence[str], seeds: Sequence[int]) -> str | None:
-    if not (SCRATCH in strategies and len(strategies) > 1):
-        return (f"reuse compares transfer runs with {SCRATCH} runs: add {SCRATCH} and at least "
-                "one transfer strategy, or drop reuse")
+    if not (SCRATCH.name in strategies and len(strategies) > 1):
+        return (f"reuse compares transfer runs with {SCRATCH.name} runs: add {SCRATCH.name} and "
+                "at least one transfer strategy, or drop reuse")
     return None
 
 

@@ -10,6 +10,7 @@ The modules, in the order a study goes through them:
 - `jobs` turns every step into a command and says what it needs and what it leaves;
 - `executors` (a package) runs the commands, here or through SLURM; `state` keeps what the
   runner knows about each job; `runner` drives the loop and resumes after a crash;
-- `results` gathers the tables and analyses into the report (`report` lays it out);
+- `results` gathers the tables and analyses into the report (laid out by the ground-floor
+  `document` builder);
 - `commands` and `demo` are the `study` and `demo` commands of the CLI.
 """

@@ -1,3 +1,13 @@
-"""Transfer strategies, weight transfer and the bookkeeping of a training run; `commands` adds
-`env` (the exports that let nnU-Net find the trainers, with the budget knobs) and `strategies`
-to the CLI."""
+"""Training: what a transfer run does inside `nnUNetv2_train`.
+
+- `strategies`: the strategies as data (`Strategy`: frozen parts, pretrained weights required or
+  refused, learning-rate factor); one trainer class per strategy is made from them in `trainers/`.
+- `budget`: the budget knobs (`KNOBS`, one table): read from the environment by the trainer,
+  printed by `env`, written into a study job's environment by `Budget.environment`.
+- `freezing`: freezing parts (no gradient, not in the optimizer, norms in eval mode).
+- `pretrained`: loading `-pretrained_weights` tensor by tensor, with the preflight table.
+- `bookkeeping`: the run's snapshots, epochs.csv and settings.json.
+- `trainer`: `TransferTrainer`, the nnU-Net trainer all strategies share.
+- `step_cost`: timing training steps (the benchmarks).
+- `commands`: `env` and `strategies` on the command line.
+"""

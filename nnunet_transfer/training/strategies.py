@@ -1,8 +1,8 @@
 """The transfer strategies a user picks with `nnUNetv2_train -tr nnUNetTrainer_<name>`.
 
 A strategy says which parts of the network stay fixed, whether it starts from pretrained
-weights, and how its initial learning rate relates to nnU-Net's. The trainer classes in
-`trainers/` are one line each on top of these definitions.
+weights, and how its initial learning rate relates to nnU-Net's. `trainers/` makes one
+trainer class per strategy declared here.
 """
 
 from __future__ import annotations
