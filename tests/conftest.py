@@ -32,6 +32,7 @@ ONE_THREAD = {"NNUNET_TRANSFER_CPU_THREADS": "1", "OMP_NUM_THREADS": "1",
               "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+@pytest.hookimpl(tryfirst=True)   # before xdist reads the groups (its hook runs in the workers)
 def pytest_collection_modifyitems(config, items):
     """Keep what shares fixtures in one pytest-xdist worker (`make test` runs `-n auto --dist
     loadgroup`): every test of the shared nnU-Net workspace in one group, so the session's source
