@@ -51,7 +51,7 @@ class CheckpointUse:
 ANY_WEIGHTS = CheckpointUse()
 
 
-@dataclass
+@dataclass(eq=False)  # equal only to itself: tensors compare element by element
 class Checkpoint:
     """Network weights and what is known of where they came from.
 
@@ -148,7 +148,7 @@ class Checkpoint:
         return cls(label, {_strip_wrapper_prefixes(k): v for k, v in weights.items()},
                    meta.get("init_args") or {}, meta.get("trainer_name"), path, bare)
 
-    # -- what the plans say ------------------------------------------------------------------
+    # -- derived -----------------------------------------------------------------------------
 
     @property
     def architecture(self) -> str | None:

@@ -201,9 +201,9 @@ class TransferNetwork(nn.Module):
 
     @classmethod
     def check_own_settings(cls, settings: Mapping[str, Any]) -> None:
-        """Raise UserError for settings of the architecture's own the network cannot be built
-        from (or would fail on in its first forward pass); `settings` as in `check_settings`.
-        Nothing by default."""
+        """Raise UserError for the architecture's own settings (beyond the per-stage lists)
+        when the network cannot be built from them or would fail on them in its first forward
+        pass; `settings` as in `check_settings`. Nothing by default."""
 
     @classmethod
     def check_coarsest_stage(cls, patch_size: Sequence[int], settings: Mapping[str, Any]
