@@ -9,12 +9,17 @@ import SimpleITK as sitk
 import torch
 
 from nnunet_transfer.architectures import partition
-from nnunet_transfer.architectures.build import load_checkpoint_file, network_from_checkpoint
+from nnunet_transfer.architectures.checkpoint import Checkpoint
 
 
 def parts_by_key(checkpoint: dict) -> dict[str, str]:
-    network = network_from_checkpoint(checkpoint, load_weights=False)
+    network = Checkpoint.of(checkpoint).network(load_weights=False)
     return partition(network).state_dict_parts(network)
+
+
+def load_checkpoint_file(path: str) -> dict:
+    """The dict torch saved at `path`, as the trainer wrote it."""
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def snapshot(folder: str, epoch: int = 0) -> dict:

@@ -172,7 +172,7 @@ def test_default_layers_of_nnunet_unets_are_spread_shallow_to_deep():
     assert default_layers(plain_unet(n_stages=5)) == {
         "encoder-1": "encoder.stages.0", "encoder-2": "encoder.stages.2",
         "encoder-3": "encoder.stages.4", "decoder-1": "decoder.stages.0",
-        "decoder-2": "decoder.stages.1", "decoder-3": "decoder.stages.3"}
+        "decoder-2": "decoder.stages.2", "decoder-3": "decoder.stages.3"}
     # Too few stages on a side: the blocks inside the stages (and the up-sampling) fill in.
     shallow = default_layer_names(plain_unet(n_stages=2))
     assert shallow == {"encoder": ["encoder.stages.0.0.convs.0", "encoder.stages.0",

@@ -18,6 +18,7 @@ from nnunet_transfer.analysis.weights import (
     snapshot_path,
     weight_changes,
 )
+from nnunet_transfer.architectures.checkpoint import Checkpoint
 from nnunet_transfer.architectures.registry import architecture_entry
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.training.bookkeeping import EPOCH_COLUMNS, RunRecord
@@ -31,8 +32,6 @@ UNET_ARCHITECTURE = {
 
 def checkpoint(architecture: dict, weights: dict | None = None) -> dict:
     """An nnU-Net checkpoint (the entries the analysis reads) whose plans hold `architecture`."""
-    from nnunet_transfer.architectures.build import network_from_checkpoint
-
     plans = {"dataset_name": "Dataset501_S", "plans_name": "P", "label_manager": "LabelManager",
              "configurations": {"3d_fullres": {"data_identifier": "P_3d_fullres",
                                                "patch_size": PATCH,
@@ -43,8 +42,8 @@ def checkpoint(architecture: dict, weights: dict | None = None) -> dict:
                "trainer_name": "nnUNetTrainer_Scratch", "current_epoch": 0}
     if weights is None:
         torch.manual_seed(0)
-        weights = network_from_checkpoint({**content, "network_weights": {}},
-                                          load_weights=False).state_dict()
+        weights = Checkpoint.of({**content, "network_weights": {}}).network(
+            load_weights=False).state_dict()
     content["network_weights"] = weights
     return content
 
@@ -127,15 +126,13 @@ def test_zero_start_norm_gives_nan_not_an_error(start):
 
 
 def test_checkpoint_files_and_a_given_network(tmp_path, start):
-    from nnunet_transfer.architectures.build import network_from_checkpoint
-
     end = changed(start, lambda w: w["encoder.stages.1.0.convs.0.conv.weight"].mul_(0.8))
     paths = [str(tmp_path / "epoch_0000.pth"), str(tmp_path / "epoch_0002.pth")]
     for path, content in zip(paths, (start, end)):
         torch.save(content, path)
     from_files = by_layer(weight_changes(*paths))
     # Bare state dicts need the network to know module types and parts.
-    network = network_from_checkpoint(start, load_weights=False)
+    network = Checkpoint.of(start).network(load_weights=False)
     bare = by_layer(weight_changes(start["network_weights"], end["network_weights"], network))
     assert from_files == bare
     assert abs(from_files["encoder.stages.1.0.convs.0.conv"].norm_change - 0.2) < 1e-6
@@ -159,10 +156,8 @@ def test_a_checkpoint_of_another_architecture_is_refused_naming_both(tmp_path, s
     assert f"{paths['unet']} (PlainConvUNet) and {paths['karimi']} (KarimiNet)" in message
     assert "hold different architectures" in message and "only in the first" in message
     # A network of another architecture than the checkpoints.
-    from nnunet_transfer.architectures.build import network_from_checkpoint
-
     with pytest.raises(UserError, match=r"the given network \(KarimiNet\) and state dict #1"):
-        weight_changes(start, start, network_from_checkpoint(karimi, load_weights=False))
+        weight_changes(start, start, Checkpoint.of(karimi).network(load_weights=False))
 
 
 # -- snapshots and convergence -----------------------------------------------------------------

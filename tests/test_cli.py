@@ -8,7 +8,7 @@ import shlex
 import pytest
 import torch
 
-from nnunet_transfer.architectures.build import network_from_checkpoint
+from nnunet_transfer.architectures.checkpoint import Checkpoint
 
 from conftest import BUDGET, SMALL_PLANS, SOURCE_ID
 
@@ -69,8 +69,8 @@ def test_small_plans_build_a_network_that_takes_its_patch(workspace, source, pat
     config = plans["configurations"]["3d_fullres"]
     dataset_json = json.load(open(os.path.join(workspace.preprocessed, source["name"],
                                                "dataset.json")))
-    network = network_from_checkpoint({"init_args": {
-        "plans": plans, "configuration": "3d_fullres", "dataset_json": dataset_json}},
+    network = Checkpoint(name, {}, {
+        "plans": plans, "configuration": "3d_fullres", "dataset_json": dataset_json}).network(
         load_weights=False)
     outputs = network(torch.zeros(1, 1, *config["patch_size"]))
     assert outputs[0].shape[2:] == tuple(config["patch_size"])
@@ -106,8 +106,8 @@ def test_checkpoint_of_other_plans_gets_table_and_fix(workspace, source, target,
     default_plans = json.load(open(os.path.join(workspace.preprocessed, source["name"],
                                                 "nnUNetPlans.json")))
     checkpoint["init_args"] = dict(checkpoint["init_args"], plans=default_plans)
-    checkpoint["network_weights"] = network_from_checkpoint(
-        checkpoint, load_weights=False).state_dict()
+    checkpoint["network_weights"] = Checkpoint.of(checkpoint).network(
+        load_weights=False).state_dict()
     path = tmp_path / "other_plans.pth"
     torch.save(checkpoint, path)
     result = _train(workspace, target, "nnUNetTrainer_FineTune", "-pretrained_weights", str(path))

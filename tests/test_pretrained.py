@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from nnunet_transfer.architectures import partition
+from nnunet_transfer.architectures.checkpoint import Checkpoint
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.training.pretrained import (
-    adapt_input_channels, apply_load, plan_load, read_checkpoint, refusal_message)
+    PRETRAINED, adapt_input_channels, apply_load, plan_load, refusal_message)
 
 from networks import batch, checkpoint_of, plain_unet
 
@@ -24,7 +25,8 @@ def _save(tmp_path, content, name="source.pth"):
 
 def _plan(tmp_path, source_net, target_net, source_labels=LABELS2, target_labels=LABELS2,
           **options):
-    source = read_checkpoint(_save(tmp_path, checkpoint_of(source_net, source_labels)))
+    source = Checkpoint.read(_save(tmp_path, checkpoint_of(source_net, source_labels)),
+                             PRETRAINED)
     return plan_load(target_net, partition(target_net), source,
                      num_input_channels=target_net.encoder.stages[0][0].convs[0].conv.in_channels,
                      target_dataset_json={"labels": target_labels}, **options)
@@ -146,12 +148,12 @@ def test_wrapper_prefixes_are_stripped(tmp_path):
     source = plain_unet()
     weights = {"module._orig_mod." + k: v for k, v in source.state_dict().items()}
     path = _save(tmp_path, {"network_weights": weights})
-    assert set(read_checkpoint(path).weights) == set(source.state_dict())
+    assert set(Checkpoint.read(path, PRETRAINED).weights) == set(source.state_dict())
 
 
 def test_bare_state_dict_is_accepted(tmp_path):
     source = plain_unet()
-    checkpoint = read_checkpoint(_save(tmp_path, source.state_dict()))
+    checkpoint = Checkpoint.read(_save(tmp_path, source.state_dict()), PRETRAINED)
     assert checkpoint.labels is None and set(checkpoint.weights) == set(source.state_dict())
 
 
@@ -167,7 +169,7 @@ def test_bad_checkpoint_files_are_user_errors(tmp_path, content, words):
     elif content is not None:
         torch.save(content, path)
     with pytest.raises(UserError, match=words):
-        read_checkpoint(path)
+        Checkpoint.read(path, PRETRAINED)
 
 
 def test_truncated_checkpoint_is_a_user_error(tmp_path):
@@ -175,9 +177,9 @@ def test_truncated_checkpoint_is_a_user_error(tmp_path):
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 2])
     with pytest.raises(UserError, match="truncated"):
-        read_checkpoint(path)
+        Checkpoint.read(path, PRETRAINED)
 
 
 def test_folder_instead_of_file(tmp_path):
     with pytest.raises(UserError, match="is a folder"):
-        read_checkpoint(str(tmp_path))
+        Checkpoint.read(str(tmp_path), PRETRAINED)

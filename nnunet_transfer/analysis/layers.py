@@ -4,9 +4,11 @@ Default layers (three in the encoder, three in the decoder, as the six layers of
 - an extra architecture of this package declares them itself (`analysis_layers()`);
 - nnU-Net's U-Nets (dynamic_network_architectures' PlainConvUNet, ResidualEncoderUNet and
   anything else with `encoder.stages` and `decoder.stages`) get the stage outputs evenly spread
-  over the path: encoder shallow, middle, deep (the bottleneck); decoder deep, middle, shallow.
-  A U-Net too shallow to have three stages on a side falls back to the outputs of the conv /
-  residual blocks inside its stages (and the transposed convolutions of the decoder).
+  over the path by the architectures' rule (`architectures.common.spread`): encoder shallow,
+  middle, deep (the bottleneck); decoder deep, middle, shallow.
+  On a side with fewer than three stages, finer layers stand in (`with_stand_ins`): the stem
+  or the first conv / residual block of the first encoder stage; the first transposed
+  convolution, then the first block of the first decoder stage.
 
 The default layers are labelled by role, "encoder-1" ... "encoder-3" (shallow to deep) and
 "decoder-1" ... "decoder-3" (deep to shallow, the order data flows in), so that networks of
@@ -21,24 +23,12 @@ import difflib
 
 from torch import nn
 
+from nnunet_transfer.architectures.common import child_names, spread, with_stand_ins
 from nnunet_transfer.architectures.parts import unwrap
 from nnunet_transfer.errors import UserError
 
-LAYERS_PER_SIDE = 3
-
 # How many names of the same depth a "no such layer" message lists before cutting off.
 _LISTED_NAMES = 30
-
-
-def evenly_spread(names: list[str], count: int = LAYERS_PER_SIDE) -> list[str]:
-    """First, middle and last of `names` (for count 3; in general `count` evenly spaced names).
-
-    Fewer names than `count` are returned unchanged. The middle of an even number of names is
-    the lower one, (n - 1) // 2, the rule the extra architectures use for their stages.
-    """
-    if len(names) <= count:
-        return list(names)
-    return [names[i * (len(names) - 1) // (count - 1)] for i in range(count)]
 
 
 def _is_unet(network: nn.Module) -> bool:
@@ -66,17 +56,19 @@ def _block_names(network: nn.Module, stage: str) -> list[str]:
 
 
 def _unet_layers(network: nn.Module) -> dict[str, list[str]]:
-    encoder = [f"encoder.stages.{i}" for i in range(len(network.encoder.stages))]
-    if len(encoder) < LAYERS_PER_SIDE:
-        stem = ["encoder.stem"] if getattr(network.encoder, "stem", None) is not None else []
-        encoder = stem + [block for stage in encoder for block in _block_names(network, stage)]
-    decoder = [f"decoder.stages.{j}" for j in range(len(network.decoder.stages))]
-    if len(decoder) < LAYERS_PER_SIDE:
-        upsampling = ([f"decoder.transpconvs.{j}" for j in range(len(decoder))]
-                      if hasattr(network.decoder, "transpconvs") else [None] * len(decoder))
-        decoder = [name for up, stage in zip(upsampling, decoder)
-                   for name in ([up] if up else []) + _block_names(network, stage)]
-    return {"encoder": evenly_spread(encoder), "decoder": evenly_spread(decoder)}
+    # On a side with fewer than three stages, finer layers stand in before the first stage's
+    # output: the stem, else the first encoder block; the first transposed convolution, then
+    # the first decoder block.
+    encoder_block, decoder_block = (_block_names(network, f"{side}.stages.0")[:-1][:1]
+                                    for side in ("encoder", "decoder"))
+    has_stem = getattr(network.encoder, "stem", None) is not None
+    encoder = with_stand_ins(child_names("encoder.stages", network.encoder.stages),
+                             [(0, name) for name in (["encoder.stem"] if has_stem
+                                                     else encoder_block)])
+    up = ["decoder.transpconvs.0"] if hasattr(network.decoder, "transpconvs") else []
+    decoder = with_stand_ins(child_names("decoder.stages", network.decoder.stages),
+                             enumerate(up + decoder_block))
+    return {"encoder": spread(encoder), "decoder": spread(decoder)}
 
 
 def default_layer_names(network: nn.Module) -> dict[str, list[str]]:

@@ -24,14 +24,15 @@ from torch import nn
 
 from nnunet_transfer.analysis.blocks import preprocessed_folder
 from nnunet_transfer.analysis.weights import (
+    RUN_SNAPSHOT,
     Convergence,
     check_same_architecture,
     convergence_epoch,
-    read_checkpoint,
     require_run_folder,
     run_snapshots,
     snapshot_path,
 )
+from nnunet_transfer.architectures.checkpoint import Checkpoint
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.training.bookkeeping import RunRecord
 
@@ -235,19 +236,14 @@ class DataSpec:
                 f"{self.plans}, dataset {self.dataset}, patch {patch}")
 
 
-def data_spec(checkpoint: dict) -> DataSpec:
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    init_args = checkpoint.get("init_args") or {}
+def data_spec(checkpoint: Checkpoint) -> DataSpec:
+    init_args = checkpoint.init_args
     if "plans" not in init_args or "configuration" not in init_args:
         raise UserError("the checkpoint has no init_args with plans and configuration; it was "
                         "not written by an nnU-Net trainer")
-    plans, configuration = init_args["plans"], init_args["configuration"]
-    folder, patch = preprocessed_folder(plans, configuration)
-    manager = PlansManager(plans)
-    network_class = manager.get_configuration(configuration).network_arch_class_name
-    return DataSpec(manager.dataset_name, manager.plans_name, configuration,
-                    network_class.rsplit(".", 1)[-1], folder, patch)
+    folder, patch = preprocessed_folder(init_args["plans"], checkpoint.configuration)
+    return DataSpec(checkpoint.dataset_name, checkpoint.plans_name, checkpoint.configuration,
+                    checkpoint.architecture, folder, patch)
 
 
 class NetworkSet:
@@ -262,13 +258,11 @@ class NetworkSet:
         self.networks: dict[str, nn.Module] = {}
         self.owner: dict[str, str] = {}
         self.spec: DataSpec | None = None
-        self._reference: tuple[str, dict] | None = None
+        self._reference: tuple[str, Checkpoint] | None = None
 
     def add(self, name: str, path: str, owner: str) -> nn.Module:
         """Load the snapshot at `path` as network `name`; `owner` names it in messages."""
-        from nnunet_transfer.architectures.build import network_from_checkpoint
-
-        checkpoint = read_checkpoint(path)
+        checkpoint = Checkpoint.read(path, RUN_SNAPSHOT)
         described = f"run {owner} ({path})"
         if self._reference is None:
             self.spec = data_spec(checkpoint)
@@ -283,7 +277,7 @@ class NetworkSet:
                     f"patches ({self.spec.describe()}, data {self.spec.folder}; vs "
                     f"{spec.describe()}, data {spec.folder}); activations are compared on the "
                     "same input blocks, so compare runs of one dataset and configuration")
-        network = network_from_checkpoint(checkpoint)
+        network = checkpoint.network()
         self.networks[name] = network
         self.owner[name] = owner
         return network
@@ -292,8 +286,6 @@ class NetworkSet:
         """`count` untrained networks of the same architecture, each initialised by nnU-Net's
         network constructor under its own torch seed (derived from `seed` and its index);
         returns their names, null-1 ... null-<count>."""
-        from nnunet_transfer.architectures.build import network_from_checkpoint
-
         if self._reference is None:
             raise UserError("add a run's snapshot before the null networks")
         names = []
@@ -302,8 +294,7 @@ class NetworkSet:
             for index in range(1, count + 1):
                 torch.manual_seed(int(np.random.SeedSequence([seed, index]).generate_state(1)[0]))
                 name = f"{NULL_PREFIX}{index}"
-                self.networks[name] = network_from_checkpoint(self._reference[1],
-                                                              load_weights=False)
+                self.networks[name] = self._reference[1].network(load_weights=False)
                 self.owner[name] = "null baseline"
                 names.append(name)
         finally:

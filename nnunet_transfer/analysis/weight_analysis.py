@@ -21,11 +21,8 @@ from nnunet_transfer.analysis.blocks import BlockSampler
 from nnunet_transfer.analysis.layers import default_layers, find_layer
 from nnunet_transfer.analysis.outputs import Notes, Output, markdown_table
 from nnunet_transfer.analysis.runs import AnalysedRun, block_cases, data_spec, slug
-from nnunet_transfer.analysis.weights import (
-    LayerWeightChange,
-    read_checkpoint,
-    weight_changes,
-)
+from nnunet_transfer.analysis.weights import RUN_SNAPSHOT, LayerWeightChange, weight_changes
+from nnunet_transfer.architectures.checkpoint import Checkpoint
 from nnunet_transfer.architectures.parts import PARTS
 from nnunet_transfer.devices import torch_device
 from nnunet_transfer.errors import UserError
@@ -117,8 +114,6 @@ def weights_analysis(runs: Sequence[AnalysedRun], start: str, end: str, pictures
                      ) -> Output:
     """Weight change of every convolution of each run between snapshots `start` and `end`
     (epochs done, "final" or "convergence"), and the filter and feature-map pictures."""
-    from nnunet_transfer.architectures.build import network_from_checkpoint
-
     device = torch_device(pictures.device)
     rows, figures_out, sampled, block_notes = [], {}, {}, []
     for run in runs:
@@ -127,16 +122,16 @@ def weights_analysis(runs: Sequence[AnalysedRun], start: str, end: str, pictures
         if first == last:
             notes.add(f"run {run.label}: start and end are the same snapshot (after {first} "
                       "epochs); every change is 0")
-        begin, finish = (read_checkpoint(run.snapshot(e)) for e in (first, last))
-        start_net = network_from_checkpoint(begin)
+        begin, finish = (Checkpoint.read(run.snapshot(e), RUN_SNAPSHOT) for e in (first, last))
+        start_net = begin.network()
         changes = weight_changes(begin, finish, network=start_net)
         rows += [{"run": run.label, "strategy": run.strategy, "start_epoch": first,
                   "end_epoch": last, **dataclasses.asdict(change)} for change in changes]
 
         chosen = _filter_layer(changes, start_net, pictures.filter_layer, run)
         transposed = chosen.module_type.startswith("ConvTranspose")
-        w0 = _out_in(begin["network_weights"][f"{chosen.layer}.weight"], transposed)
-        w1 = _out_in(finish["network_weights"][f"{chosen.layer}.weight"], transposed)
+        w0 = _out_in(begin.weights[f"{chosen.layer}.weight"], transposed)
+        w1 = _out_in(finish.weights[f"{chosen.layer}.weight"], transposed)
         indices, channels, filter_changes = select_filters(w0, w1, pictures.filters)
         figures_out[f"filters_{slug(run.label)}"] = figures.filters_figure(
             w0, w1, indices, channels, filter_changes,
@@ -153,7 +148,7 @@ def weights_analysis(runs: Sequence[AnalysedRun], start: str, end: str, pictures
         block = sampler.blocks[0]
         image = sampler.read(block)
         feature_layer = pictures.feature_layer or default_layers(start_net)["encoder-1"]
-        end_net = network_from_checkpoint(finish)
+        end_net = finish.network()
         maps = _feature_maps([start_net, end_net], feature_layer, image, device,
                              pictures.filters)
         figures_out[f"features_{slug(run.label)}"] = figures.feature_maps_figure(

@@ -27,11 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from nnunet_transfer.architectures.checkpoint import Checkpoint, CheckpointUse
 from nnunet_transfer.architectures.parts import partition, unwrap
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.training.bookkeeping import RunRecord
 
-WeightsSource = str | os.PathLike | Mapping[str, torch.Tensor]
+WeightsSource = str | os.PathLike | Mapping[str, torch.Tensor] | Checkpoint
 
 _SNAPSHOT_NAME = re.compile(r"^epoch_(\d{4,})\.pth$")
 _CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d,
@@ -41,86 +42,30 @@ _CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d,
 # -- reading weights ---------------------------------------------------------------------------
 
 
-@dataclass
-class _Weights:
-    """A state dict with what is known of where it came from."""
-
-    state: dict[str, torch.Tensor]
-    label: str                    # the path, or "state dict #k"
-    architecture: str | None      # network class name from the checkpoint's plans
-    checkpoint: dict | None       # the whole nnU-Net checkpoint, when there is one
+# How the analysis reads a run's snapshot: `Checkpoint.read(path, RUN_SNAPSHOT)`.
+RUN_SNAPSHOT = CheckpointUse(bare_refusal="the analysis rebuilds networks from those")
 
 
-def _architecture_of(checkpoint: dict) -> str | None:
-    """The network class a checkpoint's plans give its configuration (None if unknown)."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    init_args = checkpoint.get("init_args") or {}
-    try:
-        configuration = PlansManager(init_args["plans"]).get_configuration(
-            init_args["configuration"])
-        return configuration.network_arch_class_name.rsplit(".", 1)[-1]
-    except Exception:  # no plans, or plans of another nnU-Net version: the keys still tell
-        return None
-
-
-def _read(source: WeightsSource, label: str) -> _Weights:
-    """A checkpoint path, an nnU-Net checkpoint dict or a bare state dict, as _Weights."""
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not os.path.isfile(path):
-            raise UserError(f"the checkpoint {path} does not exist" if not os.path.exists(path)
-                            else f"{path} is a folder, not a checkpoint file")
-        try:
-            # nnU-Net checkpoints hold plans and numpy values besides tensors.
-            content = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error:  # torch raises many kinds for a damaged file
-            detail = str(error).splitlines()[0] if str(error) else "no detail"
-            raise UserError(f"{path} is not a readable PyTorch checkpoint "
-                            f"({type(error).__name__}: {detail})") from None
-        label = path
-    else:
-        content = source
-    if isinstance(content, Mapping) and "network_weights" in content:
-        return _Weights(dict(content["network_weights"]), label, _architecture_of(content),
-                        dict(content))
-    if isinstance(content, Mapping) and content and all(
-            isinstance(v, torch.Tensor) for v in content.values()):
-        return _Weights(dict(content), label, None, None)
-    raise UserError(f"{label} holds no network weights (neither an nnU-Net checkpoint with "
-                    "'network_weights' nor a state dict)")
-
-
-def read_checkpoint(path: str) -> dict:
-    """The nnU-Net checkpoint (or snapshot) at `path`, as the dict torch saved.
-
-    Raises UserError for a missing or unreadable file and for a file without network weights.
-    """
-    weights = _read(path, path)
-    if weights.checkpoint is None:
-        raise UserError(f"{path} holds a bare state dict, not an nnU-Net checkpoint with its "
-                        "plans (init_args); the analysis rebuilds networks from those")
-    return weights.checkpoint
-
-
-def check_same_architecture(first: Mapping, first_label: str, second: Mapping,
+def check_same_architecture(first: WeightsSource, first_label: str, second: WeightsSource,
                             second_label: str) -> None:
-    """Refuse two checkpoints (dicts holding "network_weights", or state dicts) whose tensor
-    names or shapes differ; the message names both labels and their network classes."""
-    _check_same_architecture(_read(first, first_label), _read(second, second_label))
+    """Refuse two checkpoints (Checkpoints, dicts holding "network_weights", or state dicts)
+    whose tensor names or shapes differ; the message names both labels and their network
+    classes."""
+    _check_same_architecture(Checkpoint.of(first, first_label),
+                             Checkpoint.of(second, second_label))
 
 
-def _describe(weights: _Weights) -> str:
+def _describe(weights: Checkpoint) -> str:
     return f"{weights.label} ({weights.architecture or 'architecture not recorded'})"
 
 
-def _check_same_architecture(first: _Weights, second: _Weights) -> None:
+def _check_same_architecture(first: Checkpoint, second: Checkpoint) -> None:
     """Refuse two state dicts whose tensor names or shapes differ, naming both."""
-    only_first = sorted(set(first.state) - set(second.state))
-    only_second = sorted(set(second.state) - set(first.state))
-    reshaped = [f"{k}: {tuple(first.state[k].shape)} vs {tuple(second.state[k].shape)}"
-                for k in sorted(set(first.state) & set(second.state))
-                if first.state[k].shape != second.state[k].shape]
+    only_first = sorted(set(first.weights) - set(second.weights))
+    only_second = sorted(set(second.weights) - set(first.weights))
+    reshaped = [f"{k}: {tuple(first.weights[k].shape)} vs {tuple(second.weights[k].shape)}"
+                for k in sorted(set(first.weights) & set(second.weights))
+                if first.weights[k].shape != second.weights[k].shape]
     if not (only_first or only_second or reshaped):
         return
     details = []
@@ -215,28 +160,25 @@ def weight_changes(start: WeightsSource, end: WeightsSource,
         UserError when the two checkpoints, or a checkpoint and `network`, hold different
         architectures (the message names both), or when there is no network to rebuild.
     """
-    first, second = _read(start, "state dict #1"), _read(end, "state dict #2")
+    first, second = Checkpoint.of(start, "state dict #1"), Checkpoint.of(end, "state dict #2")
     _check_same_architecture(first, second)
     origin = "the given network"
     if network is None:
         network, origin = _network_for(first, second), "the network rebuilt from the plans"
     network = unwrap(network)
-    expected = _Weights(network.state_dict(), origin, type(network).__name__, None)
+    expected = Checkpoint(origin, network.state_dict(), network_class=type(network).__name__)
     _check_same_architecture(expected, first)
     part_of_key = partition(network).state_dict_parts(network)
     return [layer_weight_change(name, part_of_key[f"{name}.weight"], module,
-                                first.state[f"{name}.weight"], second.state[f"{name}.weight"])
+                                first.weights[f"{name}.weight"], second.weights[f"{name}.weight"])
             for name, module in network.named_modules()
             if isinstance(module, _CONVOLUTIONS) and module.weight is not None]
 
 
-def _network_for(*candidates: _Weights) -> nn.Module:
-    from nnunet_transfer.architectures.build import network_from_checkpoint
-
-    for weights in candidates:
-        if weights.checkpoint is not None and (weights.checkpoint.get("init_args") or {}).get(
-                "plans"):
-            return network_from_checkpoint(weights.checkpoint, load_weights=False)
+def _network_for(*candidates: Checkpoint) -> nn.Module:
+    for checkpoint in candidates:
+        if checkpoint.plans:
+            return checkpoint.network(load_weights=False)
     raise UserError("neither checkpoint records its plans (init_args), so the network cannot "
                     "be rebuilt; pass network= (a network of the same architecture)")
 

@@ -10,9 +10,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from nnunet_transfer.architectures.common import (ConvSettings, TransferNetwork,
-                                                  check_output_at_patch_size, check_stage_lists,
-                                                  cumulative_strides, outputs_of_each_stage,
-                                                  triple)
+                                                  check_output_at_patch_size, cumulative_strides,
+                                                  outputs_of_each_stage, triple, with_stand_ins)
 from nnunet_transfer.errors import UserError
 
 PAPER_DILATIONS = (2, 6, 10, 14)
@@ -244,14 +243,10 @@ class AutofocusNet(TransferNetwork):
                  deep_supervision: bool = False, dilations: Sequence[int] = PAPER_DILATIONS,
                  attention_stop_gradient: bool = True, layers_per_block: int = 1):
         super().__init__()
-        check_stage_lists(type(self).__name__, n_stages, features_per_stage, strides,
-                          kernel_sizes)
-        check_output_at_patch_size(type(self).__name__, strides, kernel_sizes)
+        self.check_settings(locals())
         options = _options(type(self).__name__, dilations, attention_stop_gradient,
                            layers_per_block)
-        settings = ConvSettings.from_plans(
-            conv_op=conv_op, norm_op=norm_op, norm_op_kwargs=norm_op_kwargs, nonlin=nonlin,
-            nonlin_kwargs=nonlin_kwargs, conv_bias=conv_bias)
+        settings = ConvSettings.from_plans(locals())
         features = [int(f) for f in features_per_stage]
         self.options = options
         self.encoder = AutofocusEncoder(settings, options, input_channels, features, strides,
@@ -270,36 +265,32 @@ class AutofocusNet(TransferNetwork):
                 "head": [self.decoder.seg_layers]}
 
     def analysis_layers(self) -> dict[str, list[str]]:
-        n_stages = len(self.encoder.stages)
-        last = n_stages - 1
-        if n_stages >= 3:
-            encoder = [f"encoder.stages.{s}" for s in (0, last // 2, last)]
-        else:  # two stages: the first layer stands in for a third
-            encoder = ["encoder.stages.0.0", "encoder.stages.0", "encoder.stages.1"]
-        n_decoder = len(self.decoder.stages)  # deep to shallow: stages n_decoder-1 ... 0
-        if n_decoder >= 3:
-            decoder = [f"decoder.stages.{s}" for s in (n_decoder - 1, (n_decoder - 1) // 2, 0)]
-        elif n_decoder == 2:
-            decoder = ["decoder.stages.1", "decoder.stages.0.block.first", "decoder.stages.0"]
-        else:
-            decoder = ["decoder.stages.0.up", "decoder.stages.0.block.first", "decoder.stages.0"]
-        return {"encoder": encoder, "decoder": decoder}
+        # The first, middle (the shallower of two) and last stage, the decoder's deep to
+        # shallow; with fewer than three stages, blocks of the finest stage stand in.
+        n_encoder, n_decoder = len(self.encoder.stages), len(self.decoder.stages)
+        encoder = [f"encoder.stages.{s}"
+                   for s in dict.fromkeys((0, (n_encoder - 1) // 2, n_encoder - 1))]
+        decoder = [f"decoder.stages.{s}"
+                   for s in dict.fromkeys((n_decoder - 1, (n_decoder - 1) // 2, 0))]
+        return {"encoder": with_stand_ins(encoder, [(0, "encoder.stages.0.0")]),
+                "decoder": with_stand_ins(decoder, [(-1, "decoder.stages.0.block.first"),
+                                                    (0, "decoder.stages.0.up")])}
 
     @classmethod
-    def check_patch_size(cls, patch_size, strides, **arch_kwargs) -> None:
-        check_stage_lists(cls.__name__, arch_kwargs.get("n_stages", len(strides)),
-                          arch_kwargs.get("features_per_stage"), strides,
-                          arch_kwargs.get("kernel_sizes"), patch_size)
-        check_output_at_patch_size(cls.__name__, strides, arch_kwargs.get("kernel_sizes"))
-        own = {key: arch_kwargs[key] for key in OWN_KWARGS if key in arch_kwargs}
-        rates = _options(cls.__name__, **own).dilations
-        super().check_patch_size(patch_size, strides, **arch_kwargs)
+    def check_own_settings(cls, settings) -> None:
+        check_output_at_patch_size(cls.__name__, settings["strides"], settings.get("kernel_sizes"))
+        _options(cls.__name__, *(settings[key] for key in OWN_KWARGS))
+
+    @classmethod
+    def check_coarsest_stage(cls, patch_size, settings) -> None:
         # The coarsest map is the bottleneck's, which holds autofocus layers: along an axis no
         # longer than the smallest rate, every branch sees only its own voxel, and the layer
         # has no scales left to choose from.
+        strides = settings["strides"]
+        rates = _options(cls.__name__, *(settings[key] for key in OWN_KWARGS)).dilations
         bottleneck = [size // factor for size, factor in
                       zip(patch_size, cumulative_strides(strides)[-1])]
-        kernel = triple((arch_kwargs.get("kernel_sizes") or [3] * len(strides))[-1])
+        kernel = triple((settings.get("kernel_sizes") or [3] * len(strides))[-1])
         for axis, (size, k) in enumerate(zip(bottleneck, kernel)):
             if k > 1 and size <= min(rates):
                 raise UserError(
@@ -310,8 +301,9 @@ class AutofocusNet(TransferNetwork):
                     "smaller dilations")
 
 
-def _options(name: str, dilations=PAPER_DILATIONS, attention_stop_gradient=True,
-             layers_per_block=1) -> AutofocusOptions:
+def _options(name: str, dilations, attention_stop_gradient, layers_per_block
+             ) -> AutofocusOptions:
+    """The options, or UserError naming the first of them the network cannot use."""
     try:
         rates = tuple(int(d) for d in dilations)
         exact = all(r == d for r, d in zip(rates, dilations))

@@ -9,10 +9,16 @@ and, in training, toggles `network.decoder.deep_supervision`. An extra architect
 - takes the layer settings of the plans' `3d_fullres` configuration (`ConvSettings`: conv, norm
   and non-linearity ops, as nnU-Net writes them in `arch_kwargs`) and the per-stage `strides`
   and `kernel_sizes`, so that it down-samples the way nnU-Net planned the patch;
-- has a `decoder` module (nnU-Net sets `decoder.deep_supervision`);
-- declares `transfer_parts()` (encoder / decoder / head modules, see parts.py) and
-  `analysis_layers()` (three encoder and three decoder module names, the default layers of
-  the representation analysis, as the six layers of Karimi et al.'s Figure 1);
+- checks its settings in one place, `check_settings()` (with its own in
+  `check_own_settings()`): the constructor calls it on its own arguments
+  (`self.check_settings(locals())`), and `check_patch_size()` at plan time on the arch_kwargs
+  completed with the constructor's defaults, so that a default is written once;
+- has a `decoder` module (nnU-Net sets `decoder.deep_supervision`; `SkipDecoder` is the
+  U-Net decoder several architectures share);
+- has `encoder`, `decoder` and `head` modules, the default `transfer_parts()` (see parts.py),
+  or overrides it, and declares `analysis_layers()` (three encoder and three decoder module
+  names, the default layers of the representation analysis, as the six layers of Karimi et
+  al.'s Figure 1; `spread` and `with_stand_ins` are the shared rules for choosing them);
 - returns its logits at full resolution, and in deep-supervision mode a list of one output per
   resolution of the plans (highest first), as nnU-Net's loss expects. An architecture whose
   original has no deep supervision (`has_deep_supervision = False`) returns a one-element list:
@@ -22,9 +28,11 @@ and, in training, toggles `network.decoder.deep_supervision`. An extra architect
 
 from __future__ import annotations
 
+import inspect
 import pydoc
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -66,10 +74,12 @@ class ConvSettings:
                             "3d_fullres (or 3d_lowres) configuration")
 
     @classmethod
-    def from_plans(cls, **ops) -> "ConvSettings":
-        """The settings named in the plans' arch_kwargs; an op given as None (left out of the
-        plans) keeps the default above, nnU-Net's own."""
-        return cls(**{key: value for key, value in ops.items() if value is not None})
+    def from_plans(cls, arch_kwargs: Mapping[str, Any]) -> "ConvSettings":
+        """The settings named in the plans' arch_kwargs (or among a constructor's arguments,
+        its locals()); an op given as None or left out keeps the default above, nnU-Net's
+        own."""
+        return cls(**{f.name: arch_kwargs[f.name] for f in fields(cls)
+                      if arch_kwargs.get(f.name) is not None})
 
     def conv(self, in_channels: int, out_channels: int, kernel_size, stride=1,
              dilation=1, bias: bool | None = None) -> nn.Conv3d:
@@ -148,6 +158,27 @@ def cumulative_strides(strides: Sequence[Sequence[int]]) -> list[tuple[int, int,
     return factors
 
 
+class SkipDecoder(nn.Module):
+    """The decoder of a U-Net: `stages[0]` takes the encoder's deepest map and its skip one
+    resolution finer, every next stage the previous one's output and the next finer skip, up
+    to the full resolution, whose map it returns. Lists given besides the skips (one entry per
+    skip, e.g. pooling indices) reach each stage after its skip.
+
+    `deep_supervision` is the flag nnU-Net toggles; these decoders have a single output."""
+
+    def __init__(self, stages: Iterable[nn.Module], deep_supervision: bool):
+        super().__init__()
+        self.deep_supervision = deep_supervision
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, skips: list[torch.Tensor], *per_skip: list[torch.Tensor]) -> torch.Tensor:
+        x = skips[-1]
+        for stage, skip, *extra in zip(self.stages, reversed(skips[:-1]),
+                                       *map(reversed, per_skip)):
+            x = stage(x, skip, *extra)
+        return x
+
+
 class TransferNetwork(nn.Module):
     """Base class of the extra architectures (see the module docstring for the contract)."""
 
@@ -158,21 +189,53 @@ class TransferNetwork(nn.Module):
 
     # -- what subclasses declare ------------------------------------------------------------
 
-    def transfer_parts(self) -> dict[str, list[nn.Module]]:
-        raise NotImplementedError
-
     def analysis_layers(self) -> dict[str, list[str]]:
         """{"encoder": [3 module names], "decoder": [3 module names]} (names as in
         `named_modules()`), shallow to deep for the encoder, deep to shallow for the decoder."""
         raise NotImplementedError
 
+    def transfer_parts(self) -> dict[str, list[nn.Module]]:
+        """The encoder / decoder / head split (see parts.py): the `encoder`, `decoder` and
+        `head` modules; an architecture that keeps its head elsewhere overrides this."""
+        return {"encoder": [self.encoder], "decoder": [self.decoder], "head": [self.head]}
+
+    @classmethod
+    def check_own_settings(cls, settings: Mapping[str, Any]) -> None:
+        """Raise UserError for the architecture's own settings (beyond the per-stage lists)
+        when the network cannot be built from them or would fail on them in its first forward
+        pass; `settings` as in `check_settings`. Nothing by default."""
+
+    @classmethod
+    def check_coarsest_stage(cls, patch_size: Sequence[int], settings: Mapping[str, Any]
+                             ) -> None:
+        """Raise UserError when the map the patch becomes at the coarsest stage is too small
+        for the architecture, beyond the `min_coarsest_size` voxels every one needs. Called
+        at plan time after `check_settings`; nothing by default."""
+
+    # -- shared behaviour -------------------------------------------------------------------
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any],
+                       patch_size: Sequence[int] | None = None) -> None:
+        """Raise UserError for settings the network cannot be built from: per-stage lists with
+        one entry per stage (at least two), then the architecture's own settings.
+
+        `settings` holds the constructor's arguments by name: the constructor passes its
+        `locals()`, `check_patch_size` the plans' arch_kwargs completed with the constructor's
+        defaults (`plan_settings`). A per-stage list absent at plan time is not checked; with
+        `patch_size` a message names the patch."""
+        check_stage_lists(cls.__name__, settings["n_stages"], settings.get("features_per_stage"),
+                          settings["strides"], settings.get("kernel_sizes"), patch_size)
+        cls.check_own_settings(settings)
+
     @classmethod
     def check_patch_size(cls, patch_size: Sequence[int], strides: Sequence[Sequence[int]],
                          **arch_kwargs) -> None:
-        """Raise UserError when the architecture cannot take `patch_size` with these strides.
+        """Raise UserError when the architecture cannot take `patch_size` with these strides
+        and arch_kwargs: the plan-time check, before a configuration is written.
 
-        nnU-Net makes the patch divisible by the product of the strides; an architecture with
-        further constraints overrides this (and calls it)."""
+        nnU-Net makes the patch divisible by the product of the strides; then the settings
+        are checked as the constructor checks them, then the coarsest stage's map."""
         coarsest = cumulative_strides(strides)[-1]
         for axis, (size, factor) in enumerate(zip(patch_size, coarsest)):
             if size % factor:
@@ -185,8 +248,20 @@ class TransferNetwork(nn.Module):
                     f"{cls.__name__}: patch size {list(patch_size)} leaves {size // factor} "
                     f"voxel(s) on axis {axis} at the coarsest stage (at least "
                     f"{cls.min_coarsest_size} needed); use fewer stages or a larger patch")
+        settings = cls.plan_settings(strides, arch_kwargs)
+        cls.check_settings(settings, patch_size)
+        cls.check_coarsest_stage(patch_size, settings)
 
-    # -- shared behaviour -------------------------------------------------------------------
+    @classmethod
+    def plan_settings(cls, strides: Sequence[Sequence[int]], arch_kwargs: Mapping[str, Any]
+                      ) -> dict[str, Any]:
+        """The constructor's arguments at plan time: `arch_kwargs` and `strides`, with the
+        constructor's defaults for what they leave out and one stage per stride unless they
+        give `n_stages`."""
+        defaults = {name: parameter.default
+                    for name, parameter in inspect.signature(cls).parameters.items()
+                    if parameter.default is not inspect.Parameter.empty}
+        return {**defaults, "n_stages": len(strides), **arch_kwargs, "strides": strides}
 
     @property
     def deep_supervision(self) -> bool:
@@ -236,6 +311,19 @@ def check_stage_lists(name: str, n_stages: int, features, strides, kernel_sizes,
                             "the plans' arch_kwargs are inconsistent: give one entry per stage")
 
 
+def check_counts_per_stage(name: str, key: str, counts, n_stages: int, unit: str,
+                           template: str) -> None:
+    """Refuse the per-stage counts `counts` (arch_kwargs[key], e.g. convolutions per stage)
+    when they are fewer than the stages or one is not a positive integer; the message points
+    to the template plans/<template>.json."""
+    counts = list(counts)
+    if len(counts) < n_stages or any(not isinstance(c, int) or c < 1 for c in counts):
+        raise UserError(
+            f"{name}: {key} {counts} must give at least one {unit} for each of the {n_stages} "
+            f"stages; add entries to arch_kwargs.{key} in plans/{template}.json or lower its "
+            "max_stages")
+
+
 def check_output_at_patch_size(name: str, strides, kernel_sizes) -> None:
     """Refuse a first stage that down-samples, and even kernels: for a network whose logits
     come from its first stage through size-keeping ('same') convolutions, either would make
@@ -250,8 +338,33 @@ def check_output_at_patch_size(name: str, strides, kernel_sizes) -> None:
                             "keeps the size ('same' padding) needs odd kernel sizes")
 
 
-def spread(names: list[str], count: int = 3) -> list[str]:
-    """`count` names evenly spread over `names`, first and last included."""
+# -- the default analysis layers ---------------------------------------------------------------
+
+LAYERS_PER_SIDE = 3
+
+
+def child_names(prefix: str, modules: nn.ModuleList) -> list[str]:
+    """The names of the entries of `modules`, registered under `prefix`: prefix.0, prefix.1, ..."""
+    return [f"{prefix}.{index}" for index in range(len(modules))]
+
+
+def spread(names: Sequence[str], count: int = LAYERS_PER_SIDE) -> list[str]:
+    """`count` names evenly spread over `names`, first and last included; a position halfway
+    between two names rounds to the even one (Python's round). Fewer names are returned as
+    they are."""
     if len(names) <= count:
         return list(names)
     return [names[round(i * (len(names) - 1) / (count - 1))] for i in range(count)]
+
+
+def with_stand_ins(names: Sequence[str], stand_ins: Iterable[tuple[int, str]],
+                   count: int = LAYERS_PER_SIDE) -> list[str]:
+    """`names`, and while they are fewer than `count`, the next (position, name) of
+    `stand_ins` inserted (list.insert): finer layers standing in for the stages a network
+    with few stages lacks on one side."""
+    names = list(names)
+    for position, name in stand_ins:
+        if len(names) >= count:
+            break
+        names.insert(position, name)
+    return names

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from nnunet_transfer.architectures.common import (ConvSettings, ResidualBlock, TransferNetwork,
-                                                  check_stage_lists, cumulative_strides, triple)
+                                                  cumulative_strides, triple)
 from nnunet_transfer.errors import UserError
 
 UPSAMPLING_MODES = ("trilinear", "nearest")
@@ -250,7 +250,7 @@ class HRNet3D(TransferNetwork):
     - nnU-Net's norm and non-linearity from the plans (instance norm, leaky ReLU) instead of
       batch norm and ReLU; trilinear up-sampling (`upsampling`, or nearest) for the 2D bilinear.
     - The coarsest stream must be at least as long as its kernel on each down-sampled axis
-      (see `check_patch_size`).
+      (see `check_coarsest_stage`).
     """
 
     has_deep_supervision = False
@@ -266,9 +266,8 @@ class HRNet3D(TransferNetwork):
                  num_blocks: int = 1, upsampling: str = "trilinear",
                  representation_features: int | None = None):
         super().__init__()
-        self._check_settings(n_stages, features_per_stage, strides, kernel_sizes, num_blocks,
-                             upsampling, representation_features)
-        settings = ConvSettings(conv_op, norm_op, norm_op_kwargs, nonlin, nonlin_kwargs, conv_bias)
+        self.check_settings(locals())
+        settings = ConvSettings.from_plans(locals())
         widths = [int(f) for f in features_per_stage]
         strides = [list(s) for s in strides]
         kernel_sizes = [list(k) for k in kernel_sizes]
@@ -285,9 +284,6 @@ class HRNet3D(TransferNetwork):
         logits = self.head(self.decoder(self.encoder(x)))
         return self.outputs([upsample(logits, x.shape[2:], self.upsampling)])
 
-    def transfer_parts(self) -> dict[str, list[nn.Module]]:
-        return {"encoder": [self.encoder], "decoder": [self.decoder], "head": [self.head]}
-
     def analysis_layers(self) -> dict[str, list[str]]:
         last, middle = self.n_stages - 1, (self.n_stages - 1) // 2
         return {
@@ -297,11 +293,10 @@ class HRNet3D(TransferNetwork):
                         "decoder.representation"],
         }
 
-    @staticmethod
-    def _check_settings(n_stages, features_per_stage, strides, kernel_sizes, num_blocks,
-                        upsampling, representation_features, patch_size=None) -> None:
-        check_stage_lists("HRNet3D", n_stages, features_per_stage, strides, kernel_sizes,
-                          patch_size)
+    @classmethod
+    def check_own_settings(cls, settings) -> None:
+        num_blocks, upsampling = settings["num_blocks"], settings["upsampling"]
+        representation_features = settings["representation_features"]
         if not isinstance(num_blocks, int) or num_blocks < 1:
             raise UserError(f"HRNet3D: num_blocks must be a positive integer, not {num_blocks!r}")
         if upsampling not in UPSAMPLING_MODES:
@@ -313,16 +308,10 @@ class HRNet3D(TransferNetwork):
                             f"null (the sum of the stream widths), not {representation_features!r}")
 
     @classmethod
-    def check_patch_size(cls, patch_size: Sequence[int], strides: Sequence[Sequence[int]],
-                         **arch_kwargs) -> None:
-        super().check_patch_size(patch_size, strides, **arch_kwargs)
-        cls._check_settings(
-            arch_kwargs.get("n_stages", len(strides)), arch_kwargs.get("features_per_stage"),
-            strides, arch_kwargs.get("kernel_sizes"), arch_kwargs.get("num_blocks", 1),
-            arch_kwargs.get("upsampling", "trilinear"),
-            arch_kwargs.get("representation_features"), patch_size)
+    def check_coarsest_stage(cls, patch_size, settings) -> None:
+        strides = settings["strides"]
         coarsest = cumulative_strides(strides)[-1]
-        kernel = triple((arch_kwargs.get("kernel_sizes") or [[3, 3, 3]] * len(strides))[-1])
+        kernel = triple((settings.get("kernel_sizes") or [[3, 3, 3]] * len(strides))[-1])
         for axis, (size, factor) in enumerate(zip(patch_size, coarsest)):
             if factor > 1 and size // factor < kernel[axis]:
                 raise UserError(

@@ -8,9 +8,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.common import (ConvSettings, ResidualBlock, TransferNetwork,
-                                                  check_output_at_patch_size, check_stage_lists,
-                                                  outputs_of_each_stage, triple)
+from nnunet_transfer.architectures.common import (ConvSettings, ResidualBlock, SkipDecoder,
+                                                  TransferNetwork, check_output_at_patch_size,
+                                                  child_names, outputs_of_each_stage, triple,
+                                                  with_stand_ins)
 from nnunet_transfer.errors import UserError
 
 # Residual units per encoder stage at the paper's five stages: with the entry convolution of
@@ -130,25 +131,6 @@ class KarimiEncoder(nn.Module):
         return outputs_of_each_stage(self.stages, x)
 
 
-class KarimiDecoder(nn.Module):
-    """Decoder stages from the deepest to the full resolution (stages[0] is the deepest)."""
-
-    def __init__(self, settings: ConvSettings, features: Sequence[int], strides, kernel_sizes,
-                 convs_per_stage: int, deep_supervision: bool):
-        super().__init__()
-        self.deep_supervision = deep_supervision
-        self.stages = nn.ModuleList(
-            DecoderStage(settings, features[s + 1], features[s], kernel_sizes[s],
-                         strides[s + 1], convs_per_stage)
-            for s in reversed(range(len(features) - 1)))
-
-    def forward(self, skips: list[torch.Tensor]) -> torch.Tensor:
-        x = skips[-1]
-        for stage, skip in zip(self.stages, reversed(skips[:-1])):
-            x = stage(x, skip)
-        return x
-
-
 class KarimiNet(TransferNetwork):
     """The residual FCN of Karimi, Warfield and Gholipour, "Transfer learning in medical image
     segmentation: new insights from analysis of the dynamics of model parameters and learned
@@ -199,16 +181,15 @@ class KarimiNet(TransferNetwork):
                  units_per_stage: Sequence[int] = PAPER_UNITS_PER_STAGE,
                  decoder_convs_per_stage: int = 3):
         super().__init__()
-        _check_layout(type(self).__name__, n_stages, features_per_stage, strides,
-                      kernel_sizes, units_per_stage, decoder_convs_per_stage)
-        settings = ConvSettings.from_plans(
-            conv_op=conv_op, norm_op=norm_op, norm_op_kwargs=norm_op_kwargs, nonlin=nonlin,
-            nonlin_kwargs=nonlin_kwargs, conv_bias=conv_bias)
+        self.check_settings(locals())
+        settings = ConvSettings.from_plans(locals())
         features = list(features_per_stage)
         self.encoder = KarimiEncoder(settings, input_channels, features, strides, kernel_sizes,
                                      list(units_per_stage)[:n_stages])
-        self.decoder = KarimiDecoder(settings, features, strides, kernel_sizes,
-                                     decoder_convs_per_stage, deep_supervision)
+        self.decoder = SkipDecoder(
+            (DecoderStage(settings, features[s + 1], features[s], kernel_sizes[s], strides[s + 1],
+                          decoder_convs_per_stage)
+             for s in reversed(range(len(features) - 1))), deep_supervision)
         self.head = settings.head(features[0], num_classes)
 
     def forward(self, x: torch.Tensor):
@@ -221,45 +202,28 @@ class KarimiNet(TransferNetwork):
         if isinstance(module, ConcatConv):
             module.he_init()
 
-    def transfer_parts(self) -> dict[str, list[nn.Module]]:
-        return {"encoder": [self.encoder], "decoder": [self.decoder], "head": [self.head]}
-
     def analysis_layers(self) -> dict[str, list[str]]:
-        n = len(self.encoder.stages)
-        if n >= 3:
-            encoder = [f"encoder.stages.{s}" for s in range(3)]
-        else:  # two stages: the first stage's entry block, then the two stage outputs
-            encoder = ["encoder.stages.0.entry", "encoder.stages.0", "encoder.stages.1"]
-        n_dec = len(self.decoder.stages)
-        if n_dec >= 3:
-            decoder = [f"decoder.stages.{i}" for i in range(n_dec - 3, n_dec)]
-        elif n_dec == 2:
-            decoder = ["decoder.stages.0", "decoder.stages.1.fuse", "decoder.stages.1"]
-        else:
-            decoder = ["decoder.stages.0.upsample", "decoder.stages.0.fuse", "decoder.stages.0"]
-        return {"encoder": encoder, "decoder": decoder}
+        # The three finest resolutions on each side; with fewer stages, blocks of the finest
+        # encoder stage and of the finest decoder stage stand in.
+        last = len(self.decoder.stages) - 1
+        encoder = with_stand_ins(child_names("encoder.stages", self.encoder.stages),
+                                 [(0, "encoder.stages.0.entry")])
+        decoder = with_stand_ins(child_names("decoder.stages", self.decoder.stages),
+                                 [(-1, f"decoder.stages.{last}.fuse"),
+                                  (0, f"decoder.stages.{last}.upsample")])
+        return {"encoder": encoder[:3], "decoder": decoder[-3:]}
 
     @classmethod
-    def check_patch_size(cls, patch_size: Sequence[int], strides: Sequence[Sequence[int]],
-                         **arch_kwargs) -> None:
-        super().check_patch_size(patch_size, strides, **arch_kwargs)
-        _check_layout(cls.__name__, arch_kwargs.get("n_stages", len(strides)),
-                      arch_kwargs.get("features_per_stage"), strides,
-                      arch_kwargs.get("kernel_sizes"),
-                      arch_kwargs.get("units_per_stage", PAPER_UNITS_PER_STAGE),
-                      arch_kwargs.get("decoder_convs_per_stage", 3), patch_size)
-
-
-def _check_layout(name: str, n_stages: int, features, strides, kernel_sizes, units_per_stage,
-                  decoder_convs_per_stage: int, patch_size: Sequence[int] | None = None) -> None:
-    """Refuse settings that would otherwise fail as a shape error in the first forward pass."""
-    check_stage_lists(name, n_stages, features, strides, kernel_sizes, patch_size)
-    if len(units_per_stage) < n_stages or any(int(u) < 0 for u in units_per_stage):
-        raise UserError(f"{name}: units_per_stage {list(units_per_stage)} must give a residual "
-                        f"unit count (>= 0) for each of the {n_stages} stages")
-    if int(decoder_convs_per_stage) < 1:
-        raise UserError(f"{name}: decoder_convs_per_stage must be at least 1")
-    if n_stages <= 3 and int(decoder_convs_per_stage) < 2:
-        raise UserError(f"{name}: with {n_stages} stages the decoder needs "
-                        "decoder_convs_per_stage >= 2 to offer three distinct analysis layers")
-    check_output_at_patch_size(name, strides, kernel_sizes)
+    def check_own_settings(cls, settings) -> None:
+        name, n_stages = cls.__name__, settings["n_stages"]
+        units, convs = settings["units_per_stage"], settings["decoder_convs_per_stage"]
+        if len(units) < n_stages or any(int(u) < 0 for u in units):
+            raise UserError(f"{name}: units_per_stage {list(units)} must give a residual unit "
+                            f"count (>= 0) for each of the {n_stages} stages")
+        if int(convs) < 1:
+            raise UserError(f"{name}: decoder_convs_per_stage must be at least 1")
+        if n_stages <= 3 and int(convs) < 2:
+            raise UserError(f"{name}: with {n_stages} stages the decoder needs "
+                            "decoder_convs_per_stage >= 2 to offer three distinct analysis "
+                            "layers")
+        check_output_at_patch_size(name, settings["strides"], settings.get("kernel_sizes"))

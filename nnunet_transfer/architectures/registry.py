@@ -14,6 +14,7 @@ import json
 import pydoc
 from importlib import resources
 
+from nnunet_transfer.architectures.common import features_for_stages
 from nnunet_transfer.errors import UserError
 
 ARCHITECTURES = ("karimi", "hrnet", "unetpp", "tiramisu", "autofocus", "vnet", "weatheritt")
@@ -51,7 +52,7 @@ def architecture_entry(name: str, base_arch_kwargs: dict, patch_size) -> dict:
               if key in base_arch_kwargs}
     kwargs.update({
         "n_stages": n_stages,
-        "features_per_stage": [min(base * 2 ** i, maximum) for i in range(n_stages)],
+        "features_per_stage": features_for_stages(n_stages, base, maximum),
         "strides": strides[:n_stages],
         "kernel_sizes": kernel_sizes[:n_stages],
     })

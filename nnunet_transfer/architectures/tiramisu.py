@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from nnunet_transfer.architectures.common import (ConvSettings, TransferNetwork,
-                                                  check_stage_lists, spread, triple)
+                                                  check_counts_per_stage, child_names, spread,
+                                                  triple, with_stand_ins)
 from nnunet_transfer.errors import UserError
 
 DEFAULT_GROWTH_RATE = 12
@@ -187,10 +188,8 @@ class Tiramisu(TransferNetwork):
                  layers_per_block: Sequence[int] = DEFAULT_LAYERS_PER_BLOCK,
                  dropout_p: float = DEFAULT_DROPOUT):
         super().__init__()
-        self._check_settings(n_stages, features_per_stage, strides, kernel_sizes, growth_rate,
-                             layers_per_block, dropout_p)
-        settings = ConvSettings(conv_op, norm_op, norm_op_kwargs, nonlin, nonlin_kwargs,
-                                conv_bias)
+        self.check_settings(locals())
+        settings = ConvSettings.from_plans(locals())
         layers = list(layers_per_block)[:n_stages]
         self.encoder = TiramisuEncoder(settings, input_channels, features_per_stage[0],
                                        growth_rate, layers, strides, kernel_sizes, dropout_p)
@@ -202,45 +201,22 @@ class Tiramisu(TransferNetwork):
     def forward(self, x: torch.Tensor):
         return self.outputs([self.head(self.decoder(*self.encoder(x)))])
 
-    def transfer_parts(self) -> dict[str, list[nn.Module]]:
-        return {"encoder": [self.encoder], "decoder": [self.decoder], "head": [self.head]}
-
     def analysis_layers(self) -> dict[str, list[str]]:
-        encoder = [f"encoder.blocks.{i}" for i in range(len(self.encoder.blocks))]
-        decoder = [f"decoder.blocks.{i}" for i in range(len(self.decoder.blocks))]
-        if len(decoder) < 3:
-            # 2- or 3-stage plans: add the first transition up and, with a single up block,
-            # the output of its first layer.
-            decoder.insert(0, "decoder.ups.0")
-            if len(decoder) < 3:
-                decoder.insert(1, "decoder.blocks.0.layers.0")
-        if len(encoder) < 3:
-            encoder.insert(1, "encoder.downs.0")
+        # Spread over the dense blocks; 2- or 3-stage plans add the first transition up and,
+        # with a single up block, the output of its first layer.
+        encoder = with_stand_ins(child_names("encoder.blocks", self.encoder.blocks),
+                                 [(1, "encoder.downs.0")])
+        decoder = with_stand_ins(child_names("decoder.blocks", self.decoder.blocks),
+                                 [(0, "decoder.ups.0"), (1, "decoder.blocks.0.layers.0")])
         return {"encoder": spread(encoder), "decoder": spread(decoder)}
 
     @classmethod
-    def check_patch_size(cls, patch_size, strides, **arch_kwargs) -> None:
-        super().check_patch_size(patch_size, strides, **arch_kwargs)
-        cls._check_settings(arch_kwargs.get("n_stages", len(strides)),
-                            arch_kwargs.get("features_per_stage"), strides,
-                            arch_kwargs.get("kernel_sizes"),
-                            arch_kwargs.get("growth_rate", DEFAULT_GROWTH_RATE),
-                            arch_kwargs.get("layers_per_block", DEFAULT_LAYERS_PER_BLOCK),
-                            arch_kwargs.get("dropout_p", DEFAULT_DROPOUT), patch_size)
-
-    @staticmethod
-    def _check_settings(n_stages, features_per_stage, strides, kernel_sizes, growth_rate,
-                        layers_per_block, dropout_p, patch_size=None) -> None:
-        check_stage_lists("Tiramisu", n_stages, features_per_stage, strides, kernel_sizes,
-                          patch_size)
+    def check_own_settings(cls, settings) -> None:
+        growth_rate, dropout_p = settings["growth_rate"], settings["dropout_p"]
         if not isinstance(growth_rate, int) or growth_rate < 1:
             raise UserError(f"Tiramisu: growth_rate must be a positive integer, not "
                             f"{growth_rate!r}")
-        layers = list(layers_per_block)
-        if len(layers) < n_stages or any(not isinstance(n, int) or n < 1 for n in layers):
-            raise UserError(
-                f"Tiramisu: layers_per_block {layers} must give at least one layer for each of "
-                f"the {n_stages} stages; add entries to arch_kwargs.layers_per_block in "
-                "plans/tiramisu.json or lower its max_stages")
+        check_counts_per_stage("Tiramisu", "layers_per_block", settings["layers_per_block"],
+                               settings["n_stages"], "layer", "tiramisu")
         if not 0 <= dropout_p < 1:
             raise UserError(f"Tiramisu: dropout_p must lie in [0, 1), not {dropout_p!r}")

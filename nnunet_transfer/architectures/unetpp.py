@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from nnunet_transfer.architectures.common import (ConvSettings, TransferNetwork,
-                                                  check_output_at_patch_size, check_stage_lists,
-                                                  triple)
+                                                  check_output_at_patch_size, triple,
+                                                  with_stand_ins)
 
 
 def node_name(i: int, j: int) -> str:
@@ -132,12 +132,8 @@ class UNetPlusPlus(TransferNetwork):
                  norm_op_kwargs=None, nonlin=None, nonlin_kwargs=None, conv_bias: bool = True,
                  deep_supervision: bool = False):
         super().__init__()
-        check_stage_lists(type(self).__name__, n_stages, features_per_stage, strides,
-                          kernel_sizes)
-        check_output_at_patch_size(type(self).__name__, strides, kernel_sizes)
-        settings = ConvSettings.from_plans(
-            conv_op=conv_op, norm_op=norm_op, norm_op_kwargs=norm_op_kwargs, nonlin=nonlin,
-            nonlin_kwargs=nonlin_kwargs, conv_bias=conv_bias)
+        self.check_settings(locals())
+        settings = ConvSettings.from_plans(locals())
         features = [int(f) for f in features_per_stage]
         self.encoder = NestedEncoder(settings, input_channels, features, strides, kernel_sizes)
         self.decoder = NestedDecoder(settings, features, strides, kernel_sizes, num_classes,
@@ -151,25 +147,19 @@ class UNetPlusPlus(TransferNetwork):
                 "head": [self.decoder.seg_layers]}
 
     def analysis_layers(self) -> dict[str, list[str]]:
+        # The first, middle (the shallower of two) and last node of the backbone and of the
+        # decoder path X(L-2, 1), ..., X(0, L-1) (deep to shallow); with few rows, X(0, 1) or
+        # the layers around it stand in.
         depth = self.decoder.depth
-        if depth >= 3:
-            encoder = [f"encoder.nodes.{node_name(i, 0)}" for i in (0, (depth - 1) // 2, depth - 1)]
-        else:  # two rows: the first layer of X(0, 0) stands in for a third stage
-            encoder = ["encoder.nodes.x0_0.0", "encoder.nodes.x0_0", "encoder.nodes.x1_0"]
-        # Deep to shallow along the decoder path X(L-2, 1), ..., X(0, L-1).
+        encoder = [f"encoder.nodes.{node_name(i, 0)}"
+                   for i in dict.fromkeys((0, (depth - 1) // 2, depth - 1))]
         path = [f"decoder.nodes.{name}" for name in reversed(self.decoder.output_nodes())]
-        if len(path) >= 3:
-            decoder = [path[0], path[(len(path) - 1) // 2], path[-1]]
-        elif depth == 3:
-            decoder = [path[0], "decoder.nodes.x0_1", path[-1]]
-        else:  # X(0, 1) is the only nested node
-            decoder = ["decoder.up.x0_1", "decoder.nodes.x0_1.0", "decoder.nodes.x0_1"]
-        return {"encoder": encoder, "decoder": decoder}
+        decoder = [path[i] for i in dict.fromkeys((0, (len(path) - 1) // 2, len(path) - 1))]
+        stand_ins = ([(1, "decoder.nodes.x0_1")] if depth == 3 else
+                     [(-1, "decoder.nodes.x0_1.0"), (0, "decoder.up.x0_1")])
+        return {"encoder": with_stand_ins(encoder, [(0, "encoder.nodes.x0_0.0")]),
+                "decoder": with_stand_ins(decoder, stand_ins)}
 
     @classmethod
-    def check_patch_size(cls, patch_size, strides, **arch_kwargs) -> None:
-        check_stage_lists(cls.__name__, arch_kwargs.get("n_stages", len(strides)),
-                          arch_kwargs.get("features_per_stage"), strides,
-                          arch_kwargs.get("kernel_sizes"), patch_size)
-        check_output_at_patch_size(cls.__name__, strides, arch_kwargs.get("kernel_sizes"))
-        super().check_patch_size(patch_size, strides, **arch_kwargs)
+    def check_own_settings(cls, settings) -> None:
+        check_output_at_patch_size(cls.__name__, settings["strides"], settings.get("kernel_sizes"))

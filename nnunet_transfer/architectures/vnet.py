@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.common import (ConvSettings, TransferNetwork,
-                                                  check_stage_lists, outputs_of_each_stage,
-                                                  spread, triple)
+from nnunet_transfer.architectures.common import (ConvSettings, SkipDecoder, TransferNetwork,
+                                                  check_counts_per_stage, child_names,
+                                                  outputs_of_each_stage, spread, triple,
+                                                  with_stand_ins)
 from nnunet_transfer.errors import UserError
 
 PAPER_CONVS_PER_STAGE = (1, 2, 3, 3, 3)
@@ -121,26 +122,15 @@ class VNetEncoder(nn.Module):
         return outputs_of_each_stage(self.stages, x)
 
 
-class VNetDecoder(nn.Module):
-    """Up stages in the order they run (stages[0] is the deepest)."""
-
-    def __init__(self, settings: ConvSettings, features: Sequence[int], strides, kernels,
-                 convs_per_stage: Sequence[int], deep_supervision: bool):
-        super().__init__()
-        self.deep_supervision = deep_supervision
-        stages, in_channels = [], features[-1]
-        for level in range(len(features) - 2, -1, -1):
-            stages.append(UpStage(settings, in_channels, features[level], strides[level + 1],
-                                  convs_per_stage[level], kernels[level]))
-            in_channels = 2 * features[level]
-        self.stages = nn.ModuleList(stages)
-        self.out_channels = in_channels
-
-    def forward(self, skips: list[torch.Tensor]) -> torch.Tensor:
-        x = skips[-1]
-        for stage, skip in zip(self.stages, reversed(skips[:-1])):
-            x = stage(x, skip)
-        return x
+def up_stages(settings: ConvSettings, features: Sequence[int], strides, kernels,
+              convs_per_stage: Sequence[int]) -> list[UpStage]:
+    """The right half's stages in the order they run, the deepest first."""
+    stages, in_channels = [], features[-1]
+    for level in range(len(features) - 2, -1, -1):
+        stages.append(UpStage(settings, in_channels, features[level], strides[level + 1],
+                              convs_per_stage[level], kernels[level]))
+        in_channels = 2 * features[level]
+    return stages
 
 
 class VNet(TransferNetwork):
@@ -189,58 +179,35 @@ class VNet(TransferNetwork):
                  norm_op_kwargs, nonlin, nonlin_kwargs, conv_bias, deep_supervision: bool = False,
                  kernel_size: int = 5, convs_per_stage: Sequence[int] = PAPER_CONVS_PER_STAGE):
         super().__init__()
-        self._check_settings(n_stages, features_per_stage, strides, kernel_sizes, kernel_size,
-                             convs_per_stage)
-        settings = ConvSettings(conv_op, norm_op, norm_op_kwargs, nonlin, nonlin_kwargs,
-                                conv_bias)
+        self.check_settings(locals())
+        settings = ConvSettings.from_plans(locals())
         features = list(features_per_stage)
         kernels = [stage_kernel(k, kernel_size) for k in kernel_sizes]
         convs = list(convs_per_stage)[:n_stages]
         self.encoder = VNetEncoder(settings, input_channels, features, strides, kernels, convs)
-        self.decoder = VNetDecoder(settings, features, strides, kernels, convs,
+        self.decoder = SkipDecoder(up_stages(settings, features, strides, kernels, convs),
                                    deep_supervision)
-        self.head = settings.head(self.decoder.out_channels, num_classes)
+        # The last up stage's residual convolutions run on 2 * F_0 maps.
+        self.head = settings.head(2 * features[0], num_classes)
 
     def forward(self, x: torch.Tensor):
         return self.outputs([self.head(self.decoder(self.encoder(x)))])
 
-    def transfer_parts(self) -> dict[str, list[nn.Module]]:
-        return {"encoder": [self.encoder], "decoder": [self.decoder], "head": [self.head]}
-
     def analysis_layers(self) -> dict[str, list[str]]:
-        encoder = [f"encoder.stages.{i}" for i in range(len(self.encoder.stages))]
-        decoder = [f"decoder.stages.{i}" for i in range(len(self.decoder.stages))]
-        if len(decoder) < 3:
-            # 2- or 3-stage plans: add the output of the first transposed convolution and,
-            # with a single up stage, that of its first convolution.
-            decoder = ["decoder.stages.0.up"] + decoder
-            if len(decoder) < 3:
-                decoder.insert(1, "decoder.stages.0.block.convs.0")
-        if len(encoder) < 3:
-            encoder.insert(1, "encoder.stages.1.down")
+        # Spread over the stages; 2- or 3-stage plans add the output of the first transposed
+        # convolution and, with a single up stage, that of its first convolution.
+        encoder = with_stand_ins(child_names("encoder.stages", self.encoder.stages),
+                                 [(1, "encoder.stages.1.down")])
+        decoder = with_stand_ins(child_names("decoder.stages", self.decoder.stages),
+                                 [(0, "decoder.stages.0.up"),
+                                  (1, "decoder.stages.0.block.convs.0")])
         return {"encoder": spread(encoder), "decoder": spread(decoder)}
 
     @classmethod
-    def check_patch_size(cls, patch_size, strides, **arch_kwargs) -> None:
-        super().check_patch_size(patch_size, strides, **arch_kwargs)
-        cls._check_settings(arch_kwargs.get("n_stages", len(strides)),
-                            arch_kwargs.get("features_per_stage"), strides,
-                            arch_kwargs.get("kernel_sizes"),
-                            arch_kwargs.get("kernel_size", 5),
-                            arch_kwargs.get("convs_per_stage", PAPER_CONVS_PER_STAGE),
-                            patch_size)
-
-    @staticmethod
-    def _check_settings(n_stages, features_per_stage, strides, kernel_sizes, kernel_size,
-                        convs_per_stage, patch_size=None) -> None:
-        check_stage_lists("VNet", n_stages, features_per_stage, strides, kernel_sizes,
-                          patch_size)
+    def check_own_settings(cls, settings) -> None:
+        kernel_size = settings["kernel_size"]
         if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
             raise UserError(f"VNet: kernel_size must be an odd positive integer (the paper: "
                             f"5), not {kernel_size!r}")
-        convs = list(convs_per_stage)
-        if len(convs) < n_stages or any(not isinstance(c, int) or c < 1 for c in convs):
-            raise UserError(
-                f"VNet: convs_per_stage {convs} must give at least one convolution for each of "
-                f"the {n_stages} stages; add entries to arch_kwargs.convs_per_stage in "
-                "plans/vnet.json or lower its max_stages")
+        check_counts_per_stage("VNet", "convs_per_stage", settings["convs_per_stage"],
+                               settings["n_stages"], "convolution", "vnet")

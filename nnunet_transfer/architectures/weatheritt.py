@@ -7,9 +7,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.common import (ConvSettings, TransferNetwork,
-                                                  check_output_at_patch_size, check_stage_lists,
-                                                  cumulative_strides, triple)
+from nnunet_transfer.architectures.common import (ConvSettings, SkipDecoder, TransferNetwork,
+                                                  check_output_at_patch_size, child_names,
+                                                  cumulative_strides, triple, with_stand_ins)
 from nnunet_transfer.errors import UserError
 
 
@@ -67,30 +67,11 @@ class UnpoolStage(nn.Module):
         self.unpool = nn.MaxUnpool3d(stride, stride)
         self.convs = conv_blocks(settings, [2 * channels] + [out_channels] * n_convs, kernel)
 
-    def forward(self, x: torch.Tensor, indices: torch.Tensor, skip: torch.Tensor
+    def forward(self, x: torch.Tensor, skip: torch.Tensor, indices: torch.Tensor
                 ) -> torch.Tensor:
         # Under autocast max_unpool3d returns float32 while the skip may be half precision.
         upsampled = self.unpool(x, indices, output_size=skip.shape[2:]).to(skip.dtype)
         return self.convs(torch.cat([upsampled, skip], dim=1))
-
-
-class WeatherittDecoder(nn.Module):
-    """stages[0] is the deepest decoder stage; stages[-1] works at full resolution."""
-
-    def __init__(self, settings: ConvSettings, features: Sequence[int], strides, kernel_sizes,
-                 convs_per_stage: int, deep_supervision: bool):
-        super().__init__()
-        self.deep_supervision = deep_supervision
-        self.stages = nn.ModuleList(
-            UnpoolStage(settings, features[s], features[max(s - 1, 0)], kernel_sizes[s],
-                        strides[s + 1], convs_per_stage)
-            for s in reversed(range(len(features) - 1)))
-
-    def forward(self, outputs: list[torch.Tensor], indices: list[torch.Tensor]) -> torch.Tensor:
-        x = outputs[-1]
-        for stage, where, skip in zip(self.stages, reversed(indices), reversed(outputs[:-1])):
-            x = stage(x, where, skip)
-        return x
 
 
 class WeatherittUNet(TransferNetwork):
@@ -140,50 +121,47 @@ class WeatherittUNet(TransferNetwork):
                  nonlin_kwargs=None, conv_bias: bool = True, deep_supervision: bool = False,
                  convs_per_stage: int = 2, decoder_convs_per_stage: int = 2):
         super().__init__()
-        _check_layout(type(self).__name__, n_stages, features_per_stage, strides, kernel_sizes,
-                      convs_per_stage, decoder_convs_per_stage)
-        settings = ConvSettings.from_plans(
-            conv_op=conv_op, norm_op=norm_op, norm_op_kwargs=norm_op_kwargs, nonlin=nonlin,
-            nonlin_kwargs=nonlin_kwargs, conv_bias=conv_bias)
+        self.check_settings(locals())
+        settings = ConvSettings.from_plans(locals())
         features = list(features_per_stage)
         self.encoder = WeatherittEncoder(settings, input_channels, features, strides,
                                          kernel_sizes, convs_per_stage)
-        self.decoder = WeatherittDecoder(settings, features, strides, kernel_sizes,
-                                         decoder_convs_per_stage, deep_supervision)
+        # Unpooling with the encoder's indices: they reach each stage after its skip.
+        self.decoder = SkipDecoder(
+            (UnpoolStage(settings, features[s], features[max(s - 1, 0)], kernel_sizes[s],
+                         strides[s + 1], decoder_convs_per_stage)
+             for s in reversed(range(len(features) - 1))), deep_supervision)
         self.head = settings.head(features[0], num_classes)
 
     def forward(self, x: torch.Tensor):
         return self.outputs([self.head(self.decoder(*self.encoder(x)))])
 
-    def transfer_parts(self) -> dict[str, list[nn.Module]]:
-        return {"encoder": [self.encoder], "decoder": [self.decoder], "head": [self.head]}
-
     def analysis_layers(self) -> dict[str, list[str]]:
-        n = len(self.encoder.stages)
-        if n >= 3:
-            encoder = [f"encoder.stages.{s}" for s in range(3)]
-        else:  # two stages: the blocks of the first stage, then the bottleneck
-            encoder = ["encoder.stages.0.0", "encoder.stages.0", "encoder.stages.1"]
-        n_dec = len(self.decoder.stages)
-        if n_dec >= 3:
-            decoder = [f"decoder.stages.{i}" for i in range(n_dec - 3, n_dec)]
-        else:  # fewer resolutions: the last three conv blocks of the decoder
-            blocks = [f"decoder.stages.{i}.convs.{j}" for i in range(n_dec)
-                      for j in range(len(self.decoder.stages[i].convs))]
-            if len(blocks) < 3:  # two blocks: the first one's bare convolution comes first
-                blocks.insert(0, "decoder.stages.0.convs.0.0")
-            decoder = blocks[-3:]
-        return {"encoder": encoder, "decoder": decoder}
+        # The three finest resolutions on each side; with two stages, the blocks of the first
+        # stage stand in; with fewer than three decoder stages, the decoder's last conv blocks.
+        encoder = with_stand_ins(child_names("encoder.stages", self.encoder.stages),
+                                 [(0, "encoder.stages.0.0")])
+        decoder = child_names("decoder.stages", self.decoder.stages)
+        if len(decoder) < 3:
+            decoder = with_stand_ins(
+                [f"{name}.convs.{j}" for name, stage in zip(decoder, self.decoder.stages)
+                 for j in range(len(stage.convs))], [(0, "decoder.stages.0.convs.0.0")])
+        return {"encoder": encoder[:3], "decoder": decoder[-3:]}
 
     @classmethod
-    def check_patch_size(cls, patch_size: Sequence[int], strides: Sequence[Sequence[int]],
-                         **arch_kwargs) -> None:
-        super().check_patch_size(patch_size, strides, **arch_kwargs)
-        _check_layout(cls.__name__, arch_kwargs.get("n_stages", len(strides)),
-                      arch_kwargs.get("features_per_stage"), strides,
-                      arch_kwargs.get("kernel_sizes"), arch_kwargs.get("convs_per_stage", 2),
-                      arch_kwargs.get("decoder_convs_per_stage", 2), patch_size)
-        coarsest = cumulative_strides(strides)[-1]
+    def check_own_settings(cls, settings) -> None:
+        name, n_stages = cls.__name__, settings["n_stages"]
+        convs, decoder_convs = settings["convs_per_stage"], settings["decoder_convs_per_stage"]
+        if int(convs) < 1 or int(decoder_convs) < 1:
+            raise UserError(f"{name}: convs_per_stage and decoder_convs_per_stage must be >= 1")
+        if (n_stages - 1) * int(decoder_convs) < 2:
+            raise UserError(f"{name}: with {n_stages} stages the decoder needs "
+                            "decoder_convs_per_stage >= 2 to offer three distinct analysis layers")
+        check_output_at_patch_size(name, settings["strides"], settings.get("kernel_sizes"))
+
+    @classmethod
+    def check_coarsest_stage(cls, patch_size, settings) -> None:
+        coarsest = cumulative_strides(settings["strides"])[-1]
         for axis, (size, factor) in enumerate(zip(patch_size, coarsest)):
             if factor > 1 and size // factor < cls.min_pooled_size:
                 raise UserError(
@@ -191,16 +169,3 @@ class WeatherittUNet(TransferNetwork):
                     f"{size // factor} voxel(s) on axis {axis} (1/{factor}); nnU-Net's planners "
                     f"never pool an axis below {cls.min_pooled_size} voxels. Use plans nnU-Net "
                     "fitted to this patch size, fewer stages or a larger patch")
-
-
-def _check_layout(name: str, n_stages: int, features, strides, kernel_sizes,
-                  convs_per_stage: int, decoder_convs_per_stage: int,
-                  patch_size: Sequence[int] | None = None) -> None:
-    """Refuse settings that would otherwise fail as a shape error in the first forward pass."""
-    check_stage_lists(name, n_stages, features, strides, kernel_sizes, patch_size)
-    if int(convs_per_stage) < 1 or int(decoder_convs_per_stage) < 1:
-        raise UserError(f"{name}: convs_per_stage and decoder_convs_per_stage must be >= 1")
-    if (n_stages - 1) * int(decoder_convs_per_stage) < 2:
-        raise UserError(f"{name}: with {n_stages} stages the decoder needs "
-                        "decoder_convs_per_stage >= 2 to offer three distinct analysis layers")
-    check_output_at_patch_size(name, strides, kernel_sizes)

@@ -15,18 +15,25 @@ is loaded). A refused load prints the whole table and the command that fixes the
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from nnunet_transfer.architectures.checkpoint import Checkpoint, CheckpointUse
 from nnunet_transfer.architectures.parts import PARTS, NetworkParts, unwrap
-from nnunet_transfer.errors import UserError
 
 BLOCKING = ("missing", "mismatched", "unexpected")
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+# How the source of pretrained weights is read: `Checkpoint.read(path, PRETRAINED)`.
+PRETRAINED = CheckpointUse(
+    noun="the pretrained weights file",
+    advice=("; give the source run's checkpoint, e.g. $nnUNet_results/Dataset501_X/"
+            "nnUNetTrainer_Scratch__nnUNetPlans__3d_fullres/fold_all/checkpoint_final.pth"),
+    unreadable_advice=(". The file may be truncated or not a checkpoint: copy it again or "
+                       "re-run the source training."),
+    lacking=("(no 'network_weights' entry and not a state dict); is it an nnU-Net "
+             "checkpoint_final.pth?"))
 
 
 @dataclass(frozen=True)
@@ -38,21 +45,7 @@ class KeyRow:
     network_shape: tuple[int, ...] | None
 
 
-@dataclass
-class SourceCheckpoint:
-    path: str
-    sha256: str
-    weights: dict[str, torch.Tensor] = field(repr=False)
-    dataset_name: str | None = None
-    plans_name: str | None = None
-    configuration: str | None = None
-    trainer_name: str | None = None
-    labels: dict | None = None
-    regions_class_order: list | None = None
-    network_class: str | None = None
-
-
-def same_labels(source: SourceCheckpoint, target_dataset_json: dict) -> bool:
+def same_labels(source: Checkpoint, target_dataset_json: dict) -> bool:
     """Whether the output channels mean the same: labels (or regions) in the same order."""
     if source.labels is None:
         return False
@@ -62,7 +55,7 @@ def same_labels(source: SourceCheckpoint, target_dataset_json: dict) -> bool:
 
 @dataclass
 class LoadReport:
-    source: SourceCheckpoint
+    source: Checkpoint
     rows: list[KeyRow]
     head_note: str
     state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
@@ -125,70 +118,6 @@ def _shape(shape: tuple[int, ...] | None) -> str:
     return "-" if shape is None else "(" + ", ".join(map(str, shape)) + ")"
 
 
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _strip_wrapper_prefixes(key: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
-    return key
-
-
-def read_checkpoint(path: str) -> SourceCheckpoint:
-    """Read an nnU-Net checkpoint (or a bare state dict) on the CPU, with clear errors."""
-    hint = ("give the source run's checkpoint, e.g. $nnUNet_results/Dataset501_X/"
-            "nnUNetTrainer_Scratch__nnUNetPlans__3d_fullres/fold_all/checkpoint_final.pth")
-    if not os.path.exists(path):
-        raise UserError(f"the pretrained weights file {path} does not exist; {hint}")
-    if os.path.isdir(path):
-        raise UserError(f"{path} is a folder, not a checkpoint file; {hint}")
-    try:
-        # nnU-Net checkpoints hold plans and numpy values besides tensors, hence weights_only=False.
-        content = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises many kinds for a damaged file
-        raise UserError(
-            f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else 'no detail'}). The file may be "
-            "truncated or not a checkpoint: copy it again or re-run the source training.") from None
-    if isinstance(content, dict) and "network_weights" in content:
-        weights, meta = content["network_weights"], content
-    elif isinstance(content, dict) and content and all(
-            isinstance(v, torch.Tensor) for v in content.values()):
-        weights, meta = content, {}
-    else:
-        raise UserError(f"{path} holds no network weights (no 'network_weights' entry and not a "
-                        "state dict); is it an nnU-Net checkpoint_final.pth?")
-    init_args = meta.get("init_args") or {}
-    plans = init_args.get("plans") or {}
-    dataset_json = init_args.get("dataset_json") or {}
-    return SourceCheckpoint(
-        path=os.path.abspath(path), sha256=sha256_of(path),
-        weights={_strip_wrapper_prefixes(k): v for k, v in weights.items()},
-        dataset_name=plans.get("dataset_name"), plans_name=plans.get("plans_name"),
-        configuration=init_args.get("configuration"), trainer_name=meta.get("trainer_name"),
-        labels=dataset_json.get("labels"),
-        regions_class_order=dataset_json.get("regions_class_order"),
-        network_class=_network_class_name(plans, init_args.get("configuration")))
-
-
-def _network_class_name(plans: dict, configuration: str | None) -> str | None:
-    """The network class a checkpoint's plans give its configuration (None if unknown)."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-    try:
-        return PlansManager(plans).get_configuration(configuration).network_arch_class_name
-    except Exception:  # plans of another nnU-Net version, or none: the table still explains
-        return None
-
-
 def adapt_input_channels(weight: torch.Tensor, num_input_channels: int) -> torch.Tensor:
     """Input-layer weights (out, in_source, *kernel) for `num_input_channels` input channels.
 
@@ -209,7 +138,7 @@ def _is_input_layer_change(part: str, checkpoint: torch.Tensor, target: torch.Te
             and checkpoint.shape[2:] == target.shape[2:])
 
 
-def plan_load(network: nn.Module, parts: NetworkParts, source: SourceCheckpoint, *,
+def plan_load(network: nn.Module, parts: NetworkParts, source: Checkpoint, *,
               num_input_channels: int, target_dataset_json: dict, load: str = "all",
               head: str = "auto") -> LoadReport:
     """Classify every tensor of `network` against the checkpoint and build the state to load."""

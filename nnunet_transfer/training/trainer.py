@@ -28,6 +28,7 @@ import nnunetv2.run.run_training as nnunet_run_training
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunet_transfer.architectures.checkpoint import Checkpoint
 from nnunet_transfer.architectures.parts import unwrap
 from nnunet_transfer.errors import UserError, user_errors_exit
 from nnunet_transfer.training.bookkeeping import RunRecord, package_versions
@@ -35,7 +36,7 @@ from nnunet_transfer.training.budget import Budget
 from nnunet_transfer.training.freezing import (
     apply_strategy, keep_frozen_in_eval_mode, trainable_parameters)
 from nnunet_transfer.training.pretrained import (
-    apply_load, plan_load, read_checkpoint, refusal_message)
+    PRETRAINED, apply_load, plan_load, refusal_message)
 from nnunet_transfer.training.strategies import SCRATCH, Pretrained, Strategy
 
 # nnU-Net's default initial learning rate, the base of every strategy's lr_factor.
@@ -126,7 +127,7 @@ class TransferTrainer(nnUNetTrainer):
             raise UserError(
                 f"{name} ({self.strategy.summary}) does not take -pretrained_weights. Drop "
                 f"-pretrained_weights, or use {alternative} to start from {path}.")
-        report = plan_load(self.network, self.parts, read_checkpoint(path),
+        report = plan_load(self.network, self.parts, Checkpoint.read(path, PRETRAINED),
                            num_input_channels=self.num_input_channels,
                            target_dataset_json=self.dataset_json,
                            load=self.budget.load, head=self.budget.head)
