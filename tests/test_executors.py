@@ -194,7 +194,10 @@ def test_gpu_slots_round_robin(tmp_path, monkeypatch):
 
 
 SUBMITTER = textwrap.dedent("""
-    import json, os, sys, time
+    import json, os, signal, sys, time
+    # Ctrl-C as in a terminal, even where this test run was started with SIGINT ignored (a
+    # background job of a script), which a child would otherwise inherit.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from nnunet_transfer.study.executors.base import CommandJob
     from nnunet_transfer.study.executors.kinds import make_executor
     kind, folder, how, specs = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
