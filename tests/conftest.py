@@ -32,14 +32,26 @@ ONE_THREAD = {"NNUNET_TRANSFER_CPU_THREADS": "1", "OMP_NUM_THREADS": "1",
               "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+# Modules whose tests use the nnU-Net workspace but train a matrix of their own: they get a
+# workspace (and source pretraining) of their own in another worker, so that the matrix and the
+# other end-to-end tests run side by side instead of one after the other.
+OWN_WORKSPACE = {"test_architectures_end_to_end"}
+
+
 @pytest.hookimpl(tryfirst=True)   # before xdist reads the groups (its hook runs in the workers)
 def pytest_collection_modifyitems(config, items):
     """Keep what shares fixtures in one pytest-xdist worker (`make test` runs `-n auto --dist
-    loadgroup`): every test of the shared nnU-Net workspace in one group, so the session's source
-    pretraining and strategy runs are built once; any other module as its own group, so its
-    module fixtures are built once. The other cores take the other groups meanwhile."""
+    loadgroup`): the tests of the shared nnU-Net workspace in one group, so the session's source
+    pretraining and strategy runs are built once per group; any other module as its own group,
+    so its module fixtures are built once. The other cores take the other groups meanwhile."""
     for item in items:
-        group = "nnunet_workspace" if "workspace" in item.fixturenames else item.module.__name__
+        module = item.module.__name__
+        if "workspace" not in item.fixturenames:
+            group = module
+        elif module in OWN_WORKSPACE:
+            group = f"nnunet_workspace_{module}"
+        else:
+            group = "nnunet_workspace"
         item.add_marker(pytest.mark.xdist_group(group))
 
 
