@@ -10,8 +10,9 @@ declaration here plus the module of its analysis.
 The study side is given plain data (`StudyCell`, the study file's analysis settings, strategy
 names and seeds), never the study's own classes: the study sits above this package.
 
-Nothing heavy is imported here (every `nnunet-transfer` command builds the parser): each kind's
-`run` imports its analysis module when called.
+Every `nnunet-transfer` command builds the parser, so the analyses themselves (pandas,
+matplotlib, nnU-Net's data) are not imported here: each kind's `run` imports its analysis
+module when called. The strategies are (the CLI already has them, with torch, for its help).
 """
 
 from __future__ import annotations

@@ -117,6 +117,8 @@ def markdown_table(data: Any, columns: Sequence[str] | None = None, *, digits: i
         header = [escape(h) for h in header]
         cells = [[escape(cell) for cell in row] for row in cells]
     if padded:
+        # pandas' to_markdown layout (the comparison tables' files keep it) in a few lines, so
+        # that one writer makes every table and tabulate is no longer needed for it.
         widths = [max([len(h) + 2] + [len(row[j]) for row in cells])
                   for j, h in enumerate(header)]
         justify = [str.rjust if a == "right" else str.ljust for a in aligns]
