@@ -65,8 +65,11 @@ class Checkpoint:
         bare: whether it was a bare state dict rather than an nnU-Net checkpoint.
         network_class: the network class the plans give the configuration (dotted name), found
             from init_args unless given; None when they tell none.
-        plans, configuration, dataset_name, plans_name, labels, regions_class_order: what
-            init_args record of them ({} or None when nothing).
+        origins: tensor name -> where the tensor came from when it is not the file's own
+            tensor of that name (e.g. mapped from an nnU-Net v1 name, or a bias set to zero
+            where the source had none); the preflight table shows it. {} for nnU-Net v2 files.
+        plans, configuration, dataset_name, plans_name, labels, regions_class_order,
+            channel_names: what init_args record of them ({} or None when nothing).
     """
 
     label: str
@@ -76,12 +79,14 @@ class Checkpoint:
     path: str | None = None
     bare: bool = False
     network_class: str | None = None
+    origins: dict[str, str] = field(default_factory=dict, repr=False)
     plans: dict = field(init=False, repr=False)
     configuration: str | None = field(init=False)
     dataset_name: str | None = field(init=False)
     plans_name: str | None = field(init=False)
     labels: dict | None = field(init=False, repr=False)
     regions_class_order: list | None = field(init=False, repr=False)
+    channel_names: dict | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.plans = self.init_args.get("plans") or {}
@@ -91,6 +96,7 @@ class Checkpoint:
         dataset_json = self.init_args.get("dataset_json") or {}
         self.labels = dataset_json.get("labels")
         self.regions_class_order = dataset_json.get("regions_class_order")
+        self.channel_names = dataset_json.get("channel_names") or dataset_json.get("modality")
         if self.network_class is None and self.plans:
             try:
                 self.network_class = self._plans_and_configuration()[1].network_arch_class_name
