@@ -68,6 +68,8 @@ class Checkpoint:
         origins: tensor name -> where the tensor came from when it is not the file's own
             tensor of that name (e.g. mapped from an nnU-Net v1 name, or a bias set to zero
             where the source had none); the preflight table shows it. {} for nnU-Net v2 files.
+        encoder_only: the file holds an encoder (and stem) only, e.g. a self-supervised one:
+            the decoder and head start fresh, as NNUNET_TRANSFER_LOAD=encoder makes them.
         plans, configuration, dataset_name, plans_name, labels, regions_class_order,
             channel_names: what init_args record of them ({} or None when nothing).
     """
@@ -80,6 +82,7 @@ class Checkpoint:
     bare: bool = False
     network_class: str | None = None
     origins: dict[str, str] = field(default_factory=dict, repr=False)
+    encoder_only: bool = False
     plans: dict = field(init=False, repr=False)
     configuration: str | None = field(init=False)
     dataset_name: str | None = field(init=False)
