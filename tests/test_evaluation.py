@@ -54,6 +54,7 @@ from nnunet_transfer.evaluation.stats import (
     comparison_table,
     paired_p_values,
     parse_run_item,
+    p_text,
     to_markdown,
 )
 
@@ -490,8 +491,17 @@ def test_comparison_table_means_seeds_and_asterisks(tmp_path):
     assert math.isnan(rows.loc["Scratch", "p_ttest"])
 
     markdown = to_markdown(table, "Scratch")
-    assert f"| FineTune   | 5   | {tuned.mean():.3f} ± {tuned.std(ddof=1):.3f}* |" in markdown
-    assert f"| Frozen     | 5   | {np.mean(same):.3f} ± {np.std(same, ddof=1):.3f}  |" in markdown
+    # the compact layout: a row per strategy, a column per n (Scratch was given without n)
+    lines = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+             for line in markdown.split("p vs Scratch")[0].splitlines()
+             if line.startswith("| ") and "strategy" not in line}
+    assert lines["FineTune"] == ["-", f"{tuned.mean():.3f} ± {tuned.std(ddof=1):.3f}*"]
+    assert lines["Frozen"] == ["-", f"{np.mean(same):.3f} ± {np.std(same, ddof=1):.3f}"]
+    assert lines["Scratch"][0] == f"{np.mean(scratch):.3f} ± {np.std(scratch, ddof=1):.3f}"
+    assert "| strategy   |   DSC |    n = 5 |" in markdown
+    p_line = [line for line in markdown.split("p vs Scratch")[1].splitlines()
+              if line.startswith("| FineTune")][0]
+    assert p_line.split("|")[3].strip() == p_text(ft["p_ttest"])
     assert "* p < 0.05 vs Scratch" in markdown
 
 
@@ -549,7 +559,8 @@ def test_evaluate_and_compare_commands(folders, tmp_path, capsys):
                  "-o", str(tmp_path / "cmp"), "--reference", "A", "--metrics", "dsc"])
     table = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
     assert set(table["p_ttest"].dropna()) == {1.0}      # the same results: p = 1, no crash
-    assert "### DSC" in (tmp_path / "cmp" / "comparison.md").read_text()
+    compact = (tmp_path / "cmp" / "comparison.md").read_text()   # a table per structure
+    assert "### one" in compact and "| strategy   |   DSC |" in compact
 
 
 def test_command_line_mistakes_give_messages(folders, tmp_path, capsys):

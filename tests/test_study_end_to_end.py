@@ -165,7 +165,7 @@ def test_outputs_of_every_stage(resumed_study):
     table = os.path.join(study, "tables", "test", "src__unet", "comparison.md")
     with open(table) as f:
         text = f.read()
-    assert "FineTune" in text and "Scratch" in text and "### DSC" in text
+    assert "FineTune" in text and "Scratch" in text and "DSC |" in text
     for kind in ("convergence", "evolution", "similarity", "reuse", "weights"):
         out = os.path.join(study, "analysis", "src__unet__n2", kind)
         assert os.path.isfile(os.path.join(out, f"{kind}.md")), kind

@@ -47,7 +47,8 @@ def convergence_analysis(runs: Sequence[AnalysedRun], tolerance: float, column: 
     table = pd.DataFrame(rows)
     curve_table = pd.concat(
         [log[["epoch", "iterations", "pseudo_dice", "ema_pseudo_dice",
-              "cumulative_train_time_s", "cumulative_time_s"]].assign(run=label)
+              "cumulative_train_time_s", "cumulative_time_s"]
+             + (["phase"] if "phase" in log else [])].assign(run=label)
          for label, log in curves.items()], ignore_index=True)
     curve_table = curve_table[["run", *curve_table.columns[:-1]]]
     clock_text = ("training wall time (training iterations only)" if clock == "train"
@@ -67,7 +68,8 @@ def convergence_analysis(runs: Sequence[AnalysedRun], tolerance: float, column: 
         markdown_table(header, body, align_right_from=2),
         "No null baseline applies: nothing here is a similarity.",
         "Per-epoch curves: `convergence_curves.csv`; figure: `convergence.png` (circles mark "
-        "the convergence epochs)."]
-    figure = figures.convergence_figure(curves, points, column, time_column)
+        "the convergence epochs, triangles the changes of training phase)."]
+    figure = figures.convergence_figure(curves, points, column, time_column,
+                                        {run.label: run.strategy for run in runs})
     return Output("Convergence", tables={"": table, "curves": curve_table},
                   figures={"": figure}, sections=sections)

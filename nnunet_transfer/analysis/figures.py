@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from nnunet_transfer.analysis.palette import label_color, strategy_color, strategy_of_label
 from nnunet_transfer.analysis.summary import Summary
 
 NULL_COLOR = "0.55"
@@ -30,6 +31,17 @@ def _colors(count: int) -> list:
     from matplotlib import colormaps
     cmap = colormaps["tab10" if count <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(count)]
+
+
+def _run_styles(runs: Sequence[str]) -> dict[str, dict]:
+    """Per run label: its strategy's colour, and a line style per run of that strategy (the
+    seeds), so that runs of one strategy share a colour and still tell apart."""
+    styles, seen = {}, {}
+    for run in runs:
+        color = label_color(run)
+        index = seen[color] = seen.get(color, -1) + 1
+        styles[run] = {"color": color, "linestyle": ("-", "--", ":", "-.")[index % 4]}
+    return styles
 
 
 def _grid(figure: Figure, count: int, columns: int = 3):
@@ -52,26 +64,61 @@ def _null_band(axis, summary: Summary | None, horizontal: bool = True) -> None:
                      color=NULL_COLOR, alpha=0.15, linewidth=0)
 
 
+def _phase_changes(curve: pd.DataFrame) -> list[tuple[int, str]]:
+    """(row, phase name) of each row whose `phase` differs from the row before; a run without
+    the column is one phase."""
+    if "phase" not in curve or len(curve) < 2:
+        return []
+    phases = curve["phase"].astype(str).tolist()
+    return [(i, phases[i]) for i in range(1, len(phases)) if phases[i] != phases[i - 1]]
+
+
 def convergence_figure(curves: Mapping[str, pd.DataFrame], points: Mapping[str, dict],
-                       column: str, time_column: str) -> Figure:
-    """Validation score against iterations and against wall time, a curve per run.
+                       column: str, time_column: str,
+                       strategies: Mapping[str, str] | None = None) -> Figure:
+    """Validation score against iterations and against wall time: a colour per strategy (its
+    runs thin, their mean by epoch bold), circles at the convergence epochs, and a triangle with
+    the phase's name where a run's training phase changes (epochs.csv's `phase` column).
 
     Args:
         curves: {run label: epochs.csv rows with iterations, `column`, `time_column`}.
         points: {run label: {"iterations", "time", "value"}} of its convergence epoch.
         column: the score column (pseudo_dice or ema_pseudo_dice).
         time_column: cumulative seconds (cumulative_train_time_s or cumulative_time_s).
+        strategies: {run label: strategy}; default: read from the label.
     """
+    strategies = strategies or {label: strategy_of_label(label) for label in curves}
     figure = _figure(11, 4.2)
     by_iterations, by_time = figure.subplots(1, 2, sharey=True)
-    for color, (label, curve) in zip(_colors(len(curves)), curves.items()):
-        point = points[label]
-        for axis, x, at in ((by_iterations, "iterations", point["iterations"]),
-                            (by_time, time_column, point["time"])):
-            axis.plot(curve[x], curve[column], color=color, marker=".", label=label)
-            if at is not None and not math.isnan(at):
-                axis.plot([at], [point["value"]], color=color, marker="o", markersize=9,
-                          markerfacecolor="none")
+    groups: dict[str, list[str]] = {}
+    for label in curves:
+        groups.setdefault(strategies[label], []).append(label)
+    for strategy, labels in groups.items():
+        color = strategy_color(strategy)
+        marked: set[tuple[int, str]] = set()
+        for axis, x, key in ((by_iterations, "iterations", "iterations"),
+                             (by_time, time_column, "time")):
+            for label in labels:
+                curve, point = curves[label], points[label]
+                axis.plot(curve[x], curve[column], color=color, linewidth=0.8, alpha=0.45)
+                at = point[key]
+                if at is not None and not math.isnan(at):
+                    axis.plot([at], [point["value"]], color=color, marker="o", markersize=8,
+                              markerfacecolor="none", linestyle="none")
+                for row, phase in _phase_changes(curve):
+                    axis.plot([curve[x].iloc[row]], [curve[column].iloc[row]], color=color,
+                              marker="v", markersize=8, linestyle="none")
+                    if (row, phase) not in marked or axis is by_time:
+                        axis.annotate(phase, (curve[x].iloc[row], curve[column].iloc[row]),
+                                      xytext=(0, 7), textcoords="offset points", ha="center",
+                                      fontsize="x-small", color=color)
+                    if axis is by_iterations:
+                        marked.add((row, phase))
+            mean = pd.concat([curves[label][["epoch", x, column]] for label in labels]) \
+                .groupby("epoch").mean()
+            axis.plot(mean[x], mean[column], color=color, linewidth=2.4,
+                      label=f"{strategy} (mean of {len(labels)})" if len(labels) > 1
+                      else strategy)
     by_iterations.set_xlabel("training iterations")
     by_time.set_xlabel("training wall time (s)" if time_column == "cumulative_train_time_s"
                        else "wall time, validation included (s)")
@@ -79,7 +126,8 @@ def convergence_figure(curves: Mapping[str, pd.DataFrame], points: Mapping[str, 
     for axis in (by_iterations, by_time):
         axis.grid(alpha=0.3)
     by_time.legend(fontsize="small", loc="lower right")
-    figure.suptitle("Convergence (circles: convergence epoch)")
+    figure.suptitle("Convergence (thin: runs, bold: mean per strategy; circles: convergence "
+                    "epochs; triangles: phase changes)")
     return figure
 
 
@@ -89,15 +137,15 @@ def evolution_figure(rows: pd.DataFrame, layers: Sequence[str], measure: str, yl
     against epochs done, a curve per run; the reference snapshot marked by a circle."""
     figure = _figure(13, 3.6 * math.ceil(len(layers) / 3))
     runs = list(dict.fromkeys(rows["run"]))
-    colors = dict(zip(runs, _colors(len(runs))))
+    styles = _run_styles(runs)
     for axis, label in zip(_grid(figure, len(layers)), layers):
         layer_rows = rows[rows["layer"] == label]
         for run in runs:
             curve = layer_rows[layer_rows["run"] == run].sort_values("epoch")
-            axis.plot(curve["epoch"], curve[measure], marker=".", color=colors[run], label=run)
+            axis.plot(curve["epoch"], curve[measure], marker=".", label=run, **styles[run])
             reference = curve[curve["is_reference"]]
             axis.plot(reference["epoch"], reference[measure], marker="o", markersize=9,
-                      markerfacecolor="none", color=colors[run])
+                      markerfacecolor="none", color=styles[run]["color"])
         _null_band(axis, null.get(label))
         module = layer_rows["module"].iloc[0] if len(layer_rows) else ""
         axis.set_title(f"{label}\n{module}", fontsize="medium")
@@ -115,20 +163,23 @@ def evolution_figure(rows: pd.DataFrame, layers: Sequence[str], measure: str, yl
 
 def bars_figure(values: Mapping[str, Mapping[str, Summary]], layers: Sequence[str],
                 null: Mapping[str, Summary], ylabel: str, title: str,
-                points: Mapping[str, Mapping[str, Sequence[float]]] | None = None) -> Figure:
+                points: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+                colors: Mapping[str, str] | None = None) -> Figure:
     """Grouped bars: per layer one bar (mean, error bar = std) per series, the null baseline as
     a grey bar, optional individual values as dots.
 
     Args:
         values: {series name: {layer: Summary}}.
         points: {series name: {layer: values}} drawn over the bars.
+        colors: {series name: colour} (e.g. a strategy's); the others from a cycle.
     """
     series = list(values) + ["null baseline"]
     width = 0.8 / len(series)
     figure = _figure(max(7.0, 1.4 * len(layers) * max(1, len(series) / 3)), 4.4)
     axis = figure.subplots()
     x = np.arange(len(layers))
-    colors = _colors(len(series) - 1) + [NULL_COLOR]
+    cycle = iter(_colors(len(series)))
+    colors = [(colors or {}).get(name) or next(cycle) for name in series[:-1]] + [NULL_COLOR]
     for index, (name, color) in enumerate(zip(series, colors)):
         summaries = null if name == "null baseline" else values[name]
         means = [summaries[layer].mean if layer in summaries else np.nan for layer in layers]
@@ -159,11 +210,12 @@ def weights_figure(table: pd.DataFrame) -> Figure:
     first = table[table["run"] == runs[0]]
     same_layers = all(list(table[table["run"] == r]["layer"]) == list(first["layer"])
                       for r in runs)
-    for color, run in zip(_colors(len(runs)), runs):
+    styles = _run_styles(runs)
+    for run in runs:
         rows = table[table["run"] == run]
         x = np.arange(len(rows))
-        top.plot(x, rows["weight_change"], marker=".", color=color, label=run)
-        bottom.plot(x, rows["filter_norm_change_mean"], marker=".", color=color, label=run)
+        top.plot(x, rows["weight_change"], marker=".", label=run, **styles[run])
+        bottom.plot(x, rows["filter_norm_change_mean"], marker=".", label=run, **styles[run])
     if same_layers:
         parts = list(first["part"])
         shades = {"encoder": "#dbe9f6", "decoder": "#fbe5d6", "head": "#e2f0d9"}

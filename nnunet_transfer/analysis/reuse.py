@@ -16,8 +16,10 @@ from nnunet_transfer.analysis.measure import (
     MEASURE_TITLES, NULL, CaptureOptions, Measurer, layer_summaries, null_by_layer, null_pairs,
     null_summary, null_text)
 from nnunet_transfer.analysis.outputs import Notes, Output, integer_columns, markdown_table
+from nnunet_transfer.analysis.palette import strategy_color
 from nnunet_transfer.analysis.runs import AnalysedRun, NetworkSet, check_unique
 from nnunet_transfer.analysis.summary import Summary, p_cell, summarize, welch_p
+from nnunet_transfer.training.strategies import SCRATCH
 
 
 def reuse_table(rows: Sequence[dict], layers: Sequence[str], measure: str, alpha: float
@@ -117,9 +119,18 @@ def reuse_analysis(transfer: Sequence[AnalysedRun], scratch: Sequence[AnalysedRu
         {rl: by_role.get(rl, {}) for rl in ("transfer", "scratch")}, layers,
         null_by_layer(rows, layers, headline), f"{MEASURE_TITLES[headline]}(epoch 0, final)",
         "Similarity of each run's start and final network; reuse = transfer - scratch",
-        points=points)
+        points=points, colors=_role_colors(transfer))
     table = integer_columns(pd.DataFrame(rows), "start_epoch", "end_epoch", "datapoints",
                             "channels_a", "channels_b")
     return Output("Feature reuse", tables={"": table,
                                            "summary": pd.DataFrame(summary)},
                   figures={"": figure}, sections=sections)
+
+
+def _role_colors(transfer: Sequence[AnalysedRun]) -> dict[str, str]:
+    """Scratch's colour for the scratch runs; the transfer strategy's when there is one."""
+    strategies = {run.strategy for run in transfer}
+    colors = {"scratch": strategy_color(SCRATCH.name)}
+    if len(strategies) == 1:
+        colors["transfer"] = strategy_color(strategies.pop())
+    return colors

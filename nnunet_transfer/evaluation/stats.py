@@ -183,6 +183,9 @@ def comparison_table(runs: pd.DataFrame, reference: str | None = None,
     return pd.DataFrame(rows).astype({"n": "Int64"})   # whole numbers, empty when not given
 
 
+MAX_COLUMNS = 6   # value columns of one compact table; more: one table per metric
+
+
 def _cell(row: pd.Series, digits: int) -> str:
     if row["n_cases"] == 0:
         return "-"
@@ -190,26 +193,69 @@ def _cell(row: pd.Series, digits: int) -> str:
     return f"{row['mean']:.{digits}f}{std}{'*' if row['significant'] else ''}"
 
 
+def p_text(p: float) -> str:
+    """A p-value to 2 significant digits ("-" when there is none)."""
+    if p is None or pd.isna(p):
+        return "-"
+    return "< 0.0001" if p < 1e-4 else f"{p:.2g}"
+
+
+def _n_text(n) -> str:
+    return "" if n is None or pd.isna(n) else f"n = {int(n)}"
+
+
+def _compact(of_structure: pd.DataFrame, columns: list[tuple[str, object]], cell) -> str:
+    """Strategy rows, one column per (metric, n), cells from `cell(row)`."""
+    several_metrics = len({metric for metric, _ in columns}) > 1
+    names = {key: ", ".join(part for part in (
+        METRIC_TITLES.get(key[0], key[0]) if several_metrics else "", _n_text(key[1])) if part)
+        or METRIC_TITLES.get(key[0], key[0]) for key in columns}
+    rows: dict[str, dict[str, str]] = {}
+    for _, row in of_structure.iterrows():
+        key = (row["metric"], None if pd.isna(row["n"]) else int(row["n"]))
+        rows.setdefault(row["strategy"], {})[names[key]] = cell(row)
+    frame = pd.DataFrame([{"strategy": strategy, **{names[key]: cells.get(names[key], "-")
+                                                    for key in columns}}
+                          for strategy, cells in rows.items()])
+    return markdown_table(frame, as_text=str, escape=None,
+                          align=["left"] + ["right"] * len(columns), padded=True, end="")
+
+
 def to_markdown(table: pd.DataFrame, reference: str | None, test: str = "ttest",
                 alpha: float = 0.05, digits: int = 3) -> str:
-    """One Markdown table per metric: rows strategy and n, columns the structures."""
+    """Compact tables as in the papers: per structure, a row per strategy and a column per
+    metric and n (one table per metric when that would be more than MAX_COLUMNS columns); then
+    the p-values against the reference in the same layout."""
     test_name = {"ttest": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}[test]
+    p_column = "p_ttest" if test == "ttest" else "p_wilcoxon"
+    metrics = list(dict.fromkeys(table["metric"]))
+    ns = list(dict.fromkeys(None if pd.isna(n) else int(n) for n in table["n"]))
+    all_columns = [(metric, n) for metric in metrics for n in ns]
+    blocks = [[(None, all_columns)]] if len(all_columns) <= MAX_COLUMNS else \
+        [[(metric, [(metric, n) for n in ns])] for metric in metrics]
     parts = []
-    for metric, of_metric in table.groupby("metric", sort=False):
-        rows = {}
-        for _, row in of_metric.iterrows():
-            key = (row["strategy"], "" if row["n"] is None or pd.isna(row["n"]) else int(row["n"]))
-            rows.setdefault(key, {})[row["structure"]] = _cell(row, digits)
-        frame = pd.DataFrame([{"strategy": s, "n": n, **cells} for (s, n), cells in rows.items()])
-        parts.append(f"### {METRIC_TITLES.get(metric, metric)}\n\n"
-                     + markdown_table(frame, as_text=str, escape=None, align="left",
-                                      padded=True, end=""))
-        excluded = of_metric[of_metric["n_excluded"] > 0]
-        if len(excluded):
-            counts = [f"{r['strategy']}{'' if pd.isna(r['n']) else f' n={r.n}'} "
-                      f"{r['structure']}: {r['n_excluded']}" for _, r in excluded.iterrows()]
-            parts.append("Left out (undefined: an empty mask), values over cases x seeds: "
-                         + "; ".join(counts))
+    for structure, of_structure in table.groupby("structure", sort=False):
+        for block in blocks:
+            for metric, columns in block:
+                rows = of_structure if metric is None else \
+                    of_structure[of_structure["metric"] == metric]
+                title = structure if metric is None else \
+                    f"{structure}: {METRIC_TITLES.get(metric, metric)}"
+                parts.append(f"### {title}\n\n" + _compact(
+                    rows, columns, lambda row: _cell(row, digits)))
+                if reference is not None:
+                    tested = rows[rows["strategy"] != reference]
+                    if len(tested):
+                        parts.append(f"p vs {reference} ({test_name}):\n\n" + _compact(
+                            tested, columns, lambda row: p_text(row[p_column])))
+    excluded = table[table["n_excluded"] > 0]
+    if len(excluded):
+        counts = [f"{r['strategy']}{'' if pd.isna(r['n']) else f' n={r.n}'} "
+                  f"{r['structure']}: {r['n_excluded']} "
+                  f"({METRIC_TITLES.get(r['metric'], r['metric'])})"
+                  for _, r in excluded.iterrows()]
+        parts.append("Left out (undefined: an empty mask), values over cases x seeds: "
+                     + "; ".join(counts))
     note = "mean ± std over the test cases (each case averaged over seeds)"
     if reference is not None:
         note += f"; * p < {alpha:g} vs {reference} at the same n ({test_name}, paired by case)"
