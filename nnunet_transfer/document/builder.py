@@ -75,6 +75,9 @@ class Section:
     tables: Sequence[tuple[str, str]] = ()
     subsections: Sequence["Section"] = ()
     status: str | None = None
+    key: str | None = None            # the anchor (`id`), instead of one from number and title
+    details: Sequence[tuple[str, str]] = ()   # (summary, Markdown) shown collapsed, last
+    figures_first: bool = False       # figures before the Markdown text (a results section)
 
 
 class _Builder:
@@ -151,18 +154,30 @@ class _Builder:
         self.html.append(f'<p class="table-caption" id="table-{self.table_count}">'
                          f'<span class="label">{label}</span> {caption_html} '
                          f'<span class="meta">({shown}; {link})</span></p>')
-        self.html.append(html_table(table.header, table.rows))
+        # a data file is a link; its preview stays folded until asked for
+        preview = f"the {shown}" if table.n_rows <= PREVIEW_ROWS else shown
+        self.html.append(f'<details class="preview"><summary>show {preview}</summary>'
+                         + html_table(table.header, table.rows) + "</details>")
         self.md.append(" ".join([f"*{label}*", *caption.split(),
                                  f"([{md_escape(name)}]({relative}); {shown})"]) + "\n")
         width = max([len(table.header)] + [len(row) for row in table.rows])
         if width:
-            self.md.append(markdown_table(
+            self.md.append(f"<details><summary>show {preview}</summary>\n\n" + markdown_table(
                 [row + [""] * (width - len(row)) for row in table.rows],
-                columns=table.header + [""] * (width - len(table.header))))
+                columns=table.header + [""] * (width - len(table.header)))
+                + "\n</details>\n")
+
+    def details(self, item) -> None:
+        summary, markdown = item
+        summary_text = " ".join(str(summary).split())
+        self.html.append(f"<details><summary>{self.render.inline(summary_text)}</summary>"
+                         f"{self.render.block(markdown)}</details>")
+        self.md.append(f"<details><summary>{html.escape(summary_text)}</summary>\n\n"
+                       f"{markdown.strip()}\n\n</details>\n")
 
     # -- sections
     def section(self, section: Section, number: str, depth: int) -> None:
-        anchor = _anchor(number, section.title)
+        anchor = section.key or _anchor(number, section.title)
         level = min(depth + 1, 6)
         title_text = " ".join(str(section.title).split())
         self.html.append(f'<section id="{anchor}"><h{level}><span class="secnum">{number}</span> '
@@ -174,15 +189,21 @@ class _Builder:
             self.html.append(f'<div class="notice" role="note">'
                              f"{self.render.block(status)}</div>")
             self.md.append(quote_block(f"**Note:** {status}") + "\n")
+        if section.figures_first:
+            for item in section.figures:
+                self.figure(item)
         if section.markdown and section.markdown.strip():
             self.html.append(self.render.block(section.markdown))
             self.md.append(section.markdown.strip() + "\n")
-        for item in section.figures:
-            self.figure(item)
+        if not section.figures_first:
+            for item in section.figures:
+                self.figure(item)
         for item in section.tables:
             self.table(item)
+        for item in section.details:
+            self.details(item)
         if not (status or (section.markdown or "").strip() or section.figures
-                or section.tables or section.subsections):
+                or section.tables or section.subsections or section.details):
             self.html.append('<p class="notice empty">Nothing to show yet.</p>')
             self.md.append("*Nothing to show yet.*\n")
         for k, sub in enumerate(section.subsections, 1):
@@ -229,7 +250,7 @@ def _toc(sections: Sequence[Section], prefix: str = "") -> tuple[str, str]:
     for k, section in enumerate(sections, 1):
         number = f"{prefix}{k}"
         title = " ".join(str(section.title).split())
-        anchor = _anchor(number, section.title)
+        anchor = section.key or _anchor(number, section.title)
         sub_html, sub_md = _toc(section.subsections, number + ".")
         html_items.append(f'<li><a href="#{anchor}"><span class="secnum">{number}</span> '
                           f"{html.escape(title)}</a>{sub_html}</li>")
@@ -258,8 +279,10 @@ def write_report(folder: str, title: str, sections: Sequence[Section], *, summar
     sections = list(sections)
     if sections:
         toc_html, toc_md = _toc(sections)
-        builder.html.append(f'<nav class="toc" aria-label="Contents"><p class="toc-title">'
-                            f"Contents</p>{toc_html}</nav>")
+        # folded, so that the first results stay on the first screen
+        builder.html.append(f'<nav class="toc" aria-label="Contents"><details>'
+                            f'<summary class="toc-title">Contents</summary>{toc_html}'
+                            "</details></nav>")
         builder.md.append("**Contents**\n\n" + toc_md)
         for k, section in enumerate(sections, 1):
             builder.section(section, str(k), 1)

@@ -129,12 +129,15 @@ code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans 
 pre { background: #f6f8fa; padding: .7rem 1rem; overflow-x: auto; border-radius: 6px; }
 pre code { padding: 0; background: none; }
 nav.toc { background: #f6f8fa; border: 1px solid #d1d9e0; border-radius: 6px;
-  padding: .6rem 1.2rem .8rem; margin: 1.2rem 0 1.5rem; }
+  padding: .4rem 1.2rem; margin: .8rem 0 1rem; }
 nav.toc .toc-title { font-weight: 600; margin: 0 0 .3rem; }
 nav.toc ol { list-style: none; margin: 0; padding-left: 1.2rem; }
-nav.toc > ol { padding-left: 0; }
+nav.toc details > ol { padding-left: 0; }
 nav.toc a { text-decoration: none; }
 nav.toc a:hover { text-decoration: underline; }
+details { margin: .5rem 0; }
+details > summary { cursor: pointer; color: #0969da; }
+details.preview > summary, nav.toc summary { font-size: .9rem; }
 .table-wrap { max-width: 100%; overflow-x: auto; margin: .6rem 0 1rem; }
 table { border-collapse: collapse; font-size: .9rem; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #d1d9e0; padding: .28rem .65rem; text-align: left;
