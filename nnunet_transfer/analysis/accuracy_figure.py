@@ -71,7 +71,7 @@ def accuracy_figure(panels: Mapping[str, pd.DataFrame], metric: str = "dsc"):
     columns = min(len(items), 2 if several_n else 3)
     rows = math.ceil(len(items) / columns)
     strategies_max = max(runs["strategy"].nunique() for _, runs in items)
-    width = 5.5 * columns if several_n else max(3.8, 0.75 * strategies_max + 1.5) * columns
+    width = max(8.0, 5.5 * columns) if several_n else max(3.8, 0.75 * strategies_max + 1.5) * columns
     figure = _figure(min(width, 12.5), 3.6 * rows + (0.6 if several_n else 0))
     axes = figure.subplots(rows, columns, squeeze=False, sharey=True)
     for extra in axes.flat[len(items):]:
@@ -88,7 +88,7 @@ def accuracy_figure(panels: Mapping[str, pd.DataFrame], metric: str = "dsc"):
         figure.legend(handles, labels, loc="outside lower center",
                       ncols=min(6, len(labels)), fontsize="small")
     figure.suptitle(f"Test {METRIC_TITLES.get(metric, metric)} per strategy"
-                    + (" against n (line: mean over cases, band: ± std, dots: seeds)"
-                       if several_n else " (box: cases, dots: cases, diamond: mean)"),
+                    + (" against n\n(line: mean over cases, band: ± std, dots: seeds)"
+                       if several_n else "\n(box and dots: test cases, diamond: mean)"),
                     fontsize="medium")
     return figure

@@ -11,16 +11,23 @@ missing).
 from __future__ import annotations
 
 import glob
+import io
 import os
 import time
+from dataclasses import dataclass
 
 import pandas as pd
 
+from nnunet_transfer.analysis.accuracy_figure import accuracy_figure
 from nnunet_transfer.analysis.kinds import KINDS
 from nnunet_transfer.atomic_files import atomic_write_bytes
 from nnunet_transfer.document import Section, markdown_table, md_escape, write_report
+from nnunet_transfer.document.markdown import md_code
 from nnunet_transfer.study.grid import GENERALIZATION, TEST, Run, StudyLayout
 from nnunet_transfer.study.jobs import StudyJob
+from nnunet_transfer.study.findings import (
+    Finding, accuracy_findings, convergence_findings, findings_markdown, reuse_findings,
+    weight_findings)
 from nnunet_transfer.study.spec import StudySpec
 from nnunet_transfer.study.state import FAILED, SUCCEEDED, StudyState
 from nnunet_transfer.training.strategies import SCRATCH
@@ -35,13 +42,31 @@ def _cells(runs: list[Run]) -> dict[tuple, list[Run]]:
     return cells
 
 
-def accuracy_section(layout: StudyLayout, runs: list[Run], state: StudyState, test_set: str,
-                     title: str) -> Section | None:
-    """Per source and architecture: comparison.csv / .md of `compare`, over the runs whose
-    evaluation exists."""
+@dataclass
+class CellAccuracy:
+    """The evaluated runs of one source and architecture on one test set."""
+
+    source: str
+    architecture: str
+    runs: pd.DataFrame          # per-case rows (evaluation.stats.collect_runs)
+    table: pd.DataFrame         # comparison_table
+    reference: str | None
+    csv_path: str
+    missing: int                # runs without evaluation
+    total: int
+
+    @property
+    def title(self) -> str:
+        return f"source {self.source}, {self.architecture}"
+
+
+def cell_accuracies(layout: StudyLayout, runs: list[Run], state: StudyState,
+                    test_set: str) -> list[CellAccuracy]:
+    """Per source and architecture: the comparison of `compare` over the runs whose evaluation
+    exists (written to tables/<test set>/<source>__<architecture>/comparison.csv / .md)."""
     from nnunet_transfer.evaluation.stats import (
         RunSpec, collect_runs, comparison_table, to_markdown, write_comparison)
-    subsections = []
+    cells = []
     for (source, architecture), cell_runs in _cells(runs).items():
         evaluated = [(RunSpec(r.strategy.name, r.n, r.seed),
                       os.path.join(layout.evaluation(r, test_set), "evaluation_per_case.csv"))
@@ -54,18 +79,59 @@ def accuracy_section(layout: StudyLayout, runs: list[Run], state: StudyState, te
         reference = REFERENCE_STRATEGY.name if REFERENCE_STRATEGY.name in strategies and \
             len(strategies) > 1 else None
         table = comparison_table(table_runs, reference)
-        markdown = to_markdown(table, reference)
         folder = os.path.join(layout.path("tables", test_set), f"{source}__{architecture}")
-        csv_path, _ = write_comparison(folder, table, markdown)
-        missing = len(cell_runs) - len(evaluated)
-        subsections.append(Section(
-            f"source {source}, architecture {architecture}", markdown=markdown,
-            tables=[(csv_path, "all metrics, structures, strategies and n, with p-values")],
-            status=f"{missing} of {len(cell_runs)} runs have no evaluation yet (not finished "
-                   "or failed)" if missing else None))
-    if not subsections:
+        csv_path, _ = write_comparison(folder, table, to_markdown(table, reference))
+        cells.append(CellAccuracy(source, architecture, table_runs, table, reference, csv_path,
+                                  len(cell_runs) - len(evaluated), len(cell_runs)))
+    return cells
+
+
+def accuracy_section(layout: StudyLayout, cells: list[CellAccuracy], title: str,
+                     key: str) -> Section | None:
+    """Compact tables per source and architecture (strategy rows; metric and n columns), box
+    plots per strategy at each n when there are several n, the full comparison as a file."""
+    from nnunet_transfer.evaluation.stats import to_markdown
+    if not cells:
         return None
-    return Section(title, subsections=subsections)
+    subsections = []
+    for cell in cells:
+        figures = []
+        ns = sorted(cell.runs["n"].dropna().unique())
+        if len(ns) > 1:
+            path = os.path.join(os.path.dirname(cell.csv_path), "accuracy_per_n.png")
+            save_figure(accuracy_figure({f"n = {int(n)}": cell.runs[cell.runs["n"] == n]
+                                         for n in ns}), path)
+            figures.append((path, f"Test DSC per strategy at each n ({md_escape(cell.title)})"))
+        subsections.append(Section(
+            cell.title, markdown=to_markdown(cell.table, cell.reference).replace("\n### ",
+                                                                                 "\n#### "),
+            figures=figures, figures_first=True,
+            tables=[(cell.csv_path, "every metric, structure, strategy and n, with both "
+                                    "p-values")],
+            status=f"{cell.missing} of {cell.total} runs have no evaluation yet (not finished "
+                   "or failed)" if cell.missing else None))
+    return Section(title, subsections=subsections, key=key)
+
+
+def headline_figure(layout: StudyLayout, cells: list[CellAccuracy]) -> tuple[str, str] | None:
+    """The study's accuracy per strategy (against n when it has several), one panel per source
+    and architecture."""
+    if not cells:
+        return None
+    path = layout.path("figures", "accuracy.png")
+    figure = accuracy_figure({cell.title: cell.runs for cell in cells})
+    save_figure(figure, path)
+    several = any(cell.runs["n"].nunique() > 1 for cell in cells)
+    return path, ("Test DSC of every strategy " + ("against n: mean over the test cases (each "
+                  "averaged over seeds), band ± std, dots the seeds' means" if several else
+                  "over the test cases (each averaged over seeds): box, dots the cases, "
+                  "diamond the mean") + "; a colour per strategy, the same in every figure.")
+
+
+def save_figure(figure, path: str) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def run_costs(layout: StudyLayout, runs: list[Run], state: StudyState,
@@ -95,7 +161,8 @@ def run_costs(layout: StudyLayout, runs: list[Run], state: StudyState,
     return pd.DataFrame(rows)
 
 
-def cost_section(layout: StudyLayout, costs: pd.DataFrame, tolerance: float) -> Section | None:
+def cost_section(layout: StudyLayout, costs: pd.DataFrame, tolerance: float,
+                 convergence_figures: list[tuple[str, str]]) -> Section | None:
     if costs.empty:
         return None
     path = layout.path("tables", "training_cost.csv")
@@ -103,38 +170,76 @@ def cost_section(layout: StudyLayout, costs: pd.DataFrame, tolerance: float) -> 
     summary = costs.groupby(["architecture", "n", "strategy"], sort=False).agg(
         runs=("seed", "size"), s_per_iteration=("s_per_iteration", "median"),
         train_time_s=("train_time_s", "mean"),
-        convergence_time_s=("convergence_time_s", "mean"),
-        convergence_iterations=("convergence_iterations", "mean")).reset_index()
+        convergence_iterations=("convergence_iterations", "mean"),
+        convergence_time_s=("convergence_time_s", "mean")).reset_index()
+    rows = [[r.strategy, r.architecture, r.n, r.runs, f"{r.s_per_iteration:.3f}",
+             f"{r.train_time_s:.1f}", f"{r.convergence_iterations:.0f}",
+             f"{r.convergence_time_s:.1f}"] for r in summary.itertuples()]
     text = (f"Training time of the target runs (iterations only, validation excluded) and time "
             f"to convergence: the first epoch whose validation pseudo-Dice is within "
             f"{tolerance * 100:g} % of the run's maximum (Karimi et al.). Means over seeds; "
             "s / iteration is the median over seeds.\n\n"
-            + markdown_table(summary))
-    return Section("Training cost and time to convergence", markdown=text,
-                   tables=[(path, "every run")])
+            + markdown_table(rows, ["strategy", "architecture", "n", "runs", "s / iteration",
+                                    "training (s)", "converged after (iterations)",
+                                    "converged after (s)"], as_text=str))
+    return Section("Convergence and training cost", markdown=text, key="convergence",
+                   figures=convergence_figures, figures_first=True,
+                   tables=[(path, "every run: iterations, times, convergence epoch")])
+
+
+def relative_paths(text: str, root: str) -> str:
+    """Absolute paths under the study folder as relative ones, and the work folder above it as
+    `..`, so that the report reads the same wherever the study lies."""
+    root = os.path.abspath(root)
+    return text.replace(root + os.sep, "").replace(os.path.dirname(root) + os.sep, "../")
+
+
+def _analysis_cells(layout: StudyLayout, runs: list[Run], kind: str):
+    for cell in dict.fromkeys(r.cell for r in runs):
+        yield cell, os.path.join(layout.cell_folder("analysis", cell), kind)
 
 
 def analysis_sections(layout: StudyLayout, spec: StudySpec, runs: list[Run]) -> list[Section]:
+    """A section per analysis (key: its kind): per cell its figures first, the data files as
+    links, the analysis' own summary (tables, notes, command) folded."""
     sections = []
     for kind in spec.analyses:
+        if kind == "convergence":      # drawn in the convergence and cost section
+            continue
         subsections = []
-        for cell in dict.fromkeys(r.cell for r in runs):
-            folder = os.path.join(layout.cell_folder("analysis", cell), kind)
+        for cell, folder in _analysis_cells(layout, runs, kind):
             md = os.path.join(folder, f"{kind}.md")
-            name = f"source {cell[0]}, architecture {cell[1]}, n = {cell[2]}"
+            name = f"source {cell[0]}, {cell[1]}, n = {cell[2]}"
             if not os.path.isfile(md):
-                subsections.append(Section(name, status=f"not computed yet ({md} is missing)"))
+                subsections.append(Section(name, status="not computed yet ("
+                                           f"{md_escape(os.path.relpath(md, layout.root))} "
+                                           "is missing)"))
                 continue
             with open(md, encoding="utf-8") as f:
-                text = f.read()
-            figures = [(p, os.path.basename(p)) for p in sorted(glob.glob(
-                os.path.join(folder, "*.png")))]
-            tables = [(p, os.path.basename(p)) for p in sorted(glob.glob(
-                os.path.join(folder, "*.csv")))]
-            subsections.append(Section(name, markdown=_demote_headings(text), figures=figures,
-                                       tables=tables))
-        sections.append(Section(KINDS[kind].title, subsections=subsections))
+                text = relative_paths(f.read(), layout.root)
+            pngs = sorted(glob.glob(os.path.join(folder, "*.png")), key=lambda p: (
+                os.path.basename(p) != f"{kind}.png", p))
+            subsections.append(Section(
+                name, figures=[(p, _figure_caption(kind, p)) for p in pngs],
+                tables=[(p, os.path.basename(p)) for p in sorted(
+                    glob.glob(os.path.join(folder, "*.csv")))],
+                details=[("the analysis' tables, notes and command",
+                          _demote_headings(text))]))
+        sections.append(Section(KINDS[kind].title, subsections=subsections, key=kind))
     return sections
+
+
+def convergence_figures(layout: StudyLayout, runs: list[Run]) -> list[tuple[str, str]]:
+    return [(os.path.join(folder, "convergence.png"),
+             f"Validation pseudo-Dice against iterations and training time, source {cell[0]}, "
+             f"{cell[1]}, n = {cell[2]}: a colour per strategy, thin lines its seeds, bold their "
+             "mean; circles mark convergence epochs, triangles changes of training phase")
+            for cell, folder in _analysis_cells(layout, runs, "convergence")]
+
+
+def _figure_caption(kind: str, path: str) -> str:
+    name = os.path.splitext(os.path.basename(path))[0]
+    return KINDS[kind].title if name == kind else name.replace("_", " ")
 
 
 def _demote_headings(markdown: str) -> str:
@@ -143,17 +248,19 @@ def _demote_headings(markdown: str) -> str:
                      for line in markdown.splitlines())
 
 
-def failure_section(jobs: list[StudyJob], state: StudyState) -> Section | None:
+def failure_section(layout: StudyLayout, jobs: list[StudyJob], state: StudyState
+                    ) -> Section | None:
     failed = [(job.key, state.get(job.key)) for job in jobs if state.state(job.key) == FAILED]
     blocked = [job.key for job in jobs if state.state(job.key) == "blocked"]
     if not failed and not blocked:
         return None
     text = markdown_table([{"job": key, "what happened": str(record.get("note") or "")[:400],
-                            "log": record.get("log")} for key, record in failed])
+                            "log": relative_paths(str(record.get("log")), layout.root)}
+                           for key, record in failed])
     if blocked:
         text += (f"\n\n{len(blocked)} job(s) blocked by these: "
                  f"{md_escape(', '.join(blocked[:20]))}")
-    return Section("Failed jobs", markdown=text,
+    return Section("Failed jobs", markdown=text, key="failed",
                    status=f"{len(failed)} job(s) failed; the rest of the study went on")
 
 
@@ -161,18 +268,56 @@ def overview(spec: StudySpec, jobs: list[StudyJob], state: StudyState, runs: lis
     counts: dict[str, int] = {}
     for job in jobs:
         counts[state.state(job.key)] = counts.get(state.state(job.key), 0) + 1
-    datasets = md_escape(", ".join(f"{k}: {d.folder_name} ({d.kind})"
-                                   for k, d in spec.datasets.items()))
     budget = spec.budget
-    return (f"Study **{md_escape(spec.name)}** ({md_escape(spec.path)}). Datasets: {datasets}. "
-            f"Pretrained on {md_escape(', '.join(spec.sources))}; target "
-            f"{md_escape(spec.target)} with {spec.test_cases} held-out test "
-            f"cases. Runs: {len(runs)} = strategies {', '.join(s.name for s in spec.strategies)} "
-            f"x n "
-            f"{sorted({r.n for r in runs})} x seeds {list(spec.seeds)} x architectures "
-            f"{', '.join(spec.architectures)}. Budget: {budget.target.epochs} epochs x "
-            f"{budget.target.iters} iterations per run, sources {budget.source.epochs} epochs. "
+    return (f"Pretrained on {md_escape(', '.join(spec.sources))}, transferred to "
+            f"{md_escape(spec.datasets[spec.target].folder_name)} and tested on "
+            f"{spec.test_cases} held-out cases: {len(runs)} runs = "
+            f"{len(spec.strategies)} strategies x n {sorted({r.n for r in runs})} x "
+            f"{len(spec.seeds)} seeds x {md_escape(', '.join(spec.architectures))}; "
+            f"{budget.target.epochs} epochs x {budget.target.iters} iterations per run. "
             f"Jobs: {', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}.")
+
+
+def setup_section(spec: StudySpec, layout: StudyLayout) -> Section:
+    """The study's settings and the commands that made (and remake) this report, folded."""
+    study_file = os.path.relpath(os.path.abspath(spec.path), layout.root)
+    datasets = markdown_table([{"key": key, "dataset": d.folder_name, "kind": d.kind}
+                               for key, d in spec.datasets.items()])
+    with open(spec.path, encoding="utf-8") as f:
+        text = f.read()
+    fence = "~~~~"
+    return Section("How this was produced", key="setup", markdown=(
+        f"Study **{md_escape(spec.name)}**, study file {md_code(study_file)} (paths here are "
+        "relative to the study folder, the one holding this report). Strategies: "
+        f"{md_escape(', '.join(s.name for s in spec.strategies))}.\n\n" + datasets),
+        details=[("the commands", f"{fence}\nnunet-transfer study run {study_file}\n"
+                  f"nnunet-transfer study status {study_file}\n"
+                  f"nnunet-transfer study report {study_file}\n{fence}\n\nEach job's exact "
+                  "command is the first line of its log, `jobs/<job>/attempt<k>.log`."),
+                 ("the study file", f"{fence}yaml\n{text.rstrip()}\n{fence}")])
+
+
+def study_findings(layout: StudyLayout, spec: StudySpec, cells: list[CellAccuracy],
+                   costs: pd.DataFrame, runs: list[Run]) -> list[Finding]:
+    several = len(cells) > 1
+    findings = []
+    for cell in cells:
+        findings += accuracy_findings(cell.table, cell.reference,
+                                      os.path.relpath(cell.csv_path, layout.root),
+                                      cell.title if several else "")
+    findings += convergence_findings(costs, REFERENCE_STRATEGY.name,
+                                     "tables/training_cost.csv")
+    cell_names = dict.fromkeys(r.cell for r in runs)
+    for kind, name, read in (("weights", "weights.csv", weight_findings),
+                             ("reuse", "reuse_summary.csv", reuse_findings)):
+        if kind not in spec.analyses:
+            continue
+        for cell, folder in _analysis_cells(layout, runs, kind):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                where = f"{cell[1]}, n = {cell[2]}" if len(cell_names) > 1 else ""
+                findings += read(pd.read_csv(path), os.path.relpath(path, layout.root), where)
+    return findings
 
 
 def write_study_report(spec: StudySpec, state: StudyState, jobs: list[StudyJob]) -> str:
@@ -180,17 +325,27 @@ def write_study_report(spec: StudySpec, state: StudyState, jobs: list[StudyJob])
     layout = StudyLayout(spec)
     runs = list(dict.fromkeys(r for job in jobs for r in job.runs if job.kind == "train"))
     tolerance = spec.analysis["tolerance"]
-    sections = [accuracy_section(layout, runs, state, TEST,
-                                 "Accuracy on the held-out test cases of the target"),
-                cost_section(layout, run_costs(layout, runs, state, tolerance), tolerance),
+    cells = cell_accuracies(layout, runs, state, TEST)
+    costs = run_costs(layout, runs, state, tolerance)
+    sections = [accuracy_section(layout, cells, "Accuracy on the held-out test cases of the "
+                                 "target", "accuracy"),
+                cost_section(layout, costs, tolerance, convergence_figures(layout, runs)),
                 *analysis_sections(layout, spec, runs)]
     if spec.generalization:
-        sections.append(accuracy_section(layout, runs, state, GENERALIZATION,
-                                         "Generalisation to the unseen test set "
-                                         f"({spec.datasets[spec.generalization].folder_name})"))
-    sections.append(failure_section(jobs, state))
-    html, _ = write_report(layout.root, f"Transfer-learning study {spec.name}",
-                           [s for s in sections if s is not None],
+        sections.append(accuracy_section(
+            layout, cell_accuracies(layout, runs, state, GENERALIZATION),
+            f"Generalisation to the unseen test set "
+            f"({spec.datasets[spec.generalization].folder_name})", "generalization"))
+    sections += [failure_section(layout, jobs, state), setup_section(spec, layout)]
+    sections = [s for s in sections if s is not None]
+    anchors = {s.key: s.key for s in sections if s.key}
+    headline = headline_figure(layout, cells)
+    findings = findings_markdown(study_findings(layout, spec, cells, costs, runs), anchors)
+    sections.insert(0, Section("Findings", key="findings", figures_first=True,
+                               figures=[headline] if headline else [],
+                               markdown=findings or "Nothing to conclude yet: no run has been "
+                                                    "evaluated."))
+    html, _ = write_report(layout.root, f"Transfer-learning study {spec.name}", sections,
                            summary=overview(spec, jobs, state, runs),
                            generated_by=f"nnunet-transfer study report, "
                                         f"{time.strftime('%Y-%m-%d %H:%M')}")
