@@ -85,7 +85,7 @@ def test_convergence_findings_say_sooner_and_later(tmp_path):
     [finding] = convergence_findings(costs, "Scratch", "tables/training_cost.csv")
     means = costs.groupby("strategy")[["convergence_iterations", "convergence_time_s"]].mean()
     text = finding.text
-    assert f"Scratch converged after {means.loc['Scratch', 'convergence_iterations']:.0f}" in text
+    assert f"Scratch converged after {means.loc['Scratch', 'convergence_iterations']:.0f} " in text
     d_fine = means.loc["Scratch"] - means.loc["FineTune"]
     d_head = means.loc["Scratch"] - means.loc["HeadOnly"]
     assert f"{d_fine['convergence_iterations']:.0f} iterations sooner" in text

@@ -165,7 +165,7 @@ def test_outputs_of_every_stage(resumed_study):
     table = os.path.join(study, "tables", "test", "src__unet", "comparison.md")
     with open(table) as f:
         text = f.read()
-    assert "FineTune" in text and "Scratch" in text and "DSC |" in text
+    assert "FineTune" in text and "Scratch" in text and "DSC, n = 2" in text
     for kind in ("convergence", "evolution", "similarity", "reuse", "weights"):
         out = os.path.join(study, "analysis", "src__unet__n2", kind)
         assert os.path.isfile(os.path.join(out, f"{kind}.md")), kind
@@ -194,6 +194,44 @@ def test_report_is_self_contained_and_renders(resumed_study):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert os.path.getsize(shot) > 10_000
+
+
+def test_report_reads_like_a_paper_in_the_browser(resumed_study):
+    """The smoke study's report at 1400 px in headless Chromium (DevTools over a pipe): findings
+    and the headline figure on the first screen, a screenshot of the top and of each section,
+    every image with alt text, nothing wider than the page, no script."""
+    study = os.path.join(resumed_study["folder"], "study")
+    with open(os.path.join(study, "report.md")) as f:
+        markdown = f.read()
+    # findings first, computed from the comparison; commands and data folded, paths relative
+    assert markdown.index("Findings") < markdown.index("Accuracy on the held-out")
+    assert "from `tables/test/src__unet/comparison.csv`" in markdown
+    assert resumed_study["folder"] not in markdown
+    assert "<details><summary>the commands</summary>" in markdown
+    scripts = os.path.join(os.path.dirname(__file__), "..", "scripts")
+    sys.path.insert(0, scripts)
+    try:
+        import inspect_report
+        from screenshot_report import check_not_blank
+    finally:
+        sys.path.remove(scripts)
+    if inspect_report.find_chromium() is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium; .ci/run "
+                    "installs it): the report is not looked at in a browser")
+    out = os.path.join(study, "screens")
+    found = inspect_report.inspect(os.path.join(study, "report.html"), out, width=1400,
+                                   height=900)
+    ids = [s["id"] for s in found["sections"]]
+    assert ids[:3] == ["findings", "accuracy", "convergence"] and "setup" in ids
+    assert {"evolution", "similarity", "reuse", "weights", "generalization"} <= set(ids)
+    assert found["text_length"] > 2000 and found["scripts"] == 0
+    assert found["images"] >= 8 and found["images_without_alt"] == 0
+    assert found["broken_images"] == 0
+    assert found["too_wide"] == [] and found["scroll_width"] <= found["page_width"]
+    assert found["first_figure"]["bottom"] <= 900     # the headline figure, on the first screen
+    assert len(found["screenshots"]) == len(ids) + 1
+    for shot in found["screenshots"]:
+        check_not_blank(shot)
 
 
 def test_status_after_the_study(resumed_study):

@@ -109,17 +109,22 @@ def convergence_findings(costs: pd.DataFrame, reference: str | None, source: str
             d_time = ref["convergence_time_s"] - row["convergence_time_s"]
             when = ("sooner" if d_iter > 0 else "later" if d_iter < 0 else
                     "after as many iterations")
-            amount = f"{abs(d_iter):.0f} iterations {when}" if d_iter else when
-            parts.append(f"{strategy} after {row['convergence_iterations']:.0f} iterations "
+            amount = f"{_count(abs(d_iter))} iterations {when}" if d_iter else when
+            parts.append(f"{strategy} after {_count(row['convergence_iterations'])} iterations "
                          f"({row['convergence_time_s']:.1f} s), {amount} "
                          f"({'-' if d_time > 0 else '+'}{abs(d_time):.1f} s)")
         if parts:
             findings.append(Finding(
                 f"{architecture}, n = {n}: {reference} converged after "
-                f"{ref['convergence_iterations']:.0f} iterations "
+                f"{_count(ref['convergence_iterations'])} iterations "
                 f"({ref['convergence_time_s']:.1f} s of training); " + "; ".join(parts) + ".",
                 figure, source))
     return findings
+
+
+def _count(value: float) -> str:
+    """A mean of whole numbers: whole when it is, else one decimal."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
 
 
 def weight_findings(weights: pd.DataFrame, source: str, where: str = "",
