@@ -20,6 +20,7 @@ from nnunet_transfer.devices import resolve_device
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.study.grid import StudyLayout
 from nnunet_transfer.study.jobs import StudyJob, StudyJobs
+from nnunet_transfer.study.progress import StudyProgress
 from nnunet_transfer.study.setup import StudySetup
 from nnunet_transfer.study.spec import StudySpec
 from nnunet_transfer.study.state import (
@@ -66,6 +67,7 @@ class StudyRunner:
             if state.state(job.key) in (FAILED, BLOCKED, SKIPPED):
                 state.update(job.key, state=PENDING, note=None)
         previous_handlers = self._catch_interrupts()
+        progress = StudyProgress([job.key for job in jobs], state, executor.capacity)
         try:
             while not self._stop:
                 self._poll_running(jobs, state, executor)
@@ -76,10 +78,12 @@ class StudyRunner:
                         break
                     if state.state(job.key) == PENDING and self._ready(job, by_key, state):
                         running += self._submit(job, state, executor)
+                progress.update()
                 if all(state.state(j.key) in TERMINAL for j in jobs):
                     break
                 time.sleep(self.poll_seconds)
         finally:
+            progress.close()
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
         if self._stop:
