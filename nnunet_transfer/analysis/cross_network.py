@@ -111,14 +111,18 @@ def similarity_analysis(groups: Mapping[str, Sequence[AnalysedRun]], options: Ca
         "not independent and the p-values are indicative (the papers' protocol).",
         null_text(options),
         "Every pair: `similarity.csv`; mean, std and n of every measure: "
-        "`similarity_summary.csv`; all tests: `similarity_tests.csv`; figure: `similarity.png`."]
+        "`similarity_summary.csv`; all tests: `similarity_tests.csv`; figures: "
+        "`similarity.png` (bars), `similarity_heatmap.png`."]
     points = {c: {label: [r[headline] for r in rows if r["comparison"] == c
                           and r["layer"] == label] for label in layers} for c in comparisons}
     figure = figures.bars_figure({c: summaries.get(c, {}) for c in comparisons}, layers, null,
                                  MEASURE_TITLES[headline],
                                  "Similarity of final networks within and across groups",
                                  points=points)
+    heatmap = figures.heatmap_figure({c: summaries.get(c, {}) for c in comparisons}, layers,
+                                     null, MEASURE_TITLES[headline],
+                                     "Mean similarity within and across groups, per layer")
     return Output("Similarity of networks within and across groups",
                   tables={"": pd.DataFrame(rows), "summary": pd.DataFrame(summary_rows),
                           "tests": pd.DataFrame(test_rows)},
-                  figures={"": figure}, sections=sections)
+                  figures={"": figure, "heatmap": heatmap}, sections=sections)

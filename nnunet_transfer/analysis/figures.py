@@ -201,6 +201,27 @@ def bars_figure(values: Mapping[str, Mapping[str, Summary]], layers: Sequence[st
     return figure
 
 
+def heatmap_figure(values: Mapping[str, Mapping[str, Summary]], layers: Sequence[str],
+                   null: Mapping[str, Summary], label: str, title: str) -> Figure:
+    """A row per series (e.g. within / across groups) and the null baseline, a column per
+    layer, the mean written in each cell (Karimi et al. Table 8 as a picture)."""
+    series = [*values, "null baseline"]
+    grid = np.array([[(null if name == "null baseline" else values[name]).get(
+        layer, Summary(np.nan, np.nan, 0)).mean for layer in layers] for name in series], float)
+    figure = _figure(max(6.0, 0.9 * len(layers) + 3), 0.55 * len(series) + 1.6)
+    axis = figure.subplots()
+    image = axis.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for (row, column), value in np.ndenumerate(grid):
+        if not math.isnan(value):
+            axis.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize="small",
+                      color="white" if value < 0.6 else "black")
+    axis.set_xticks(range(len(layers)), layers, rotation=45, ha="right")
+    axis.set_yticks(range(len(series)), series)
+    figure.colorbar(image, ax=axis, label=label)
+    axis.set_title(title)
+    return figure
+
+
 def weights_figure(table: pd.DataFrame) -> Figure:
     """Relative weight change and mean relative filter-norm change per convolution, a line per
     run, x = the convolutions in module order, background shaded by part."""
