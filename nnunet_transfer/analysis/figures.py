@@ -95,7 +95,7 @@ def convergence_figure(curves: Mapping[str, pd.DataFrame], points: Mapping[str, 
         groups.setdefault(strategies[label], []).append(label)
     for strategy, labels in groups.items():
         color = strategy_color(strategy)
-        marked: set[tuple[int, str]] = set()
+        marked: set[tuple[str, int, str]] = set()
         for axis, x, key in ((by_iterations, "iterations", "iterations"),
                              (by_time, time_column, "time")):
             for label in labels:
@@ -108,12 +108,11 @@ def convergence_figure(curves: Mapping[str, pd.DataFrame], points: Mapping[str, 
                 for row, phase in _phase_changes(curve):
                     axis.plot([curve[x].iloc[row]], [curve[column].iloc[row]], color=color,
                               marker="v", markersize=8, linestyle="none")
-                    if (row, phase) not in marked or axis is by_time:
+                    if (x, row, phase) not in marked:     # one label for the seeds
                         axis.annotate(phase, (curve[x].iloc[row], curve[column].iloc[row]),
                                       xytext=(0, 7), textcoords="offset points", ha="center",
                                       fontsize="x-small", color=color)
-                    if axis is by_iterations:
-                        marked.add((row, phase))
+                        marked.add((x, row, phase))
             mean = pd.concat([curves[label][["epoch", x, column]] for label in labels]) \
                 .groupby("epoch").mean()
             axis.plot(mean[x], mean[column], color=color, linewidth=2.4,
