@@ -8,7 +8,8 @@ What goes into a section and how it comes out:
 
 - `title`: plain text (escaped in both outputs). Sections are numbered (1, 1.2, ...) and listed
   in a table of contents that links to them (`id="s1-2-<title slug>"`, the same anchors in the
-  Markdown through `<a id>` lines).
+  Markdown through `<a id>` lines). The table of contents is folded, so that the first section
+  starts on the first screen.
 - `markdown`: CommonMark with pipe tables (as pandas / tabulate / `markdown_table` write them),
   turned into HTML by markdown-it-py with raw HTML disabled, so that any `<`, `&` or tag in it is
   shown as text. Table columns whose cells are all numbers (e.g. `0.934 ± 0.012*`) are
@@ -16,10 +17,13 @@ What goes into a section and how it comes out:
   inlined like a figure, or replaced by a notice when it cannot be.
 - `figures`: (image path, caption). The file is inlined in the HTML as a base64 data URI
   (PNG; JPEG, GIF, WebP and SVG are recognised too) and linked by its path in the Markdown.
-- `tables`: (CSV path, caption). The HTML shows the first `PREVIEW_ROWS` rows as a table (every
-  cell escaped, numeric columns right-aligned) with a download link; the Markdown shows the same
-  rows as a pipe table and links the file.
+- `tables`: (CSV path, caption). A data file is a download link; its first `PREVIEW_ROWS` rows
+  are folded under it (`<details>`; every cell escaped, numeric columns right-aligned); the
+  Markdown links the file and folds the same rows as a pipe table.
 - `status`: Markdown text shown as a notice at the top of the section (e.g. failed runs).
+- `details`: (summary, Markdown) blocks shown folded at the end of the section (commands, long
+  tables); `figures_first` puts the figures before the text (a results section); `key` is the
+  section's anchor instead of the numbered one, for links that must not depend on the order.
 - Captions, `status`, `summary` and `generated_by` are Markdown (rendered as in `markdown`).
 
 Text that comes from files (CSV cells, paths) and titles is escaped in both outputs. The

@@ -1,9 +1,12 @@
 """`study report`: the study's tables and figures gathered into report.html / report.md.
 
-Sections, in the order of a paper's results: accuracy per n and strategy (mean +- std over test
-cases, paired tests against Scratch at the same n), training cost and convergence, the analyses
-(evolution, cross-network RSIM, feature reuse, weight change and filters), generalisation to the
-unseen test set, and what failed. Everything is computed from the files the runs left, so the
+Sections, in the order of a paper's results: the findings (the headline accuracy figure and
+sentences computed from the tables, `findings`), accuracy per source, architecture, n and
+strategy (compact tables: mean +- std over test cases, paired tests against Scratch at the same
+n), convergence and training cost, the analyses (evolution, cross-network RSIM, feature reuse,
+weight change and filters: figures first, their own summaries folded), generalisation to the
+unseen test set, what failed, and how it was produced (study file and commands, folded). Paths
+are relative to the study folder. Everything is computed from the files the runs left, so the
 report can be written at any time, also for a study that is still running (it says what is
 missing).
 """
