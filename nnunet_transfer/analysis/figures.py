@@ -111,7 +111,9 @@ def convergence_figure(curves: Mapping[str, pd.DataFrame], points: Mapping[str, 
                     if (x, row, phase) not in marked:     # one label for the seeds
                         axis.annotate(phase, (curve[x].iloc[row], curve[column].iloc[row]),
                                       xytext=(0, 7), textcoords="offset points", ha="center",
-                                      fontsize="x-small", color=color)
+                                      fontsize="x-small", color=color,
+                                      bbox={"facecolor": "white", "edgecolor": "none",
+                                            "alpha": 0.8, "pad": 0.5})
                         marked.add((x, row, phase))
             mean = pd.concat([curves[label][["epoch", x, column]] for label in labels]) \
                 .groupby("epoch").mean()
