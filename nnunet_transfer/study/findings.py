@@ -75,7 +75,7 @@ def accuracy_findings(comparison: pd.DataFrame, reference: str | None, source: s
         worse = list(others[tested & (diff < 0)]["strategy"])
         text += (f" Significantly better than {reference}: {', '.join(better) or 'none'}; "
                  f"significantly worse: {', '.join(worse) or 'none'} "
-                 f"(of {len(others)} strategies).")
+                 f"(of {len(others)} {'strategy' if len(others) == 1 else 'strategies'}).")
         findings.append(Finding(text, figure, source))
         control = others[others["strategy"] == FRONT_STRATEGY]
         if not control.empty:
