@@ -14,6 +14,7 @@ from nnunet_transfer.analysis import figures
 from nnunet_transfer.analysis.measure import (
     MEASURE_TITLES, NULL, CaptureOptions, Measurer, layer_summaries, null_by_layer, null_text)
 from nnunet_transfer.analysis.outputs import Notes, Output, markdown_table
+from nnunet_transfer.analysis.palette import strategy_color
 from nnunet_transfer.analysis.runs import AnalysedRun, NetworkSet, check_unique
 from nnunet_transfer.analysis.summary import p_cell, summarize, welch_p
 from nnunet_transfer.errors import UserError
@@ -118,7 +119,8 @@ def similarity_analysis(groups: Mapping[str, Sequence[AnalysedRun]], options: Ca
     figure = figures.bars_figure({c: summaries.get(c, {}) for c in comparisons}, layers, null,
                                  MEASURE_TITLES[headline],
                                  "Similarity of final networks within and across groups",
-                                 points=points)
+                                 points=points,
+                                 colors={_comparison(g, g): strategy_color(g) for g in names})
     heatmap = figures.heatmap_figure({c: summaries.get(c, {}) for c in comparisons}, layers,
                                      null, MEASURE_TITLES[headline],
                                      "Mean similarity within and across groups, per layer")

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -28,7 +29,6 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def _colors(count: int) -> list:
-    from matplotlib import colormaps
     cmap = colormaps["tab10" if count <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(count)]
 
@@ -179,14 +179,21 @@ def bars_figure(values: Mapping[str, Mapping[str, Summary]], layers: Sequence[st
     figure = _figure(max(7.0, 1.4 * len(layers) * max(1, len(series) / 3)), 4.4)
     axis = figure.subplots()
     x = np.arange(len(layers))
-    cycle = iter(_colors(len(series)))
-    colors = [(colors or {}).get(name) or next(cycle) for name in series[:-1]] + [NULL_COLOR]
+    given = colors or {}
+    # series without a colour of their own (e.g. across two strategies): a muted palette,
+    # hatched when others carry strategy colours, so that none is taken for a strategy
+    muted = colormaps["Set2"]
+    cycle = iter([muted(i % muted.N) for i in range(len(series))] if given
+                 else _colors(len(series)))
+    hatches = ["//" if given and name not in given else None for name in series[:-1]] + [None]
+    colors = [given.get(name) or next(cycle) for name in series[:-1]] + [NULL_COLOR]
     for index, (name, color) in enumerate(zip(series, colors)):
         summaries = null if name == "null baseline" else values[name]
         means = [summaries[layer].mean if layer in summaries else np.nan for layer in layers]
         stds = [summaries[layer].std if layer in summaries else np.nan for layer in layers]
         positions = x - 0.4 + width * (index + 0.5)
         axis.bar(positions, means, width, yerr=np.nan_to_num(stds), color=color, label=name,
+                 hatch=hatches[index], edgecolor="white" if hatches[index] else None,
                  capsize=2, alpha=0.85)
         for position, layer in zip(positions, layers):
             dots = (points or {}).get(name, {}).get(layer)
