@@ -71,7 +71,8 @@ def accuracy_figure(panels: Mapping[str, pd.DataFrame], metric: str = "dsc"):
     columns = min(len(items), 2 if several_n else 3)
     rows = math.ceil(len(items) / columns)
     strategies_max = max(runs["strategy"].nunique() for _, runs in items)
-    width = max(8.0, 5.5 * columns) if several_n else max(3.8, 0.75 * strategies_max + 1.5) * columns
+    per_panel = 5.5 if several_n else max(3.8, 0.75 * strategies_max + 1.5)
+    width = max(8.0, per_panel * columns) if several_n else per_panel * columns
     figure = _figure(min(width, 12.5), 3.6 * rows + (0.6 if several_n else 0))
     axes = figure.subplots(rows, columns, squeeze=False, sharey=True)
     for extra in axes.flat[len(items):]:
