@@ -328,6 +328,30 @@ def test_no_sections_and_large_csv(tmp_path, monkeypatch):
     assert "not embedded" in text
 
 
+def test_keyed_sections_folded_details_and_figures_first(example, tmp_path):
+    """A results section: its figure before its text, a stable anchor, a folded block; the
+    data preview and the contents folded."""
+    shutil.copyfile(example["figure"], tmp_path / "f.png")
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n")
+    sections = [Section("Findings", key="findings", markdown="Text <after>.",
+                        figures=[("f.png", "the figure")], figures_first=True,
+                        tables=[("t.csv", "data")],
+                        details=[("the commands", "~~~\nnunet-transfer study run s.yaml\n~~~")])]
+    html_path, md_path = write_report(str(tmp_path), "T", sections)
+    with open(html_path) as f:
+        text = f.read()
+    page = Page(text)
+    assert "findings" in page.ids and '<a href="#findings">' in text
+    assert text.index("<figure") < text.index("Text &lt;after&gt;.")
+    assert text.count("<details") == 3       # the contents, the CSV preview, the commands
+    assert "<summary>the commands</summary>" in text and "show the 1 row<" in text
+    with open(md_path) as f:
+        md = f.read()
+    assert '<a id="findings"></a>' in md and "(#findings)" in md
+    assert "<details><summary>the commands</summary>" in md
+    assert md.index("![Figure 1.](f.png)") < md.index("Text <after>.")
+
+
 def test_bad_items_are_refused(tmp_path):
     with pytest.raises(TypeError, match="a figure is"):
         write_report(str(tmp_path), "x", [Section("s", figures=[("a", "b", "c")])])

@@ -145,7 +145,8 @@ class _Builder:
         label = f"Table {self.table_count}."
         name = os.path.basename(resolved)
         relative = self._relative(path)
-        shown = (f"{table.n_rows} rows" if table.n_rows <= PREVIEW_ROWS
+        shown = (f"{table.n_rows} row{'' if table.n_rows == 1 else 's'}"
+                 if table.n_rows <= PREVIEW_ROWS
                  else f"first {PREVIEW_ROWS} of {table.n_rows} rows")
         if len(table.data) <= INLINE_CSV_LIMIT:
             href = "data:text/csv;charset=utf-8;base64," + base64.b64encode(table.data).decode()
