@@ -45,6 +45,7 @@ STUDY = """\
              source_epochs: 2}}
     analyses: {analyses}
     analysis: {{blocks: 2, voxels_per_block: 512}}
+    prediction: {{step_size: 0.5, disable_tta: true}}
 """
 
 
@@ -175,6 +176,16 @@ def test_outputs_of_every_stage(resumed_study):
     assert len(costs) == 4 and all(float(r["train_time_s"]) > 0 for r in costs)
     assert os.path.isfile(os.path.join(study, "tables", "generalization", "src__unet",
                                        "comparison.csv"))
+
+
+def test_predictions_ran_with_the_study_files_settings(resumed_study):
+    jobs = os.path.join(resumed_study["folder"], "study", "jobs")
+    predictions = [name for name in os.listdir(jobs) if name.startswith("predict__")]
+    assert len(predictions) == 4
+    for name in predictions:
+        with open(os.path.join(jobs, name, "attempt1.log")) as f:
+            command = f.readline()
+        assert "-step_size 0.5 -chk checkpoint_final.pth --disable_tta" in command, command
 
 
 def test_report_is_self_contained_and_renders(resumed_study):
