@@ -20,24 +20,16 @@ from nnunet_transfer.study.runner import StudyRunner, study_status
 from nnunet_transfer.study.state import StudyState
 from nnunet_transfer.study.study_file import load_study
 
-STUDY = """\
-    study: predictions
-    datasets:
-      src: {id: 821, name: Src, synthetic: {cases: 6}}
-      tgt: {id: 822, name: Tgt, synthetic: {cases: 9, low_quality: true}}
-    source: src
-    target: tgt
-    test_cases: 3
-    sizes: [2]
-    seeds: [0, 1]
-    strategies: [Scratch, FineTune]
-    analyses: [convergence]
-"""
+from test_study_spec import GOOD
+
+# GOOD's grid cut down to one size and architecture: 4 runs, one pretraining, one analysis
+SMALLER = {"sizes": [2], "strategies": ["Scratch", "FineTune"], "architectures": ["unet"],
+           "analyses": ["convergence"]}
 
 
 def write(tmp_path, extra: str = "") -> str:
     path = tmp_path / "study.yaml"
-    path.write_text(textwrap.dedent(STUDY) + textwrap.dedent(extra))
+    path.write_text(textwrap.dedent(GOOD) + textwrap.dedent(extra))
     return str(path)
 
 
@@ -50,7 +42,7 @@ class SetupDone:
 
 
 def study_jobs(path: str) -> StudyJobs:
-    spec = load_study(path)
+    spec = load_study(path, overrides=SMALLER)
     return StudyJobs(spec, SetupDone(), StudyState(os.path.join(spec.workdir, "state.json")),
                      "cpu")
 
@@ -88,7 +80,7 @@ def test_prediction_mistakes_are_reported_with_their_lines(tmp_path):
         load_study(path)
     text = str(error.value)
     assert "5 mistakes" not in text and "4 mistakes" in text
-    first = len(textwrap.dedent(STUDY).splitlines()) + 2
+    first = len(textwrap.dedent(GOOD).splitlines()) + 2
     assert f"study.yaml:{first}: prediction.step_size: expected a number above 0 and at most " \
            "1" in text
     assert f"study.yaml:{first + 1}: prediction.disable_tta: expected true or false" in text
@@ -134,7 +126,7 @@ def test_a_run_is_predicted_before_later_trainings_start(tmp_path):
 
 
 def test_status_estimates_every_kind_that_has_a_finished_job(tmp_path):
-    spec = load_study(write(tmp_path))
+    spec = load_study(write(tmp_path), overrides=SMALLER)
     records = {
         "train__a": (100, "succeeded"), "train__b": (300, "succeeded"),
         "train__c": (None, "pending"), "train__d": (None, "pending"),
