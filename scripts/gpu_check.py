@@ -52,7 +52,7 @@ from nnunet_transfer.training.strategies import ALL_STRATEGIES, SCRATCH, Pretrai
 
 TOLERANCE = 1e-6
 UNET_CLASS = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
-REQUIRES_IMPORT = ("conv_op", "norm_op", "dropout_op", "nonlin")
+REQUIRES_IMPORT = ("conv_op", "norm_op", "dropout_op", "nonlin")   # the plans' _kw_requires_import
 CLASSES = 3   # background, anterior, posterior
 
 
@@ -71,10 +71,11 @@ def hippocampus_arch_kwargs(features: list[int]) -> dict:
     }
 
 
-def instantiate(class_name: str, arch_kwargs: dict, deep_supervision: bool, seed: int):
+def instantiate(class_name: str, arch_kwargs: dict, requires_import, deep_supervision: bool,
+                seed: int):
     """The network a plans entry describes, built and initialised as nnU-Net builds it from
     its plans (dotted names of the ops resolved, the class's own `initialize` applied)."""
-    kwargs = {k: (pydoc.locate(v) if k in REQUIRES_IMPORT and v is not None else v)
+    kwargs = {k: (pydoc.locate(v) if k in requires_import and v is not None else v)
               for k, v in arch_kwargs.items()}
     torch.manual_seed(seed)
     network = pydoc.locate(class_name)(input_channels=1, num_classes=CLASSES,
@@ -98,14 +99,15 @@ class Setting:
     voxels_per_block: int
 
     def unet(self, seed: int = 0, deep_supervision: bool = True):
-        return instantiate(UNET_CLASS, hippocampus_arch_kwargs(self.features), deep_supervision,
-                           seed)
+        return instantiate(UNET_CLASS, hippocampus_arch_kwargs(self.features), REQUIRES_IMPORT,
+                           deep_supervision, seed)
 
     def karimi(self):
         entry = architecture_entry("karimi", hippocampus_arch_kwargs(self.features), self.patch)
         supervised = getattr(pydoc.locate(entry["network_class_name"]), "has_deep_supervision",
                              True)
-        return instantiate(entry["network_class_name"], entry["arch_kwargs"], supervised, 0)
+        return instantiate(entry["network_class_name"], entry["arch_kwargs"],
+                           entry["_kw_requires_import"], supervised, 0)
 
 
 @dataclass
