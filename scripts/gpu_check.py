@@ -20,7 +20,7 @@ numpy and scipy plus the wheels `scripts/gpu_wheels.sh` collects (see the README
 
     bash scripts/gpu_wheels.sh gpu_wheels     # here: the wheels, ~0.3 MB
     pip install --no-deps --no-index gpu_wheels/*.whl   # there, then:
-    python scripts/gpu_check.py               # meant for < 4 minutes on one GPU (not yet run on one)
+    python scripts/gpu_check.py               # sized for < 4 min on one GPU (not yet run on one)
     python scripts/gpu_check.py --device cpu --smoke    # seconds: the suite's smoke test
 
 Exit status 1 when a check fails (frozen parts moved, a difference above 1e-6, a compile
