@@ -45,6 +45,7 @@ STUDY = """\
              source_epochs: 2}}
     analyses: {analyses}
     analysis: {{blocks: 2, voxels_per_block: 512}}
+    prediction: {{step_size: 0.5, disable_tta: true}}
 """
 
 
@@ -91,6 +92,14 @@ def wait_for(predicate, timeout: float, what: str, process=None):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def run_folder(folder: str, training: str) -> str:
+    """The fold folder of a training job of the smoke study (one size: the fold is the seed)."""
+    _, strategy, _, seed, _, _ = training.split("__")
+    return os.path.join(folder, "nnUNet_results", "Dataset812_SmokeTarget",
+                        f"nnUNetTrainer_{strategy}__nnUNetPlansStudy_from811__3d_fullres",
+                        f"fold_{int(seed[len('seed'):])}")
+
+
 @pytest.fixture(scope="module")
 def resumed_study(tmp_path_factory):
     """Run the study, SIGKILL the runner (and one training) mid-way, run it again."""
@@ -103,7 +112,11 @@ def resumed_study(tmp_path_factory):
     def trainings_running():
         jobs = read_state(folder)
         done = [k for k, r in jobs.items() if k.startswith("train__") and r["state"] == "succeeded"]
-        running = [k for k, r in jobs.items() if k.startswith("train__") and r["state"] == "running"]
+        # still training: one killed in nnU-Net's final validation has its final checkpoint
+        # already, and is rightly not run again
+        running = [k for k, r in jobs.items() if k.startswith("train__") and r["state"] == "running"
+                   and not os.path.isfile(os.path.join(run_folder(folder, k),
+                                                       "checkpoint_final.pth"))]
         return (done, running) if done and running else None
 
     done_before, running_before = wait_for(trainings_running, 900, "a training to finish while "
@@ -145,10 +158,8 @@ def test_nothing_finished_is_redone(resumed_study):
 def test_killed_training_is_run_again_and_its_log_is_whole(resumed_study):
     folder, victim = resumed_study["folder"], resumed_study["victim"]
     assert resumed_study["after"][victim]["attempts"] == 2
-    _, strategy, _, seed, _, _ = victim.split("__")
-    run = os.path.join(folder, "nnUNet_results", "Dataset812_SmokeTarget",
-                       f"nnUNetTrainer_{strategy}__nnUNetPlansStudy_from811__3d_fullres",
-                       f"fold_{int(seed[len('seed'):])}")
+    strategy = victim.split("__")[1]
+    run = run_folder(folder, victim)
     with open(os.path.join(run, "transfer", "epochs.csv")) as f:
         epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
     assert epochs == [0, 1, 2]            # every epoch once, none lost, none twice
@@ -175,6 +186,16 @@ def test_outputs_of_every_stage(resumed_study):
     assert len(costs) == 4 and all(float(r["train_time_s"]) > 0 for r in costs)
     assert os.path.isfile(os.path.join(study, "tables", "generalization", "src__unet",
                                        "comparison.csv"))
+
+
+def test_predictions_ran_with_the_study_files_settings(resumed_study):
+    jobs = os.path.join(resumed_study["folder"], "study", "jobs")
+    predictions = [name for name in os.listdir(jobs) if name.startswith("predict__")]
+    assert len(predictions) == 4
+    for name in predictions:
+        with open(os.path.join(jobs, name, "attempt1.log")) as f:
+            command = f.readline()
+        assert "-step_size 0.5 -chk checkpoint_final.pth --disable_tta" in command, command
 
 
 def test_report_is_self_contained_and_renders(resumed_study):

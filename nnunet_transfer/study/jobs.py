@@ -43,8 +43,8 @@ class StudyJobs:
 
     def all(self) -> list[StudyJob]:
         jobs = [self.pretrain_job(p) for p in self.pretrainings]
-        jobs += [self.train_job(run) for run in self.runs]
-        jobs += [self.predict_job(run) for run in self.runs]
+        for run in self.runs:   # the runner starts ready jobs in this order: a run's prediction
+            jobs += [self.train_job(run), self.predict_job(run)]   # before later trainings
         for cell in dict.fromkeys(run.cell for run in self.runs):
             jobs += [self.analysis_job(kind, cell) for kind in self.spec.analyses]
         return jobs
@@ -120,7 +120,8 @@ class StudyJobs:
                     "-d", str(spec.datasets[spec.target].id), "-c",
                     configuration_of(spec, run.architecture), "-f", str(run.fold), "-p",
                     transferred_plans(spec, run.source), "-tr", run.strategy.trainer_name,
-                    "-device", self.device, "-npp", "1", "-nps", "1", "--continue_prediction"]
+                    "-device", self.device, "-npp", "1", "-nps", "1", "--continue_prediction",
+                    *spec.prediction.arguments()]
             return self._job(key, attempt, argv, {})
 
         def evaluations() -> list[str]:

@@ -152,9 +152,8 @@ class StudyRunner:
             self._finish(job, state, status)
 
     def _finish(self, job: StudyJob, state: StudyState, status) -> None:
-        now = time.time()
         if status.state == "failed":
-            state.update(job.key, state=FAILED, finished=now,
+            state.update(job.key, state=FAILED, finished=time.time(),
                          note=f"exit code {status.exit_code}; see its log")
             self.say(f"FAILED {job.key} (exit {status.exit_code}); log {state.get(job.key)['log']}")
             return
@@ -162,9 +161,10 @@ class StudyRunner:
             if job.after is not None:
                 job.after()
         except UserError as error:
-            state.update(job.key, state=FAILED, finished=now, note=str(error))
+            state.update(job.key, state=FAILED, finished=time.time(), note=str(error))
             self.say(f"FAILED {job.key}: {error}")
             return
+        now = time.time()   # after `after`: a prediction's time includes its evaluation
         missing = job.missing()
         if missing:
             state.update(job.key, state=FAILED, finished=now,
@@ -181,7 +181,9 @@ def run_study(spec: StudySpec, say: Callable[[str], None] = print) -> str:
 
 def study_status(spec: StudySpec) -> str:
     """What is done, running, failed and left, per kind of job, with an estimate of the time
-    left (median duration of the finished jobs of each kind, over the executor's capacity)."""
+    left (median duration of the finished jobs of each kind, over the executor's capacity;
+    trainings, predictions with their evaluation, analyses: a kind none of whose jobs has
+    finished yet is named as not counted)."""
     import statistics
     layout = StudyLayout(spec)
     if not os.path.isfile(layout.state_file):
@@ -193,7 +195,7 @@ def study_status(spec: StudySpec) -> str:
         kinds.setdefault(kind, {}).setdefault(record["state"], []).append((key, record))
     lines = [f"{'kind':<24}{'done':>6}{'running':>9}{'failed':>8}{'blocked':>9}{'left':>6}"]
     seconds_left, capacity = 0.0, max(1, spec.executor.jobs)
-    failures = []
+    failures, unknown = [], []
     for kind, by_state in sorted(kinds.items()):
         count = {s: len(by_state.get(s, [])) for s in (SUCCEEDED, RUNNING, FAILED, BLOCKED,
                                                         PENDING, SKIPPED)}
@@ -203,12 +205,15 @@ def study_status(spec: StudySpec) -> str:
                      if r.get("finished") and r.get("started")]
         if durations:
             seconds_left += statistics.median(durations) * (count[PENDING] + count[RUNNING] / 2)
+        elif count[PENDING] + count[RUNNING]:
+            unknown.append(kind)
         failures += [(key, r) for key, r in by_state.get(FAILED, [])]
     total = sum(len(v) for by_state in kinds.values() for v in by_state.values())
     finished = sum(len(by_state.get(s, [])) for by_state in kinds.values() for s in TERMINAL)
     lines.append(f"\n{finished} of {total} jobs ended ({100 * finished / max(total, 1):.0f} %); "
                  f"about {seconds_left / capacity / 60:.0f} min left at {capacity} job(s) at a "
-                 "time (median time of finished jobs of each kind)")
+                 "time (median time of finished jobs of each kind)"
+                 + (f"; not counted yet (none finished): {', '.join(unknown)}" if unknown else ""))
     for key, record in failures:
         lines.append(f"failed: {key}: {record.get('note')}; log {record.get('log')}")
     return "\n".join(lines)

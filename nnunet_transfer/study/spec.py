@@ -19,6 +19,8 @@ ALL = "all"
 DATASET_KINDS = ("synthetic", "msd", "subset", "degrade", "pool", "existing")
 EXECUTORS = ("local", "submitit-local", "slurm")
 DEVICES = ("auto", "cpu", "cuda")
+# the checkpoints a finished run keeps (nnU-Net deletes checkpoint_latest.pth at its end)
+CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_best.pth")
 # The knobs a study sets for every training: lr, load and head are left to the trainer, the CPU
 # threads are the executor's share of the machine (executors.sharing).
 STUDY_KNOBS = ("epochs", "iters", "val_iters", "snapshot_every", "seed")
@@ -77,6 +79,22 @@ class StudyBudget:
 
 
 @dataclass(frozen=True)
+class PredictionSpec:
+    """nnUNetv2_predict's settings for the test cases, with nnU-Net's defaults: mirroring
+    test-time augmentation on, sliding-window step 0.5 of the patch, the final checkpoint."""
+
+    step_size: float = 0.5
+    disable_tta: bool = False
+    checkpoint: str = CHECKPOINTS[0]
+
+    def arguments(self) -> list[str]:
+        """nnUNetv2_predict's options for these settings (written out even where they are
+        nnU-Net's defaults, so that a job's log says how it predicted)."""
+        return ["-step_size", str(self.step_size), "-chk", self.checkpoint] + (
+            ["--disable_tta"] if self.disable_tta else [])
+
+
+@dataclass(frozen=True)
 class ExecutorSpec:
     kind: str = "local"
     jobs: int = 1
@@ -108,6 +126,7 @@ class StudySpec:
     budget: StudyBudget
     analyses: tuple[str, ...]
     analysis: dict                    # blocks, voxels_per_block, seed, layers
+    prediction: PredictionSpec = PredictionSpec()
 
     @property
     def state_folder(self) -> str:

@@ -95,6 +95,14 @@ def fraction(value):
     return float(value)
 
 
+def step_size(value):
+    """nnU-Net's sliding-window step, as a fraction of the patch: above 0, at most 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"expected a number above 0 and at most 1 (nnU-Net's default 0.5; "
+                         f"larger is faster and less accurate), got {value!r}")
+    return float(value)
+
+
 def strategy(value) -> Strategy:
     """A strategy's name, as the Strategy it names."""
     return ALL_STRATEGIES[STRATEGY_NAMES.index(choice(STRATEGY_NAMES)(value))]

@@ -8,6 +8,7 @@
 - `pretrained`: loading `-pretrained_weights` tensor by tensor, with the preflight table.
 - `bookkeeping`: the run's snapshots, epochs.csv and settings.json.
 - `trainer`: `TransferTrainer`, the nnU-Net trainer all strategies share.
-- `step_cost`: timing training steps (the benchmarks).
+- `step_cost`: timing training steps (the benchmarks, the GPU check).
+- `segmentation_loss`: nnU-Net's Dice + CE training loss in plain torch (steps without nnU-Net).
 - `commands`: `env` and `strategies` on the command line.
 """

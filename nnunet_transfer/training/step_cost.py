@@ -4,7 +4,8 @@ benchmark scripts (strategies, architectures).
 The step is nnUNetTrainer.train_step's: nnU-Net's Dice + CE loss (with its deep-supervision
 weights when the network has deep supervision), backward, gradient clipping at 12, SGD with
 nesterov momentum over the parameters that train, frozen parts in eval mode, exactly as the
-strategy trainers freeze them (`apply_strategy`).
+strategy trainers freeze them (`apply_strategy`); on a GPU in mixed precision with a gradient
+scaler and optionally through torch.compile, as nnU-Net trains there.
 """
 
 from __future__ import annotations
@@ -17,21 +18,12 @@ from torch import nn
 
 from nnunet_transfer.training.freezing import (
     apply_strategy, keep_frozen_in_eval_mode, trainable_parameters)
+from nnunet_transfer.training.segmentation_loss import SegmentationLoss
 
 
 def nnunet_loss(n_outputs: int) -> nn.Module:
     """nnU-Net's training loss for `n_outputs` outputs (1: no deep supervision)."""
-    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-    loss = DC_and_CE_loss({"batch_dice": False, "smooth": 1e-5, "do_bg": False, "ddp": False},
-                          {}, weight_ce=1, weight_dice=1, ignore_label=None,
-                          dice_class=MemoryEfficientSoftDiceLoss)
-    if n_outputs == 1:
-        return loss
-    weights = [1 / 2 ** i for i in range(n_outputs)]
-    weights[-1] = 0  # as nnUNetTrainer._build_loss
-    return DeepSupervisionWrapper(loss, [w / sum(weights) for w in weights])
+    return SegmentationLoss(n_outputs)
 
 
 @dataclass
@@ -69,22 +61,33 @@ def time_training_steps(network: nn.Module, frozen_parts=frozenset(), random_ini
                         batch: int = 2, patch=(40, 56, 40), in_channels: int = 1,
                         classes: int = 3, steps: int = 5, warmup: int = 2,
                         seed: int = 0, time_encoder_forward: bool = True,
-                        before_steps=None) -> StepTimes:
+                        before_steps=None, device: str | torch.device = "cpu",
+                        compile: bool = False) -> StepTimes:
     """Time `steps` training steps (after `warmup`) of `network` with `frozen_parts` frozen.
 
-    `time_encoder_forward` adds forward hooks timing the encoder (StepTimes.encoder_forward);
-    `before_steps()`, when given, is called once everything is allocated, just before the
-    first step (the memory benchmark reads its baseline there)."""
+    `time_encoder_forward` adds forward hooks timing the encoder (StepTimes.encoder_forward;
+    meaningful on CPU only, where execution is synchronous); `before_steps()`, when given, is
+    called once everything is allocated, just before the first step (the memory benchmarks
+    read their baseline there). On a CUDA `device` the step runs under autocast with a
+    gradient scaler (nnUNetTrainer.train_step) and each step's time ends with a synchronize;
+    `compile` runs the network through torch.compile (nnU-Net's nnUNet_compile)."""
+    device = torch.device(device)
     torch.manual_seed(seed)
+    network.to(device)
     parts = apply_strategy(network, frozen_parts, random_init=random_init)
     optimizer = torch.optim.SGD(trainable_parameters(network), 0.01, weight_decay=3e-5,
                                 momentum=0.99, nesterov=True)
-    data = torch.randn(batch, in_channels, *patch)
+    data = torch.randn(batch, in_channels, *patch, device=device)
     with torch.no_grad():
         outputs = network(data)
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-    targets = [torch.randint(0, classes, (batch, 1, *o.shape[2:])).float() for o in outputs]
-    loss_fn = nnunet_loss(len(outputs))
+    targets = [torch.randint(0, classes, (batch, 1, *o.shape[2:]), device=device).float()
+               for o in outputs]
+    del outputs
+    loss_fn = nnunet_loss(len(targets))
+    forward = torch.compile(network) if compile else network
+    mixed = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if mixed else None
     clock = ForwardClock(parts.modules["encoder"] if time_encoder_forward else [])
     times = StepTimes()
     if before_steps is not None:
@@ -96,12 +99,19 @@ def time_training_steps(network: nn.Module, frozen_parts=frozenset(), random_ini
             clock.seconds = 0.0
             started = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            output = network(data)
-            loss = loss_fn(output, targets) if len(targets) > 1 else loss_fn(
-                output[0] if isinstance(output, (list, tuple)) else output, targets[0])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(network.parameters(), 12)
-            optimizer.step()
+            with torch.autocast(device.type, enabled=mixed):
+                loss = loss_fn(forward(data), targets)
+            if scaler is None:
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(network.parameters(), 12)
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(network.parameters(), 12)
+                scaler.step(optimizer)
+                scaler.update()
+                torch.cuda.synchronize(device)
             if step >= warmup:
                 times.steps.append(time.perf_counter() - started)
                 times.encoder_forward.append(clock.seconds)

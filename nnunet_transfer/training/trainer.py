@@ -8,7 +8,8 @@ Everything else is nnU-Net's own training loop; this class hooks in where nnU-Ne
   strategy's parts and gives the optimizer only what trains;
 - `load_pretrained_weights`: `-pretrained_weights` lands here (see `_route_pretrained_weights`),
   with a preflight report instead of nnU-Net's bare assertion;
-- the epoch hooks: frozen parts kept in eval mode, per-epoch log, snapshots, settings.
+- the epoch hooks: frozen parts kept in eval mode, per-epoch log, snapshots, settings;
+- `perform_actual_validation`: skipped after training a fold-`all` (pretraining) run.
 """
 
 from __future__ import annotations
@@ -219,6 +220,16 @@ class TransferTrainer(nnUNetTrainer):
                         cumulative_time_s=float(last.get("cumulative_time_s", 0)),
                         bookkeeping_time_s=round(self.bookkeeping_time, 4))
         self.record.write_settings(settings)
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        # Fold `all` validates on its own training cases: on a real source that is most of the
+        # pretraining job's time for a number nobody reads. The weights are saved before this
+        # (checkpoint_final), so skipping it changes nothing else; --val still validates.
+        if self.fold == "all" and "--val" not in sys.argv:
+            self.print_to_log_file("Fold 'all': nnU-Net's final validation (on the training "
+                                   "cases) skipped; run nnUNetv2_train ... all --val for it.")
+            return
+        super().perform_actual_validation(save_probabilities)
 
     # -- bookkeeping -------------------------------------------------------------------------------
     def _log_epoch(self, epoch: int) -> None:
