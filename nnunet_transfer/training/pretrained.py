@@ -111,12 +111,23 @@ def plan_load(network: nn.Module, parts: NetworkParts, source: Checkpoint, *,
                            tuple(target.shape), note, id(target) in parameters, partial))
         for alias in keys:
             new_state[alias] = (value if value is not None else target).detach()
-    for key, tensor in source.weights.items():
-        if key not in claimed:
-            rows.append(KeyRow(key, "?", "unused", tuple(tensor.shape), None,
-                               "no tensor of the network takes it"))
+    for keys in _aliases(source.weights):
+        if not claimed.intersection(keys):
+            rows.append(KeyRow(keys[0], "?", "unused", tuple(source.weights[keys[0]].shape),
+                               None, "no tensor of the network takes it"))
     return LoadReport(source=source, rows=rows, state=new_state,
                       head_note=_head_note(names, encoder_only, head, source))
+
+
+def _aliases(weights: dict[str, torch.Tensor]) -> list[list[str]]:
+    """The checkpoint's names grouped by tensor: a U-Net's state dict names the encoder (and
+    each conv) twice, and torch.save keeps the shared storage."""
+    groups: dict[tuple, list[str]] = {}
+    for key, tensor in weights.items():
+        where = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(),
+                 tuple(tensor.shape)) if tensor.numel() else (key,)
+        groups.setdefault(where, []).append(key)
+    return list(groups.values())
 
 
 def _fit(key: str, found: torch.Tensor, target: torch.Tensor, part: str, names: _Names,

@@ -106,20 +106,21 @@ def fit_kernel(weight: torch.Tensor, kernel: tuple[int, ...], transposed: bool
     by the rules of this module's docstring; None when no rule fits (e.g. 3 -> 2)."""
     if weight.ndim != 2 + len(kernel):
         return None
+    rules = set()
     for axis, size in enumerate(kernel):
         dim, have = axis + 2, weight.shape[axis + 2]
         if have == size:
             continue
-        rule = _transposed_axis if transposed else _conv_axis
-        weight = rule(weight, dim, have, size)
-        if weight is None:
+        fitted = (_transposed_axis if transposed else _conv_axis)(weight, dim, have, size)
+        if fitted is None:
             return None
-    how = ("transposed-conv taps averaged / repeated" if transposed
-           else "kernel cut to its centre (outer slices summed in) / placed centrally")
-    return weight, how
+        weight, how = fitted
+        rules.add(how)
+    return weight, ", ".join(sorted(rules))
 
 
-def _conv_axis(weight: torch.Tensor, dim: int, have: int, size: int) -> torch.Tensor | None:
+def _conv_axis(weight: torch.Tensor, dim: int, have: int, size: int
+               ) -> tuple[torch.Tensor, str] | None:
     if (have - size) % 2:
         return None  # no centre to keep or place on
     shape = list(weight.shape)
@@ -127,22 +128,25 @@ def _conv_axis(weight: torch.Tensor, dim: int, have: int, size: int) -> torch.Te
     if size < have:
         lo = (have - size) // 2
         nearest_kept = torch.arange(have).clamp(lo, lo + size - 1) - lo
-        return torch.zeros(shape, dtype=weight.dtype).index_add_(dim, nearest_kept, weight)
+        return (torch.zeros(shape, dtype=weight.dtype).index_add_(dim, nearest_kept, weight),
+                "central slice, outer slices summed in")
     placed = torch.zeros(shape, dtype=weight.dtype)
     placed.narrow(dim, (size - have) // 2, have).copy_(weight)
-    return placed
+    return placed, "placed centrally, zeros around"
 
 
 def _transposed_axis(weight: torch.Tensor, dim: int, have: int, size: int
-                     ) -> torch.Tensor | None:
+                     ) -> tuple[torch.Tensor, str] | None:
     if size < have and have % size == 0:
         group = have // size
         shape = list(weight.shape)
         shape[dim] = size
         return (torch.zeros(shape, dtype=weight.dtype)
-                .index_add_(dim, torch.arange(have) // group, weight) / group)
+                .index_add_(dim, torch.arange(have) // group, weight) / group,
+                "transposed-conv taps averaged")
     if size > have and size % have == 0:
-        return weight.index_select(dim, torch.arange(size) // (size // have))
+        return (weight.index_select(dim, torch.arange(size) // (size // have)),
+                "transposed-conv taps repeated")
     return None
 
 
