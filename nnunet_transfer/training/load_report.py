@@ -22,7 +22,7 @@ import torch
 from nnunet_transfer.architectures.checkpoint import Checkpoint
 from nnunet_transfer.architectures.parts import PARTS
 
-FATES = ("loaded", "adapted", "fresh", "unused")
+STATUSES = ("loaded", "adapted", "fresh", "unused")
 
 
 @dataclass(frozen=True)
@@ -87,11 +87,11 @@ class LoadReport:
                  f"configuration {self.source.configuration or '?'}, "
                  f"trainer {self.source.trainer_name or '?'}",
                  f"  output layer(s): {self.head_note}",
-                 "  " + f"{'part':<10}" + "".join(f"{s:>10}" for s in FATES)]
+                 "  " + f"{'part':<10}" + "".join(f"{s:>10}" for s in STATUSES)]
         for part in (*PARTS, "?"):
             if part in counts:
                 lines.append("  " + f"{part:<10}" + "".join(
-                    f"{counts[part].get(s, 0):>10}" for s in FATES))
+                    f"{counts[part].get(s, 0):>10}" for s in STATUSES))
         shown = self.rows if everything else [r for r in self.rows
                                               if r.status != "loaded" or r.note]
         if shown:

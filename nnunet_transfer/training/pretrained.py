@@ -91,21 +91,18 @@ def plan_load(network: nn.Module, parts: NetworkParts, source: Checkpoint, *,
         found = source.weights.get(checkpoint_key) if checkpoint_key else None
         value, partial = None, False
         if encoder_only and part != "encoder":
-            status, note = "fresh", ("only the encoder is loaded ("
-                                   + ("the checkpoint holds an encoder only)"
-                                      if source.encoder_only else "NNUNET_TRANSFER_LOAD=encoder)"))
+            status, note = "fresh", _encoder_only_note(source)
         elif part == "head" and head == "reinit":
             status, note = "fresh", "NNUNET_TRANSFER_HEAD=reinit"
         elif found is None:
             status, note = "fresh", _why_missing(names)
         else:
             value, notes, partial = _fit(key, found, target, part, names, key in transposed)
-            if checkpoint_key != key:
+            if checkpoint_key not in keys:
                 notes.insert(0, f"from {checkpoint_key} (decoder level matched by resolution)")
             if checkpoint_key in source.origins:
                 notes.append(source.origins[checkpoint_key])
-            status = ("fresh" if value is None
-                    else "loaded" if value is found else "adapted")
+            status = "fresh" if value is None else "loaded" if value is found else "adapted"
             note = "; ".join(notes)
         rows.append(KeyRow(key, part, status, tuple(found.shape) if found is not None else None,
                            tuple(target.shape), note, id(target) in parameters, partial))
@@ -186,6 +183,12 @@ def _fit_input_channels(found: torch.Tensor, target: torch.Tensor, names: _Names
     return mean_rule, f"input channels {found.shape[1]} -> {channels}: mean rule"
 
 
+def _encoder_only_note(source: Checkpoint) -> str:
+    return "only the encoder is loaded (" + (
+        "the checkpoint holds an encoder only)" if source.encoder_only
+        else "NNUNET_TRANSFER_LOAD=encoder)")
+
+
 def _why_missing(names: _Names) -> str:
     if names.network_stages and names.source_stages and (
             names.network_stages != names.source_stages):
@@ -196,8 +199,7 @@ def _why_missing(names: _Names) -> str:
 
 def _head_note(names: _Names, encoder_only: bool, head: str, source: Checkpoint) -> str:
     if encoder_only:
-        return ("fresh: only the encoder is loaded"
-                + (" (the checkpoint holds an encoder only)" if source.encoder_only else ""))
+        return "fresh: " + _encoder_only_note(source)
     if head == "reinit":
         return "fresh (NNUNET_TRANSFER_HEAD=reinit)"
     src, tgt = names.source_outputs, names.target_outputs
