@@ -235,8 +235,10 @@ def refusal_message(report: LoadReport, target: str, network_class: str) -> str:
         "source's, so the two networks differ. Fix:\n"
         f"  nnunet-transfer plans-transfer --source {fix_source} --target <target dataset id>"
         f" -p {src.plans_name or '<source plans>'}\n"
-        "then train with the transferred plans (-p as printed by that command). To load only "
-        "the encoder instead, set NNUNET_TRANSFER_LOAD=encoder.")
+        "then train with the transferred plans (-p as printed by that command); for a model "
+        "folder trained elsewhere: nnunet-transfer plans-transfer --source-model <model folder> "
+        "--target <target dataset id>. To load only the encoder instead, set "
+        "NNUNET_TRANSFER_LOAD=encoder.")
 
 
 def frozen_part_refusal(trainer: str, part: str, report: LoadReport) -> str:
