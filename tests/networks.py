@@ -16,9 +16,11 @@ def _common(n_stages: int, features: int) -> dict:
 
 
 def plain_unet(in_channels: int = 1, classes: int = 2, n_stages: int = 3, features: int = 4,
-               norm_op=nn.InstanceNorm3d) -> PlainConvUNet:
+               norm_op=nn.InstanceNorm3d, kernel_sizes=None, strides=None) -> PlainConvUNet:
     kwargs = _common(n_stages, features)
     kwargs["norm_op"] = norm_op
+    kwargs["kernel_sizes"] = kernel_sizes or kwargs["kernel_sizes"]
+    kwargs["strides"] = strides or kwargs["strides"]
     if norm_op is nn.BatchNorm3d:
         kwargs["norm_op_kwargs"] = {"eps": 1e-5, "affine": True}
     return PlainConvUNet(in_channels, num_classes=classes, n_conv_per_stage=[2] * n_stages,

@@ -42,39 +42,66 @@ def test_same_network_and_labels_loads_everything(tmp_path):
                                                   target.state_dict().values()))
 
 
-def test_other_classes_reinitialise_only_the_head(tmp_path):
+def test_other_classes_keep_the_shared_labels_output_channels(tmp_path):
+    """Heads by label name (issue 12; before, the whole head was re-initialised): background
+    and organ keep the source's channels in every output layer, the new label 'core' keeps
+    the network's own init."""
     source, target = plain_unet(classes=2), plain_unet(classes=3)
-    head_before = target.decoder.seg_layers[0].weight.clone()
+    heads_before = [layer.weight.clone() for layer in target.decoder.seg_layers]
     report = _plan(tmp_path, source, target, target_labels=LABELS3)
     assert not report.problems
     statuses = {(r.part, r.status) for r in report.rows}
-    assert statuses == {("encoder", "loaded"), ("decoder", "loaded"), ("head", "re-initialised")}
+    assert statuses == {("encoder", "loaded"), ("decoder", "loaded"), ("head", "adapted")}
+    assert all(r.partial and "core" in r.note for r in report.rows if r.part == "head")
+    assert not report.fully_loaded("head")
     apply_load(target, report)
-    assert torch.equal(target.decoder.seg_layers[0].weight, head_before)
+    for layer_s, layer_t, before in zip(source.decoder.seg_layers, target.decoder.seg_layers,
+                                        heads_before):
+        assert torch.equal(layer_t.weight[:2], layer_s.weight)
+        assert torch.equal(layer_t.bias[:2], layer_s.bias)
+        assert torch.equal(layer_t.weight[2], before[2])
     assert torch.equal(target.encoder.stages[0][0].convs[0].conv.weight,
                        source.encoder.stages[0][0].convs[0].conv.weight)
-    assert "differ from the target's" in report.head_note
+    assert report.head_note.startswith("by label name: background, organ from the source")
 
 
-def test_same_shape_but_other_label_names_reinitialises_head(tmp_path):
+def test_other_label_names_keep_only_the_shared_ones(tmp_path):
     other = {"background": 0, "tumour": 1}
-    report = _plan(tmp_path, plain_unet(), plain_unet(), target_labels=other)
-    assert {r.status for r in report.rows if r.part == "head"} == {"re-initialised"}
+    source, target = plain_unet(), plain_unet()
+    tumour_before = target.decoder.seg_layers[-1].weight[1].clone()
+    report = _plan(tmp_path, source, target, target_labels=other)
+    assert {r.status for r in report.rows if r.part == "head"} == {"adapted"}
+    apply_load(target, report)
+    assert torch.equal(target.decoder.seg_layers[-1].weight[0],
+                       source.decoder.seg_layers[-1].weight[0])
+    assert torch.equal(target.decoder.seg_layers[-1].weight[1], tumour_before)
+    nothing_shared = {"nothing": 0, "tumour": 1}
+    report = _plan(tmp_path, plain_unet(), plain_unet(), target_labels=nothing_shared)
+    assert {r.status for r in report.rows if r.part == "head"} == {"fresh"}
+    assert report.head_note.startswith("fresh: no label name in common")
 
 
-def test_same_labels_in_another_order_reinitialises_head(tmp_path):
-    swapped = {"background": 0, "core": 2, "organ": 1}
+def test_labels_are_matched_by_name_not_by_value(tmp_path):
+    """A label's output channel follows its name: swapped values swap the channels."""
+    swapped = {"background": 0, "core": 1, "organ": 2}
+    source, target = plain_unet(classes=3), plain_unet(classes=3)
+    report = _plan(tmp_path, source, target, source_labels=LABELS3, target_labels=swapped)
+    assert {r.status for r in report.rows if r.part == "head"} == {"adapted"}
+    assert report.fully_loaded("head")
+    apply_load(target, report)
+    assert torch.equal(target.decoder.seg_layers[0].weight[[0, 2, 1]],
+                       source.decoder.seg_layers[0].weight)
+    # The order of dataset.json's entries does not change a channel's label: loaded as is.
+    reordered = {"background": 0, "core": 2, "organ": 1}
     report = _plan(tmp_path, plain_unet(classes=3), plain_unet(classes=3),
-                   source_labels=LABELS3, target_labels=swapped)
-    assert {r.status for r in report.rows if r.part == "head"} == {"re-initialised"}
-    report = _plan(tmp_path, plain_unet(classes=3), plain_unet(classes=3),
-                   source_labels=LABELS3, target_labels=dict(LABELS3))
+                   source_labels=LABELS3, target_labels=reordered)
     assert {r.status for r in report.rows if r.part == "head"} == {"loaded"}
 
 
 def test_head_reinit_option(tmp_path):
     report = _plan(tmp_path, plain_unet(), plain_unet(), head="reinit")
-    assert {r.status for r in report.rows if r.part == "head"} == {"re-initialised"}
+    assert {r.status for r in report.rows if r.part == "head"} == {"fresh"}
+    assert report.head_note == "fresh (NNUNET_TRANSFER_HEAD=reinit)"
 
 
 @pytest.mark.parametrize("source_channels, target_channels", [(1, 2), (3, 1), (2, 4)])
@@ -101,14 +128,17 @@ def test_adapt_input_channels_formula():
 
 
 def test_other_architecture_is_refused_with_table_and_fix(tmp_path):
+    """Other channel counts start fresh tensor by tensor (issue 12; before, each one refused
+    the load); the load is refused when none of the encoder's weights loaded."""
     report = _plan(tmp_path, plain_unet(n_stages=4, features=4), plain_unet(n_stages=3, features=6))
+    assert not report.encoder_loaded
     kinds = {r.status for r in report.problems}
-    assert {"mismatched", "unexpected"} <= kinds
+    assert {"fresh", "unused"} <= kinds
     message = refusal_message(report, "Dataset802_T, plans P, configuration 3d_fullres",
                               report.source.network_class or "x.PlainConvUNet")
     assert "nnunet-transfer plans-transfer --source" in message
-    assert "mismatched" in message
-    mismatched = next(r for r in report.rows if r.status == "mismatched")
+    assert "channel counts differ" in message
+    mismatched = next(r for r in report.rows if "channel counts differ" in r.note)
     assert f"{mismatched.key}" in message
     assert "NNUNET_TRANSFER_LOAD=encoder" in message
 

@@ -5,7 +5,10 @@
 - `budget`: the budget knobs (`KNOBS`, one table): read from the environment by the trainer,
   printed by `env`, written into a study job's environment by `Budget.environment`.
 - `freezing`: freezing parts (no gradient, not in the optimizer, norms in eval mode).
-- `pretrained`: loading `-pretrained_weights` tensor by tensor, with the preflight table.
+- `pretrained`: loading `-pretrained_weights` tensor by tensor, and when a load is refused.
+- `tensor_matching`: the rules that fit a checkpoint tensor to the network's (output channels by
+  label name, input channels by channel name, kernels, decoder levels by resolution).
+- `load_report`: each tensor's fate (loaded / adapted / fresh / unused), the preflight table.
 - `bookkeeping`: the run's snapshots, epochs.csv and settings.json.
 - `trainer`: `TransferTrainer`, the nnU-Net trainer all strategies share.
 - `step_cost`: timing training steps (the benchmarks, the GPU check).

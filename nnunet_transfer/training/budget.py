@@ -53,8 +53,9 @@ KNOBS = (
     Knob("load", one_of("all", "encoder"),
          "what -pretrained_weights loads: the whole network or the encoder only (default all)"),
     Knob("head", one_of("auto", "reinit"),
-         "the output layer(s): 'auto' loads them when the source's labels equal the target's, "
-         "'reinit' always starts them from random (default auto)"),
+         "the output layer(s): 'auto' matches their channels by label name (a label the "
+         "source has keeps its trained channel, a new one starts from random), 'reinit' "
+         "always starts them from random (default auto)"),
     Knob("cpu_threads", positive_whole_number,
          "torch threads of a run on the CPU (default: nnU-Net's, every core); set 1 when "
          "several runs share the machine"),

@@ -37,7 +37,7 @@ from nnunet_transfer.training.budget import Budget
 from nnunet_transfer.training.freezing import (
     apply_strategy, keep_frozen_in_eval_mode, trainable_parameters)
 from nnunet_transfer.training.pretrained import (
-    PRETRAINED, apply_load, plan_load, refusal_message)
+    PRETRAINED, apply_load, frozen_part_refusal, plan_load, refusal_message)
 from nnunet_transfer.training.strategies import SCRATCH, Pretrained, Strategy
 
 # nnU-Net's default initial learning rate, the base of every strategy's lr_factor.
@@ -132,17 +132,12 @@ class TransferTrainer(nnUNetTrainer):
                            num_input_channels=self.num_input_channels,
                            target_dataset_json=self.dataset_json,
                            load=self.budget.load, head=self.budget.head)
-        if report.problems:
+        if report.problems:  # none of the encoder's weights loaded: not the source's network
             raise UserError(refusal_message(
                 report, self._describe_run(), self.configuration_manager.network_arch_class_name))
-        for part in self.strategy.frozen_parts:
+        for part in sorted(self.strategy.frozen_parts):
             if not report.fully_loaded(part):
-                raise UserError(
-                    f"{name} freezes the {part}, but the checkpoint does not provide all of it "
-                    f"({report.head_note if part == 'head' else 'NNUNET_TRANSFER_LOAD=encoder'}); "
-                    f"a frozen {part} would stay random. Use a strategy that trains the {part}, "
-                    "or load the whole network (unset NNUNET_TRANSFER_LOAD / NNUNET_TRANSFER_HEAD).\n"
-                    + report.table())
+                raise UserError(frozen_part_refusal(name, part, report))
         apply_load(self.network, report)
         self.pretrained_report = report
         self.print_to_log_file(report.table(), add_timestamp=False)
