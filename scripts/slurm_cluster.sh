@@ -73,7 +73,7 @@ start() {
         echo "slurm_cluster: $dir/pids exists; stop that cluster first" >&2
         return 1
     fi
-    mkdir -p "$dir/log" "$dir/munge" "$dir/mysql" "$dir/spool/ctld" "$dir/spool/d" "$dir/run"
+    mkdir -p "$dir/log" "$dir/mysql" "$dir/spool/ctld" "$dir/spool/d" "$dir/run"
     : > "$dir/pids"
     local cpus mem ctld_port d_port dbd_port db_port
     cpus=$(nproc)
@@ -81,17 +81,18 @@ start() {
     ctld_port=$(free_port); d_port=$(free_port); dbd_port=$(free_port); db_port=$(free_port)
 
     # munge: run as user munge (the key belongs to munge) on its default socket, the one
-    # SLURM's commands use whatever AuthInfo says; its other files in DIR
+    # SLURM's commands use whatever AuthInfo says; its files in /run/munge too, because DIR
+    # may be in a folder only root can enter (pytest's)
     if munge -n >/dev/null 2>&1; then
         echo "slurm_cluster: a munged already listens on /run/munge/munge.socket.2" >&2
         return 1
     fi
     rm -f /run/munge/munge.socket.2 /run/munge/munge.socket.2.lock
-    mkdir -p /run/munge && chown munge:munge /run/munge "$dir/munge"
+    mkdir -p /run/munge && chown munge:munge /run/munge
     [ -f /etc/munge/munge.key ] || { mungekey --create 2>/dev/null || create-munge-key -f; }
     setpriv --reuid=munge --regid=munge --init-groups munged -F \
-        --socket=/run/munge/munge.socket.2 --pid-file="$dir/munge/munged.pid" \
-        --seed-file="$dir/munge/seed" --log-file="$dir/munge/munged.log" \
+        --socket=/run/munge/munge.socket.2 --pid-file=/run/munge/munged.pid \
+        --seed-file=/run/munge/seed --log-file=/run/munge/munged.log \
         > "$dir/log/munged.out" 2>&1 &
     started munged $!
     wait_until 20 munged test -S /run/munge/munge.socket.2 || return 1
