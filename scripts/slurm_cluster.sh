@@ -2,6 +2,7 @@
 # A real single-node SLURM cluster on this machine, for the tests of the "slurm" executor and
 # for trying a study file before taking it to a cluster (REFERENCES section 7).
 #
+#   scripts/slurm_cluster.sh install DIR # only the packages (as root, when missing)
 #   scripts/slurm_cluster.sh start DIR   # installs Debian's packages when root and missing,
 #                                        # then starts munged, MariaDB, slurmdbd, slurmctld and
 #                                        # slurmd with everything they write under DIR
@@ -18,7 +19,7 @@ set -euo pipefail
 
 PACKAGES="slurmctld slurmd slurm-client slurmdbd munge mariadb-server"
 
-usage() { echo "usage: $0 start|stop|check DIR" >&2; exit 2; }
+usage() { echo "usage: $0 install|start|stop|check DIR" >&2; exit 2; }
 [ $# -eq 2 ] || usage
 action=$1
 dir=$(mkdir -p "$2" && cd "$2" && pwd)
@@ -208,6 +209,7 @@ check() {  # exits 0 when every daemon this DIR started is alive
 }
 
 case $action in
+    install) install_packages ;;
     start) start || { status=$?; stop; exit $status; } ;;
     stop) stop ;;
     check) check ;;

@@ -49,6 +49,7 @@ from collections.abc import Callable
 from nnunet_transfer.analysis.kinds import KINDS
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.study import value_checks as checks
+from nnunet_transfer.study.executors.slurm import check_slurm_options
 from nnunet_transfer.study.spec import (
     ALL, DATASET_KINDS, DEVICES, EXECUTORS, UNET, DatasetSpec, ExecutorSpec, StudyBudget,
     StudySpec)
@@ -248,6 +249,11 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
     executor = ExecutorSpec(ex.get("kind", checks.choice(EXECUTORS), "local"),
                             ex.get("jobs", checks.whole_number(1, 1024), None), dict(slurm),
                             ex.get("attempts", checks.whole_number(1, 100), 3))
+    try:   # the SLURM options as the executor will check them, before anything runs
+        check_slurm_options(slurm, require_time=executor.kind == "slurm")
+    except UserError as error:
+        for message in str(error).splitlines():
+            problems.add(("executor", "slurm"), message)
 
     datasets: dict[str, DatasetSpec] = {}
     raw_datasets = top.value.get("datasets")
