@@ -241,5 +241,6 @@ def study_status(spec: StudySpec) -> str:
         lines.append(f"failed: {key}: {record.get('note')}; log {record.get('log')}")
     for key, record in state.jobs.items():   # in the executor's words: SLURM's job state
         if record["state"] == RUNNING and record.get("handle"):
-            lines.append(f"running: {key}: {follower_for(record['handle']).describe_job(record['handle'])}")
+            handle = record["handle"]
+            lines.append(f"running: {key}: {follower_for(handle).describe_job(handle)}")
     return "\n".join(lines)

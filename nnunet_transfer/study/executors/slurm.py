@@ -11,6 +11,7 @@ trainings only. `array_size` is not SLURM's: it caps how many jobs go into one j
 from __future__ import annotations
 
 import math
+import subprocess
 from typing import Any, Mapping
 
 from nnunet_transfer.errors import UserError
@@ -79,6 +80,37 @@ def slurm_state_word(state: str | None) -> str:
 def slurm_state_is_active(state: str) -> bool:
     """Whether a job in this sacct state may still run ("CANCELLED by 12" is not)."""
     return slurm_state_word(state) in SLURM_ACTIVE_STATES
+
+
+def sacct_state(job_id: str) -> str | None:
+    """sacct's state of one job or array task ("12" or "12_3"), None where sacct does not
+    answer. A pending task is listed within its array's pending rest ("12_[3-5%2]")."""
+    try:
+        result = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", job_id],
+                                capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    rows = [line.split("|", 1) for line in result.stdout.splitlines() if "|" in line]
+    for listed, state in rows:
+        if listed == job_id:
+            return state
+    for listed, state in rows:
+        if _in_array_range(listed, job_id):
+            return state
+    return None
+
+
+def _in_array_range(listed: str, job_id: str) -> bool:
+    """Whether "12_[1,3-5%2]" (sacct's pending tasks of array 12) holds the task `job_id`."""
+    array, _, ranges = listed.partition("_[")
+    index = job_id[len(array) + 1:] if job_id.startswith(array + "_") else ""
+    if not ranges or not index.isdigit():
+        return False
+    for part in ranges.rstrip("]").split("%")[0].split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit() and int(low) <= int(index) <= int(high if high.isdigit() else low):
+            return True
+    return False
 
 
 def check_slurm_options(options: Mapping[str, Any] | None, *, require_time: bool) -> dict:

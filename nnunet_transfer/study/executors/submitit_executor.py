@@ -36,7 +36,7 @@ from nnunet_transfer.study.executors.sharing import (
     MachineShare, available_cpus, detect_gpus, node_sharing_env, visible_gpu_ids)
 from nnunet_transfer.study.executors.slurm import (
     DEFAULT_ARRAY_SIZE, SLURM_INTERRUPTED_STATES, check_slurm_options, job_kind,
-    options_of_kind, slurm_parameters, slurm_state_is_active, slurm_state_word)
+    options_of_kind, sacct_state, slurm_parameters, slurm_state_is_active, slurm_state_word)
 
 DEFAULT_SLURM_IN_FLIGHT = 64
 DEFAULT_SUBMITIT_LOCAL_TIME_MIN = 7 * 24 * 60
@@ -63,6 +63,7 @@ def run_submitted_job(wrapper_argv: list[str], env: dict[str, str], cwd: str | N
     full_env = dict(os.environ)
     if on_cluster:
         full_env.update(node_sharing_env(uses_accelerator))
+        full_env[run_job.IGNORED_SIGNALS] = "SIGUSR2"   # the time limit ends it, as TIMEOUT
     full_env.update(env)
     exit_path, log_path = wrapper_argv[2], wrapper_argv[3]
     started: list[subprocess.Popen] = []
@@ -239,14 +240,21 @@ class SubmititExecutor(Executor):
         return job
 
     def _active(self, handle: dict) -> bool:
-        if handle.get("cluster") == "slurm":
-            return slurm_state_is_active(self._slurm_job(handle).state)
+        if handle.get("cluster") == "slurm":   # submitit's batched answer, confirmed if "ended"
+            return slurm_state_is_active(self._slurm_job(handle).state) or \
+                slurm_state_is_active(self.slurm_state(handle, "force"))
         self._reap()
         return process_alive(int(handle["job_id"]), handle.get("start_time"))
 
     def slurm_state(self, handle: dict, mode: str = "standard") -> str:
         """sacct's state of the job ("RUNNING", "CANCELLED by 0", ...); "standard" asks SLURM
-        at most every minute for long-running jobs (submitit batches the calls), "force" now."""
+        at most every minute for long-running jobs (submitit batches the calls), "force" asks
+        sacct now about this job alone (submitit gives a task of an array whose pending rest
+        was cancelled the rest's state)."""
+        if mode == "force":
+            state = sacct_state(handle["job_id"])
+            if state is not None:
+                return state
         job = self._slurm_job(handle)
         return job.watcher.get_state(job.job_id, mode=mode)
 
@@ -262,8 +270,8 @@ class SubmititExecutor(Executor):
         finished = read_exit_status(handle["exit_path"])
         if finished is not None:
             return self._interrupted(handle, finished)
-        reason = slurm_state_word(self.slurm_state(handle)) if handle.get("cluster") == "slurm" \
-            else None
+        reason = slurm_state_word(self.slurm_state(handle, "force")) \
+            if handle.get("cluster") == "slurm" else None
         return JobStatus("lost", None, reason if reason in SLURM_INTERRUPTED_STATES else None)
 
     def _interrupted(self, handle: dict, finished: JobStatus) -> JobStatus:
