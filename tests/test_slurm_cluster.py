@@ -154,10 +154,19 @@ def study_file(folder: str, executor: str, **values) -> str:
     return path
 
 
-def submitted_jobs() -> list[str]:
-    """Every job (array task) SLURM has seen, by id."""
-    return [line for line in slurm("sacct", "-X", "-n", "-P", "-o", "JobID", "-S",
-                                   "now-1days").split() if line]
+def submitted_jobs() -> set[str]:
+    """Every job and array task SLURM has seen, by id ("7", "8_0"); sacct lists tasks that never
+    started within their array's range ("10_[1-2%2]")."""
+    ids = set()
+    for listed in slurm("sacct", "-X", "-n", "-P", "-o", "JobID", "-S", "now-1days").split():
+        array, _, ranges = listed.partition("_[")
+        if not ranges:
+            ids.add(listed)
+            continue
+        for part in ranges.rstrip("]").split("%")[0].split(","):
+            low, _, high = part.partition("-")
+            ids.update(f"{array}_{i}" for i in range(int(low), int(high or low) + 1))
+    return ids
 
 
 def checkpointed(folder: str, key: str) -> bool:
