@@ -100,6 +100,17 @@ def sacct_state(job_id: str) -> str | None:
     return None
 
 
+def squeue_knows(job_id: str) -> bool:
+    """Whether slurmctld still lists the job (pending, running, or ended moments ago). sacct
+    loses the record of an array task cancelled while pending: squeue decides then."""
+    try:
+        result = subprocess.run(["squeue", "-h", "-o", "%i", "-j", job_id],
+                                capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return True   # no answer is no evidence that the job is gone
+    return result.returncode == 0 and result.stdout.strip() != ""
+
+
 def _in_array_range(listed: str, job_id: str) -> bool:
     """Whether "12_[1,3-5%2]" (sacct's pending tasks of array 12) holds the task `job_id`."""
     array, _, ranges = listed.partition("_[")

@@ -36,7 +36,8 @@ from nnunet_transfer.study.executors.sharing import (
     MachineShare, available_cpus, detect_gpus, node_sharing_env, visible_gpu_ids)
 from nnunet_transfer.study.executors.slurm import (
     DEFAULT_ARRAY_SIZE, SLURM_INTERRUPTED_STATES, check_slurm_options, job_kind,
-    options_of_kind, sacct_state, slurm_parameters, slurm_state_is_active, slurm_state_word)
+    options_of_kind, sacct_state, slurm_parameters, slurm_state_is_active, slurm_state_word,
+    squeue_knows)
 
 DEFAULT_SLURM_IN_FLIGHT = 64
 DEFAULT_SUBMITIT_LOCAL_TIME_MIN = 7 * 24 * 60
@@ -241,8 +242,13 @@ class SubmititExecutor(Executor):
 
     def _active(self, handle: dict) -> bool:
         if handle.get("cluster") == "slurm":   # submitit's batched answer, confirmed if "ended"
-            return slurm_state_is_active(self._slurm_job(handle).state) or \
-                slurm_state_is_active(self.slurm_state(handle, "force"))
+            batched = slurm_state_word(self._slurm_job(handle).state)
+            if batched != "UNKNOWN" and slurm_state_is_active(batched):
+                return True
+            exact = slurm_state_word(self.slurm_state(handle, "force"))
+            if exact == "UNKNOWN":   # not in sacct (yet, or any more): ask slurmctld
+                return squeue_knows(handle["job_id"])
+            return slurm_state_is_active(exact)
         self._reap()
         return process_alive(int(handle["job_id"]), handle.get("start_time"))
 
