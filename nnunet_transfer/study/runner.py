@@ -167,6 +167,11 @@ class StudyRunner:
         `attempts` times in this `study run`."""
         record = state.get(job.key)
         why = status.reason or "its process is gone without an exit code (killed)"
+        if record.get("log"):   # an attempt cancelled while queued has written no log at all
+            os.makedirs(os.path.dirname(record["log"]), exist_ok=True)
+            with open(record["log"], "a") as log:
+                log.write(f"[runner {time.strftime('%Y-%m-%dT%H:%M:%S')}] this attempt ended "
+                          f"without finishing: {why}\n")
         counted = record.get("interrupted", 0) + (status.reason not in NOT_AN_ATTEMPT)
         if counted >= self.spec.executor.attempts:
             state.update(job.key, state=FAILED, finished=time.time(), interrupted=counted,
