@@ -26,7 +26,7 @@ def _cmd_check(args):
           f"{', '.join(s.name for s in spec.strategies)}; sizes {list(spec.sizes)}; "
           f"seeds {list(spec.seeds)}; "
           f"architectures {', '.join(spec.architectures)}; analyses {', '.join(spec.analyses)}; "
-          f"executor {spec.executor.kind} x {spec.executor.jobs}; files under {spec.workdir}")
+          f"executor {spec.executor.kind} x {spec.executor.jobs or 'default'}; files under {spec.workdir}")
 
 
 def run_and_print(study_file: str) -> str:

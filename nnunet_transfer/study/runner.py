@@ -7,6 +7,12 @@ the runner, a cluster job) is waited for, finished is taken as it ended, lost (k
 runner) is submitted again, and a training that had started continues from its latest
 checkpoint (nnUNetv2_train --c). A job whose outputs are complete is never run again. Failed
 and blocked jobs of an earlier run are tried again once per `study run`.
+
+Waves: every ready job (up to the executor's capacity) is submitted at once, `submit_many`,
+which on SLURM makes job arrays. A job that ended without finishing (lost: cancelled, killed,
+its time limit, a node failure) is submitted again, up to `executor.attempts` such attempts per
+`study run` (preemptions do not count); then it stays failed with its log. A command that fails
+by itself is not retried within a run: it would fail the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from collections.abc import Callable
 
 from nnunet_transfer.devices import resolve_device
 from nnunet_transfer.errors import UserError
+from nnunet_transfer.study.executors.base import follower_for
+from nnunet_transfer.study.executors.kinds import jobs_in_flight, make_executor
+from nnunet_transfer.study.executors.slurm import NOT_AN_ATTEMPT
 from nnunet_transfer.study.grid import StudyLayout
 from nnunet_transfer.study.jobs import StudyJob, StudyJobs
 from nnunet_transfer.study.progress import StudyProgress
@@ -33,7 +42,6 @@ def study_device(spec: StudySpec) -> str:
 
 
 def study_executor(spec: StudySpec):
-    from nnunet_transfer.study.executors.kinds import make_executor
     layout = StudyLayout(spec)
     return make_executor(spec.executor.kind, jobs=spec.executor.jobs,
                          folder=layout.path("executor"), slurm=spec.executor.slurm)
@@ -65,19 +73,15 @@ class StudyRunner:
         by_key = {job.key: job for job in jobs}
         for job in jobs:   # this invocation tries failed and blocked jobs again, once
             if state.state(job.key) in (FAILED, BLOCKED, SKIPPED):
-                state.update(job.key, state=PENDING, note=None)
+                state.update(job.key, state=PENDING, note=None, interrupted=0)
         previous_handlers = self._catch_interrupts()
         progress = StudyProgress([job.key for job in jobs], state, executor.capacity)
         try:
             while not self._stop:
                 self._poll_running(jobs, state, executor)
                 self._settle_pending(jobs, by_key, state)
-                running = sum(state.state(j.key) == RUNNING for j in jobs)
-                for job in jobs:
-                    if running >= executor.capacity or self._stop:
-                        break
-                    if state.state(job.key) == PENDING and self._ready(job, by_key, state):
-                        running += self._submit(job, state, executor)
+                if not self._stop:
+                    self._submit_wave(jobs, by_key, state, executor)
                 progress.update()
                 if all(state.state(j.key) in TERMINAL for j in jobs):
                     break
@@ -122,19 +126,32 @@ class StudyRunner:
                 # outputs complete from an earlier run whose bookkeeping was lost: keep them
                 state.update(job.key, state=SUCCEEDED, note="outputs found complete")
 
-    def _submit(self, job: StudyJob, state: StudyState, executor) -> int:
-        record = state.get(job.key)
-        attempt = record.get("attempts", 0) + 1
-        command = job.command(attempt)
-        if isinstance(command, str):
-            state.update(job.key, state=SKIPPED, note=command)
-            self.say(f"skipped {job.key}: {command}")
-            return 0
-        handle = executor.submit(command)
-        state.update(job.key, state=RUNNING, handle=handle, attempts=attempt,
-                     started=time.time(), finished=None, log=command.log_path, note=None)
-        self.say(f"started {job.key} (attempt {attempt}); log {command.log_path}")
-        return 1
+    def _submit_wave(self, jobs: list[StudyJob], by_key: dict, state: StudyState,
+                     executor) -> None:
+        """Every ready job, up to the capacity left, submitted at once (job arrays on SLURM)."""
+        free = executor.capacity - sum(state.state(j.key) == RUNNING for j in jobs)
+        wave = []
+        for job in jobs:
+            if len(wave) >= free:
+                break
+            if state.state(job.key) != PENDING or not self._ready(job, by_key, state):
+                continue
+            attempt = state.get(job.key).get("attempts", 0) + 1
+            command = job.command(attempt)
+            if isinstance(command, str):
+                state.update(job.key, state=SKIPPED, note=command)
+                self.say(f"skipped {job.key}: {command}")
+            else:
+                wave.append((job, attempt, command))
+        if not wave:
+            return
+        handles = executor.submit_many([command for _, _, command in wave])
+        for (job, attempt, command), handle in zip(wave, handles):
+            state.get(job.key).update(state=RUNNING, handle=handle, attempts=attempt,
+                                      started=time.time(), finished=None, log=command.log_path,
+                                      note=None)
+            self.say(f"started {job.key} (attempt {attempt}); log {command.log_path}")
+        state.save()
 
     def _poll_running(self, jobs: list[StudyJob], state: StudyState, executor) -> None:
         for job in jobs:
@@ -145,11 +162,31 @@ class StudyRunner:
             if status.state == "running":
                 continue
             if status.state == "lost":
-                self.say(f"{job.key}: its process is gone without an exit code (killed); "
-                         "submitting it again")
-                state.update(job.key, state=PENDING, handle=None, note="lost, resubmitted")
+                self._lost(job, state, status)
                 continue
             self._finish(job, state, status)
+
+    def _lost(self, job: StudyJob, state: StudyState, status) -> None:
+        """Submitted again (continuing from its checkpoint) unless it ended this way
+        `attempts` times in this `study run`."""
+        record = state.get(job.key)
+        why = status.reason or "its process is gone without an exit code (killed)"
+        if record.get("log"):   # an attempt cancelled while queued has written no log at all
+            os.makedirs(os.path.dirname(record["log"]), exist_ok=True)
+            with open(record["log"], "a") as log:
+                log.write(f"[runner {time.strftime('%Y-%m-%dT%H:%M:%S')}] this attempt ended "
+                          f"without finishing: {why}\n")
+        counted = record.get("interrupted", 0) + (status.reason not in NOT_AN_ATTEMPT)
+        if counted >= self.spec.executor.attempts:
+            state.update(job.key, state=FAILED, finished=time.time(), interrupted=counted,
+                         note=f"ended without finishing {counted} times (last: {why}); "
+                              "see its log")
+            self.say(f"FAILED {job.key}: ended without finishing {counted} times (last: {why}); "
+                     f"log {record.get('log')}")
+            return
+        self.say(f"{job.key}: {why}; submitting it again")
+        state.update(job.key, state=PENDING, handle=None, interrupted=counted,
+                     note=f"lost ({why}), resubmitted")
 
     def _finish(self, job: StudyJob, state: StudyState, status) -> None:
         if status.state == "failed":
@@ -194,7 +231,7 @@ def study_status(spec: StudySpec) -> str:
         kind = key.split("__", 1)[0]
         kinds.setdefault(kind, {}).setdefault(record["state"], []).append((key, record))
     lines = [f"{'kind':<24}{'done':>6}{'running':>9}{'failed':>8}{'blocked':>9}{'left':>6}"]
-    seconds_left, capacity = 0.0, max(1, spec.executor.jobs)
+    seconds_left, capacity = 0.0, jobs_in_flight(spec.executor.kind, spec.executor.jobs)
     failures, unknown = [], []
     for kind, by_state in sorted(kinds.items()):
         count = {s: len(by_state.get(s, [])) for s in (SUCCEEDED, RUNNING, FAILED, BLOCKED,
@@ -216,4 +253,8 @@ def study_status(spec: StudySpec) -> str:
                  + (f"; not counted yet (none finished): {', '.join(unknown)}" if unknown else ""))
     for key, record in failures:
         lines.append(f"failed: {key}: {record.get('note')}; log {record.get('log')}")
+    for key, record in state.jobs.items():   # in the executor's words: SLURM's job state
+        if record["state"] == RUNNING and record.get("handle"):
+            handle = record["handle"]
+            lines.append(f"running: {key}: {follower_for(handle).describe_job(handle)}")
     return "\n".join(lines)

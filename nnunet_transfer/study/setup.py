@@ -19,6 +19,7 @@ from nnunet_transfer.atomic_files import atomic_write_json
 from nnunet_transfer.data.raw_dataset import read_dataset_json
 from nnunet_transfer.discovery import console_script, ext_trainer_value
 from nnunet_transfer.errors import UserError
+from nnunet_transfer.study.executors.kinds import jobs_in_flight
 from nnunet_transfer.study.grid import UNSEEN_PREFIX, StudyLayout, plans_of_source, study_ns
 from nnunet_transfer.study.spec import UNET, DatasetSpec, StudySpec
 
@@ -39,7 +40,8 @@ def nnunet_environment(spec: StudySpec) -> dict[str, str]:
 def cores_per_job(spec: StudySpec) -> int:
     if spec.executor.kind == "slurm":
         return int(spec.executor.slurm.get("cpus_per_task", 1))
-    return max(1, len(os.sched_getaffinity(0)) // spec.executor.jobs)
+    return max(1, len(os.sched_getaffinity(0)) // jobs_in_flight(spec.executor.kind,
+                                                                   spec.executor.jobs))
 
 
 def run_logged(argv: list[str], env: dict[str, str], log: str) -> None:

@@ -97,8 +97,9 @@ class PredictionSpec:
 @dataclass(frozen=True)
 class ExecutorSpec:
     kind: str = "local"
-    jobs: int = 1
+    jobs: int | None = None       # None: the executor's default (executors.kinds.jobs_in_flight)
     slurm: dict = field(default_factory=dict)
+    attempts: int = 3             # a job SLURM (or a crash) ended this often stays failed
 
 
 @dataclass(frozen=True)

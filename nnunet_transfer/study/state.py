@@ -3,7 +3,9 @@
 One record per job key: its state, the executor's handle while it runs (so that a runner
 started after a crash finds the process or the cluster job again), how many attempts it took,
 when it started and ended, and the log of its last attempt. Written atomically after every
-change, so a killed runner leaves the last consistent state behind.
+change, so a killed runner leaves the last consistent state behind. `interrupted` counts the
+attempts of this `study run` that ended without finishing (lost, or ended by SLURM), which the
+runner caps at the study's `executor.attempts`.
 
 States: pending (to do), running, succeeded, failed (the command failed or its outputs are
 incomplete; the log says why), blocked (a job it needs failed), skipped (nothing to do, e.g. an

@@ -6,7 +6,9 @@ A study file is YAML (an example with every key: `nnunet-transfer study example`
     study: hippocampus_transfer          # a name: letters, digits, _ and -
     workdir: runs                        # relative to this file; nnU-Net's folders go inside
     device: auto                         # cpu | cuda | auto (cuda when torch sees a GPU)
-    executor: {kind: local, jobs: 2}     # local | submitit-local | slurm (+ slurm: {...})
+    executor: {kind: local, jobs: 2}     # local | submitit-local | slurm (+ slurm: {...});
+                                         # jobs: at once (default: 64 on slurm, GPUs or 1 here);
+                                         # attempts: runs of a job SLURM ends (default 3)
 
     datasets:                            # every dataset the study uses or makes, by a key
       source: {id: 901, name: Source, synthetic: {cases: 10, seed: 0}}
@@ -48,6 +50,7 @@ from collections.abc import Callable
 from nnunet_transfer.analysis.kinds import KINDS
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.study import value_checks as checks
+from nnunet_transfer.study.executors.slurm import check_slurm_options
 from nnunet_transfer.study.spec import (
     ALL, CHECKPOINTS, DATASET_KINDS, DEVICES, EXECUTORS, UNET, DatasetSpec, ExecutorSpec,
     PredictionSpec, StudyBudget, StudySpec)
@@ -237,14 +240,21 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
         ("raw", "preprocessed", "results")}
     device = top.get("device", checks.choice(DEVICES), "auto")
 
-    ex = _Reader(problems, top.value.get("executor"), ("executor",), {"kind", "jobs", "slurm"})
+    ex = _Reader(problems, top.value.get("executor"), ("executor",), {"kind", "jobs", "slurm",
+                                                                   "attempts"})
     slurm = ex.value.get("slurm") or {}
     if not isinstance(slurm, dict):
         problems.add(("executor", "slurm"), "expected a mapping of submitit's slurm options, e.g. "
                      "{partition: gpu, timeout_min: 240, gpus_per_node: 1}")
         slurm = {}
     executor = ExecutorSpec(ex.get("kind", checks.choice(EXECUTORS), "local"),
-                            ex.get("jobs", checks.whole_number(1, 1024), 1), dict(slurm))
+                            ex.get("jobs", checks.whole_number(1, 1024), None), dict(slurm),
+                            ex.get("attempts", checks.whole_number(1, 100), 3))
+    try:   # the SLURM options as the executor will check them, before anything runs
+        check_slurm_options(slurm, require_time=executor.kind == "slurm")
+    except UserError as error:
+        for message in str(error).splitlines():
+            problems.add(("executor", "slurm"), message)
 
     datasets: dict[str, DatasetSpec] = {}
     raw_datasets = top.value.get("datasets")

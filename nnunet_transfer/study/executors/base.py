@@ -53,6 +53,7 @@ class CommandJob:
 class JobStatus:
     state: Literal["running", "succeeded", "failed", "lost"]
     exit_code: int | None = None
+    reason: str | None = None     # why a job is lost, where known (SLURM's state: TIMEOUT, ...)
 
 
 _HANDLE_KINDS: dict[str, type["Executor"]] = {}
@@ -102,6 +103,12 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def describe(self) -> str:
         """One line for `study status` and logs."""
+
+    def describe_job(self, handle: dict) -> str:
+        """The state of one job in the executor's words, for `study status`."""
+        if handle.get("kind") != self.handle_kind:
+            return follower_for(handle).describe_job(handle)
+        return self.status(handle).state
 
 
 def follower_for(handle: dict) -> Executor:

@@ -12,10 +12,22 @@ from typing import Any, Mapping
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.study.executors.base import Executor
 from nnunet_transfer.study.executors.local import LocalExecutor
+from nnunet_transfer.study.executors.sharing import detect_gpus, visible_gpu_ids
 from nnunet_transfer.study.executors.slurm import check_slurm_options
-from nnunet_transfer.study.executors.submitit_executor import SubmititExecutor
+from nnunet_transfer.study.executors.submitit_executor import (
+    DEFAULT_SLURM_IN_FLIGHT, SubmititExecutor)
 
 KINDS = ("local", "slurm", "submitit-local")
+
+
+def jobs_in_flight(kind: str, jobs: int | None) -> int:
+    """How many jobs an executor of `kind` keeps in flight: `jobs` when given, else its default
+    (64 on SLURM, the visible GPUs or 1 on this machine)."""
+    if jobs is not None:
+        return jobs
+    if kind == "slurm":
+        return DEFAULT_SLURM_IN_FLIGHT
+    return max(1, len(visible_gpu_ids(detect_gpus())))
 
 
 def make_executor(kind: str, *, jobs: int | None = None, folder: str,

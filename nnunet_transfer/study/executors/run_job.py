@@ -13,7 +13,9 @@ Signals: SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to the wrapp
 the log and otherwise ignored: the wrapper keeps waiting for the command and records its end.
 They are not forwarded, because every sender we know of signals the whole process group (the
 local executor's cancel, Ctrl-C in a terminal) or the whole job (SLURM), so the command gets
-them directly, once. Only SIGKILL (or a crash) ends the wrapper early: then no exit file is
+them directly, once. The signals named in $NNUNET_TRANSFER_IGNORED_SIGNALS (comma-separated)
+are ignored by the command itself: SIGUSR2, which submitit asks SLURM to send 90 s before the
+time limit and which would end any command early as an ordinary exit. Only SIGKILL (or a crash) ends the wrapper early: then no exit file is
 written, and the command, which runs with "parent death signal" SIGKILL, dies with it, so "no
 exit file and no wrapper" means "not running" (the executors report it as lost).
 
@@ -73,6 +75,25 @@ def parent_death_signal(expected_parent: int | None = None):
     return die_with_parent
 
 
+IGNORED_SIGNALS = "NNUNET_TRANSFER_IGNORED_SIGNALS"
+
+
+def _child_setup():
+    """The command's preexec: die with the wrapper, ignore the signals named in IGNORED_SIGNALS
+    (an ignored signal stays ignored across exec)."""
+    die = parent_death_signal()
+    ignored = [getattr(signal, name) for name in os.environ.get(IGNORED_SIGNALS, "").split(",")
+               if name.strip() in SURVIVED_SIGNALS]
+
+    def setup() -> None:
+        for signum in ignored:
+            signal.signal(signum, signal.SIG_IGN)
+        if die is not None:
+            die()
+
+    return setup
+
+
 def exit_code_of(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
@@ -105,7 +126,7 @@ def run(exit_path: str, log_path: str, command: list[str]) -> int:
     start = time.monotonic()
     try:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=subprocess.STDOUT, preexec_fn=parent_death_signal())
+                                 stderr=subprocess.STDOUT, preexec_fn=_child_setup())
     except FileNotFoundError as error:
         note(f"cannot start the command: {error}")
         code = 127

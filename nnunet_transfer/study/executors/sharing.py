@@ -98,8 +98,13 @@ def sharing_env(cores_per_job: int, gpu: str | None, *, uses_accelerator: bool,
 
 def node_sharing_env(uses_accelerator: bool) -> dict[str, str]:
     """`sharing_env` computed inside a SLURM job: one job on all the CPUs it was given, with the
-    GPUs SLURM gave it (CUDA_VISIBLE_DEVICES is left as SLURM set it)."""
+    GPUs SLURM gave it (CUDA_VISIBLE_DEVICES is left as SLURM set it). The CPUs are what SLURM
+    gave the task (SLURM_CPUS_PER_TASK) where that is fewer than the affinity: a cluster
+    without CPU binding (TaskPlugin=task/none) leaves every job the whole node's affinity."""
     cores = available_cpus()
+    given = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if given.isdigit() and int(given) > 0:
+        cores = min(cores, int(given))
     has_gpu = uses_accelerator and bool(os.environ.get("CUDA_VISIBLE_DEVICES", "").strip())
     env = {name: str(cores) for name in THREAD_VARIABLES}
     env["nnUNet_n_proc_DA"] = str(data_augmentation_processes(cores, has_gpu))

@@ -1,12 +1,15 @@
 """The executors through submitit: "slurm" and "submitit-local".
 
 - "slurm": one SLURM job per command through submitit (`sbatch` + `srun`), `jobs` = how many
-  the runner keeps in flight (64 by default); `submit_many` submits a job array. The options
-  (`slurm=`) are listed in `slurm.SLURM_OPTIONS`; `time_min` is required, because submitit
+  the runner keeps in flight (64 by default); `submit_many` submits the jobs of one kind as job
+  arrays of at most `array_size` jobs. The options (`slurm=`) are listed in
+  `slurm.SLURM_OPTIONS`, with `by_kind` overrides; `time_min` is required, because submitit
   would otherwise ask for 5 minutes. The folder must be on a file system the compute nodes
   share, and the runner's Python (`sys.executable`, with this package) must exist there.
   submitit's automatic requeue on preemption is switched off: a job ends with an exit file or
-  is lost, and only the runner re-submits.
+  is lost, and only the runner re-submits. A job that SLURM ended (scancel, time limit,
+  preemption, node failure: `slurm.SLURM_INTERRUPTED_STATES`) is "lost" even when its wrapper
+  wrote the exit code of the killed command, with SLURM's state as the reason.
 - "submitit-local": submitit's LocalExecutor, the same code path as "slurm" on this machine
   (what the tests use). Its jobs are children of submitit's controller processes, which stay in
   the runner's process group: Ctrl-C in the runner's terminal stops them too (use "local" for
@@ -32,7 +35,9 @@ from nnunet_transfer.study.executors.base import (
 from nnunet_transfer.study.executors.sharing import (
     MachineShare, available_cpus, detect_gpus, node_sharing_env, visible_gpu_ids)
 from nnunet_transfer.study.executors.slurm import (
-    check_slurm_options, slurm_parameters, slurm_state_is_active)
+    DEFAULT_ARRAY_SIZE, SLURM_INTERRUPTED_STATES, check_slurm_options, job_kind,
+    options_of_kind, sacct_state, slurm_parameters, slurm_state_is_active, slurm_state_word,
+    squeue_knows)
 
 DEFAULT_SLURM_IN_FLIGHT = 64
 DEFAULT_SUBMITIT_LOCAL_TIME_MIN = 7 * 24 * 60
@@ -59,6 +64,7 @@ def run_submitted_job(wrapper_argv: list[str], env: dict[str, str], cwd: str | N
     full_env = dict(os.environ)
     if on_cluster:
         full_env.update(node_sharing_env(uses_accelerator))
+        full_env[run_job.IGNORED_SIGNALS] = "SIGUSR2"   # the time limit ends it, as TIMEOUT
     full_env.update(env)
     exit_path, log_path = wrapper_argv[2], wrapper_argv[3]
     started: list[subprocess.Popen] = []
@@ -113,13 +119,15 @@ class SubmititExecutor(Executor):
             self.name = "slurm"
             self.capacity = jobs if jobs is not None else DEFAULT_SLURM_IN_FLIGHT
             self.share = None
-            self._executor = submitit.SlurmExecutor(folder=self.folder)
-            self._executor.update_parameters(**slurm_parameters(self.options))
+            self.array_size = self.options.get("array_size", DEFAULT_ARRAY_SIZE)
+            self._by_kind: dict[str, Any] = {}   # kind -> submitit.SlurmExecutor
+            self._executor = None
         else:
             self.name = "submitit-local"
             gpu_ids = visible_gpu_ids(detect_gpus() if gpus is None else gpus)
             self.capacity = jobs if jobs is not None else max(1, len(gpu_ids))
             self.share = MachineShare(self.capacity, cpus or available_cpus(), gpu_ids)
+            self.array_size = self.capacity
             self._executor = submitit.LocalExecutor(folder=self.folder)
             self._executor.update_parameters(
                 timeout_min=self.options.get("time_min", DEFAULT_SUBMITIT_LOCAL_TIME_MIN))
@@ -160,13 +168,26 @@ class SubmititExecutor(Executor):
                 self.share.occupy(slot, int(job_id), handle["start_time"], job.exit_path)
         return handle
 
+    def _executor_for(self, kind: str):
+        """submitit's executor for the jobs of `kind`: one each, so that the options of one kind
+        (submitit keeps parameters once set) never leak into another's jobs."""
+        if self.cluster != "slurm":
+            return self._executor
+        if kind not in self._by_kind:
+            import submitit
+            executor = submitit.SlurmExecutor(folder=self.folder)
+            executor.update_parameters(**slurm_parameters(options_of_kind(self.options, kind)))
+            self._by_kind[kind] = executor
+        return self._by_kind[kind]
+
     def submit(self, job: CommandJob) -> dict:
         self._reap()
+        executor = self._executor_for(job_kind(job.key))
         arguments, slot = self._arguments(job)
         if self.cluster == "slurm":
-            self._executor.update_parameters(job_name=job.key)
+            executor.update_parameters(job_name=job.key)
         try:
-            submitted = self._executor.submit(run_submitted_job, *arguments)
+            submitted = executor.submit(run_submitted_job, *arguments)
         except BaseException:
             if self.share is not None:
                 self.share.release(slot)
@@ -174,17 +195,31 @@ class SubmititExecutor(Executor):
         return self._handle(job, submitted, slot)
 
     def submit_many(self, jobs: Sequence[CommandJob]) -> list[dict]:
-        if len(jobs) <= 1:
-            return [self.submit(job) for job in jobs]
+        """The jobs of each kind as job arrays of at most `array_size` jobs."""
+        by_kind: dict[str, list[int]] = {}
+        for index, job in enumerate(jobs):
+            by_kind.setdefault(job_kind(job.key), []).append(index)
+        handles: list[dict | None] = [None] * len(jobs)
+        for kind, indices in by_kind.items():
+            for start in range(0, len(indices), self.array_size):
+                chunk = indices[start:start + self.array_size]
+                for index, handle in zip(chunk, self._submit_array(kind, [jobs[i] for i in chunk])):
+                    handles[index] = handle
+        return handles
+
+    def _submit_array(self, kind: str, jobs: Sequence[CommandJob]) -> list[dict]:
+        if len(jobs) == 1:
+            return [self.submit(jobs[0])]
         self._reap()
+        executor = self._executor_for(kind)
         if self.cluster == "slurm":
-            self._executor.update_parameters(job_name="nnunet-transfer")
+            executor.update_parameters(job_name=f"nnunet-transfer-{kind}")
         prepared, submitted = [], []
-        with self._executor.batch():
+        with executor.batch():
             for job in jobs:
                 arguments, slot = self._arguments(job)
                 prepared.append((job, slot))
-                submitted.append(self._executor.submit(run_submitted_job, *arguments))
+                submitted.append(executor.submit(run_submitted_job, *arguments))
         return [self._handle(job, sub, slot) for (job, slot), sub in zip(prepared, submitted)]
 
     # -- state
@@ -206,21 +241,65 @@ class SubmititExecutor(Executor):
         return job
 
     def _active(self, handle: dict) -> bool:
-        if handle.get("cluster") == "slurm":
-            return slurm_state_is_active(self._slurm_job(handle).state)
+        if handle.get("cluster") == "slurm":   # submitit's batched answer, confirmed if "ended"
+            batched = slurm_state_word(self._slurm_job(handle).state)
+            if batched != "UNKNOWN" and slurm_state_is_active(batched):
+                return True
+            exact = slurm_state_word(self.slurm_state(handle, "force"))
+            if exact == "UNKNOWN":   # not in sacct (yet, or any more): ask slurmctld
+                return squeue_knows(handle["job_id"])
+            return slurm_state_is_active(exact)
         self._reap()
         return process_alive(int(handle["job_id"]), handle.get("start_time"))
+
+    def slurm_state(self, handle: dict, mode: str = "standard") -> str:
+        """sacct's state of the job ("RUNNING", "CANCELLED by 0", ...); "standard" asks SLURM
+        at most every minute for long-running jobs (submitit batches the calls), "force" asks
+        sacct now about this job alone (submitit gives a task of an array whose pending rest
+        was cancelled the rest's state)."""
+        if mode == "force":
+            state = sacct_state(handle["job_id"])
+            if state is not None:
+                return state
+        job = self._slurm_job(handle)
+        return job.watcher.get_state(job.job_id, mode=mode)
 
     def _status(self, handle: dict) -> JobStatus:
         finished = read_exit_status(handle["exit_path"])
         if finished is not None:
             self._reap()
-            return finished
+            return self._interrupted(handle, finished)
         if self._active(handle):
             if self.share is not None and handle.get("cluster") == "local":
                 self.share.note_running(handle, int(handle["job_id"]))
             return JobStatus("running")
-        return read_exit_status(handle["exit_path"]) or JobStatus("lost")
+        finished = read_exit_status(handle["exit_path"])
+        if finished is not None:
+            return self._interrupted(handle, finished)
+        reason = slurm_state_word(self.slurm_state(handle, "force")) \
+            if handle.get("cluster") == "slurm" else None
+        return JobStatus("lost", None, reason if reason in SLURM_INTERRUPTED_STATES else None)
+
+    def _interrupted(self, handle: dict, finished: JobStatus) -> JobStatus:
+        """A command killed by a signal in a job that SLURM ended is lost, not failed: it is
+        run again."""
+        if handle.get("cluster") != "slurm" or finished.state != "failed" or \
+                (finished.exit_code or 0) < 128:
+            return finished
+        state = slurm_state_word(self.slurm_state(handle, "force"))
+        for _ in range(20):   # sacct may still say RUNNING / COMPLETING for a moment
+            if not slurm_state_is_active(state):
+                break
+            time.sleep(0.5)
+            state = slurm_state_word(self.slurm_state(handle, "force"))
+        if state in SLURM_INTERRUPTED_STATES:
+            return JobStatus("lost", finished.exit_code, state)
+        return finished
+
+    def describe_job(self, handle: dict) -> str:
+        if handle.get("cluster") != "slurm":
+            return super().describe_job(handle)
+        return f"SLURM job {handle['job_id']}: {self.slurm_state(handle, 'force')}"
 
     def _cancel(self, handle: dict) -> None:
         if handle.get("cluster") == "slurm":
@@ -250,8 +329,9 @@ class SubmititExecutor(Executor):
     def describe(self) -> str:
         if self.cluster == "slurm":
             options = ", ".join(f"{k}={v}" for k, v in sorted(self.options.items())
-                                if k not in ("setup", "additional_parameters"))
-            return (f"slurm: up to {self.capacity} jobs in flight ({options}), "
+                                if k not in ("setup", "additional_parameters", "array_size"))
+            return (f"slurm: up to {self.capacity} jobs in flight, arrays of up to "
+                    f"{self.array_size} ({options}), "
                     f"submitit folder {self.folder}")
         return f"submitit-local: {self.share.describe()}, submitit folder {self.folder}"
 
