@@ -159,9 +159,8 @@ class Checkpoint:
                 checkpoint = replace(checkpoint, init_args=found,
                                      trainer_name=checkpoint.trainer_name
                                      or trainer_of_folder(path))
-        checkpoint.details = {"version": "nnU-Net v2", "epoch": (
-            content.get("current_epoch") if isinstance(content, Mapping) else None),
-            "folds": folds(trainer_folder_of(path))}
+        epoch = content.get("current_epoch") if isinstance(content, Mapping) else None
+        checkpoint.details = {"epoch": epoch, "folds": folds(trainer_folder_of(path))}
         return checkpoint
 
     @classmethod

@@ -13,8 +13,8 @@ import torch
 
 FORMAT_V2 = "nnU-Net v2 checkpoint"
 FORMAT_BARE = "bare state dict"
-FORMAT_V1 = "nnU-Net v1 model"
-FORMAT_NNSSL = "nnssl checkpoint"
+FORMAT_V1 = "nnU-Net v1 model (Generic_UNet)"
+FORMAT_NNSSL = "nnssl checkpoint (self-supervised encoder)"
 
 
 @dataclass

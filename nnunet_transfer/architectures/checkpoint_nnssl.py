@@ -77,8 +77,7 @@ def read_nnssl(content: dict, path: str) -> Content:
             f"dynamic_network_architectures.architectures.primus.{architecture}"
             if str(architecture).startswith("Primus") else architecture),
         origins=origins, encoder_only=True,
-        details={"version": "nnssl (self-supervised pretraining)",
-                 "architecture": architecture,
+        details={"architecture": architecture,
                  "arch_kwargs": (plan.get("architecture_plans") or {}).get("arch_kwargs"),
                  "configuration": next(iter(configurations), None) if isinstance(
                      configurations, dict) else None,

@@ -219,8 +219,8 @@ def read_v1(path: str) -> Content:
         init_args={"plans": plans, "configuration": configuration, "dataset_json": dataset_json},
         trainer_name=(info.get("name") if isinstance(info, dict) else None) or trainer_name,
         origins=origins,
-        details={"version": "nnU-Net v1 (Generic_UNet)", "plans_file": plans_path,
-                 "stage": stage, "classes": classes, "labels_known": labels_known, "epoch": content.get("epoch"),
+        details={"plans_file": plans_path, "stage": stage, "classes": classes,
+                 "labels_known": labels_known, "epoch": content.get("epoch"),
                  "zero_biases": sorted({k for k, o in origins.items() if o == ZERO_BIAS}),
                  "other_kernels": sorted({k for k, o in origins.items() if "where v2 has" in o})})
 
