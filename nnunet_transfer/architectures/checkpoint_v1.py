@@ -221,8 +221,16 @@ def read_v1(path: str) -> Content:
         origins=origins,
         details={"plans_file": plans_path, "stage": stage, "classes": classes,
                  "labels_known": labels_known, "epoch": content.get("epoch"),
-                 "zero_biases": sorted({k for k, o in origins.items() if o == ZERO_BIAS}),
-                 "other_kernels": sorted({k for k, o in origins.items() if "where v2 has" in o})})
+                 "zero_biases": _canonical(k for k, o in origins.items() if o == ZERO_BIAS),
+                 "other_kernels": _canonical(k for k, o in origins.items()
+                                             if "where v2 has" in o)})
+
+
+def _canonical(keys) -> list[str]:
+    """Without the aliases a PlainConvUNet's state dict repeats (the encoder under the decoder,
+    each conv / norm under all_modules)."""
+    return sorted(k for k in keys
+                  if "all_modules" not in k and not k.startswith("decoder.encoder."))
 
 
 def _dataset_json(v1_dataset: dict | None, v1_plans: dict, in_channels: int,

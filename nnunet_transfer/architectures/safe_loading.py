@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 
 import numpy as np
 import torch
@@ -53,8 +54,8 @@ def load_torch(path: str):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         unsupported = _unsupported_global(str(error))
-        if unsupported is None:
-            raise
+        if unsupported is None:  # damaged data; torch's own advice (weights_only=False) misleads
+            raise pickle.UnpicklingError(_reason(str(error))) from None
         raise RefusedPickle(
             f"{path} asks to run {unsupported} when loaded; a checkpoint needs nothing beyond "
             "tensors, containers and numpy values, so it was not loaded. Load it only if you "
@@ -63,10 +64,15 @@ def load_torch(path: str):
 
 
 def _unsupported_global(message: str) -> str | None:
-    marker = "Unsupported global: GLOBAL "
-    if marker not in message:
-        return None
-    return message.split(marker, 1)[1].split()[0].rstrip(".,")
+    """The function or class torch's weights_only unpickler refused, from its message (None:
+    the data was damaged, not refused)."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    return found.group(1) if found else None
+
+
+def _reason(message: str) -> str:
+    found = re.search(r"WeightsUnpickler error: \s*(.+)", message)
+    return found.group(1).strip() if found else message.strip().splitlines()[-1]
 
 
 class _DataUnpickler(pickle.Unpickler):

@@ -107,13 +107,13 @@ def transfer_plans(source: str | int | None, target: str | int,
     if (source is None) == (source_model is None):
         raise UserError("give either --source (a planned dataset) or --source-model (a model "
                         "folder), not both or neither")
-    target_name = dataset_name(target)
     if source_model is not None:
         plans, model_configuration = model_plans(source_model)
         configurations = configurations or (model_configuration,)
         source_label = os.path.abspath(source_model)
+        target_name = dataset_name(target)
     else:
-        source_name = dataset_name(source)
+        source_name, target_name = dataset_name(source), dataset_name(target)
         if source_name == target_name:
             raise UserError("--source and --target are the same dataset")
         # The identifier names the data, whatever the file's own plans_name says.
