@@ -184,3 +184,24 @@ def test_inspect_through_the_cli(tmp_path, v1_model):
     out, err = nnssl_plans.communicate(timeout=300)
     assert nnssl_plans.returncode == 2 and "Traceback" not in err
     assert "encoder_only.pth is an nnssl checkpoint: it carries no nnU-Net plans" in err
+
+
+def test_pretrained_routing_stops_on_an_nnunet_that_loads_elsewhere():
+    """A release whose run_training no longer calls load_pretrained_weights (simulated by
+    replacing maybe_load_checkpoint before the trainer module loads) stops a run with
+    -pretrained_weights at start-up, naming the version, instead of loading all-or-nothing."""
+    script = (
+        "import sys\n"
+        "import nnunetv2.run.run_training as run_training\n"
+        "def maybe_load_checkpoint(trainer, c, val, weights):\n"
+        "    trainer.load_checkpoint(weights)\n"
+        "run_training.maybe_load_checkpoint = maybe_load_checkpoint\n"
+        "sys.argv = ['nnUNetv2_train', '802', '3d_fullres', '0', '-pretrained_weights', 'x.pth']\n"
+        "import nnunet_transfer.training.trainer\n"
+        "print('not stopped')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2 and "not stopped" not in result.stdout
+    from importlib.metadata import version
+    assert f"with nnunetv2 {version('nnunetv2')}" in result.stderr
+    assert "maybe_load_checkpoint does not call load_pretrained_weights" in result.stderr
