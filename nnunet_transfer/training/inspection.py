@@ -28,7 +28,10 @@ def part_coverage(checkpoint: Checkpoint) -> tuple[dict[str, int], dict[str, str
     tensors", "none"). Without plans to rebuild the network (nnssl), the counts are those
     of the file's own tensors, all in the encoder."""
     if not checkpoint.init_args.get("plans"):
-        total = sum(t.numel() for t in checkpoint.weights.values())
+        # A saved state dict repeats aliased tensors (all_modules); they share storage.
+        unique = {(t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape)): t.numel()
+                  for t in checkpoint.weights.values()}
+        total = sum(unique.values())
         provided = "all" if checkpoint.encoder_only else "unknown"
         return ({"encoder": total, "decoder": 0, "head": 0},
                 {"encoder": provided, "decoder": "none", "head": "none"})
@@ -102,7 +105,7 @@ def _notes(checkpoint: Checkpoint) -> list[str]:
         notes.append("label names unknown: no v1 dataset.json beside the model (v1 plans keep "
                      "only class numbers); put it in the model folder to match heads by name")
     if checkpoint.format == FORMAT_NNSSL:
-        notes.append(f"encoder and stem only ({len(checkpoint.weights)} tensors, under "
+        notes.append(f"encoder and stem only ({len(checkpoint.weights)} tensor names, under "
                      f"{d.get('key_to_encoder')!r} / {d.get('key_to_stem')!r}); "
                      f"{d.get('set_aside', 0)} tensor(s) of the pretraining's decoder set aside")
     return notes
