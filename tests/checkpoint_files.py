@@ -22,10 +22,17 @@ NNUNET_V1 = os.path.join(sys.prefix, "nnunet_v1")
 V1_TRAINER_FOLDER = ("nnUNet", "3d_fullres", "Task099_Toy", "nnUNetTrainerV2__nnUNetPlansv2.1")
 
 
+V1_MISSING = f"nnunet 1.7.1 is not installed in {NNUNET_V1} (make setup installs it)"
+
+
+def v1_available() -> bool:
+    return os.path.isdir(os.path.join(NNUNET_V1, "nnunet"))
+
+
 def generic_unet_class():
     """v1's Generic_UNet and its He initialisation; skips (saying why) where v1 is absent."""
-    if not os.path.isdir(os.path.join(NNUNET_V1, "nnunet")):
-        pytest.skip(f"nnunet 1.7.1 is not installed in {NNUNET_V1} (make setup installs it)")
+    if not v1_available():
+        pytest.skip(V1_MISSING)
     if NNUNET_V1 not in sys.path:
         sys.path.append(NNUNET_V1)
     with warnings.catch_warnings():

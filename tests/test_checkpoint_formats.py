@@ -205,3 +205,21 @@ def test_pretrained_routing_stops_on_an_nnunet_that_loads_elsewhere():
     from importlib.metadata import version
     assert f"with nnunetv2 {version('nnunetv2')}" in result.stderr
     assert "maybe_load_checkpoint does not call load_pretrained_weights" in result.stderr
+
+
+def test_v2_model_folder_without_init_args_takes_the_folder_plans(tmp_path, v1_model):
+    """A published v2 folder whose checkpoint holds only the weights (made here from the v1
+    model's conversion): plans.json, dataset.json and the folder's name fill in the rest."""
+    import json
+    converted = Checkpoint.read(v1_model[0])
+    folder = tmp_path / "nnUNetTrainer__nnUNetPlansv2.1__3d_fullres"
+    (folder / "fold_0").mkdir(parents=True)
+    (folder / "plans.json").write_text(json.dumps(converted.plans))
+    (folder / "dataset.json").write_text(json.dumps(converted.init_args["dataset_json"]))
+    torch.save({"network_weights": converted.weights}, folder / "fold_0" / "checkpoint_final.pth")
+    checkpoint = Checkpoint.read(folder)
+    assert checkpoint.path == str(folder / "fold_0" / "checkpoint_final.pth")
+    assert checkpoint.trainer_name == "nnUNetTrainer" and checkpoint.configuration == "3d_fullres"
+    assert checkpoint.details["folds"] == ["fold_0"] and not checkpoint.origins
+    network = checkpoint.network()
+    assert all(torch.equal(network.state_dict()[k], v) for k, v in converted.weights.items())

@@ -12,9 +12,11 @@ import pytest
 import torch
 from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
 
+from nnunet_transfer.architectures.checkpoint import Checkpoint
 from nnunet_transfer.training.inspection import inspect_text
 
-from checkpoint_files import nnssl_checkpoint
+from checkpoint_files import (
+    V1_MISSING, nnssl_checkpoint, v1_available, v1_network, v1_plans, write_v1_model)
 from conftest import BUDGET, ONE_THREAD, SOURCE_ID, TARGET_ID
 
 OTHER_PLANS = "nnUNetPlansOtherCPU"
@@ -32,6 +34,7 @@ class {PLAIN_TRAINER}(nnUNetTrainer):
         self.num_val_iterations_per_epoch = 1
 '''
 RESENC_PLANS = "nnUNetPlansResEncCPU"
+V1_PLANS = "nnUNetPlansv2.1_fromTask099"
 
 
 def _load(path: str) -> dict:
@@ -84,29 +87,48 @@ def _nnssl_file(workspace, target) -> str:
     return path
 
 
+def _v1_model(workspace) -> str:
+    """A v1 model folder of v1's Generic_UNet for the target's one channel."""
+    pools, kernels = [[2, 2, 2], [2, 2, 2]], [[3, 3, 3]] * 3
+    torch.manual_seed(7)
+    folder = write_v1_model(os.path.join(workspace.root, "v1"), v1_network(1, 2, pools, kernels),
+                            v1_plans([32, 32, 32], [1, 1, 1], pools, kernels, {0: "MRI"}),
+                            labels={"0": "background", "1": "organ"})
+    return folder
+
+
 @pytest.fixture(scope="module")
 def runs(workspace, target, plain_model) -> dict:
-    """plans-transfer --source-model, then FrozenEncoder and FineTune from the plain model
-    folder and FrozenEncoder from the nnssl encoder, trained side by side."""
+    """plans-transfer --source-model from the plain model folder and from a v1 model; then
+    FrozenEncoder and FineTune from the plain model folder, FineTune from the v1 model and
+    FrozenEncoder from an nnssl encoder, trained side by side."""
     transfer = workspace.run("nnunet-transfer", "plans-transfer", "--source-model", plain_model,
                              "--target", str(TARGET_ID), "-np", "1")
     plans = f"{OTHER_PLANS}_from{SOURCE_ID}"
     nnssl = _nnssl_file(workspace, target)
-    jobs = {"FrozenEncoder": (plans, plain_model, {}),
-            "FineTune": (plans, plain_model, {}),
-            "nnssl": (RESENC_PLANS, nnssl, {"NNUNET_TRANSFER_LOAD": "encoder"})}
+    jobs = {"FrozenEncoder": ("FrozenEncoder", plans, plain_model, {}),
+            "FineTune": ("FineTune", plans, plain_model, {}),
+            "nnssl": ("FrozenEncoder", RESENC_PLANS, nnssl, {"NNUNET_TRANSFER_LOAD": "encoder"})}
+    v1 = v1_transfer = None
+    if v1_available():
+        v1 = _v1_model(workspace)
+        v1_transfer = workspace.run("nnunet-transfer", "plans-transfer", "--source-model", v1,
+                                    "--target", str(TARGET_ID), "-np", "1")
+        jobs["v1"] = ("FineTune", V1_PLANS,
+                      os.path.join(v1, "fold_0", "model_final_checkpoint.model"), {})
 
     def train(name):
-        plans_name, weights, env = jobs[name]
-        trainer = "nnUNetTrainer_" + ("FrozenEncoder" if name == "nnssl" else name)
+        strategy, plans_name, weights, env = jobs[name]
+        trainer = f"nnUNetTrainer_{strategy}"
         workspace.run("nnUNetv2_train", str(TARGET_ID), "3d_fullres", "0", "-p", plans_name,
                       "-tr", trainer, "-device", "cpu", "-pretrained_weights", weights,
                       extra_env={**BUDGET, **ONE_THREAD, "nnUNet_n_proc_DA": "0", **env})
         return workspace.run_folder(target["name"], trainer, plans_name)
 
-    with ThreadPoolExecutor(max_workers=3) as pool:
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         folders = dict(zip(jobs, pool.map(train, jobs)))
-    return {"transfer": transfer, "plans": plans, "nnssl": nnssl, "folders": folders}
+    return {"transfer": transfer, "plans": plans, "nnssl": nnssl, "folders": folders,
+            "v1": v1, "v1_transfer": v1_transfer}
 
 
 def test_plain_nnunet_model_feeds_our_strategies_with_its_own_network(
@@ -154,3 +176,20 @@ def test_inspect_a_plain_model_folder(plain_model):
     assert "nnUNetTrainer_FrozenEncoder           yes" in text
     assert f"plans-transfer --source-model {plain_model} --target 802" in text
     assert f"-p {OTHER_PLANS}_from{SOURCE_ID}" in text
+
+
+def test_v1_model_plans_and_weights_reach_the_v2_network(workspace, target, runs):
+    """plans.pkl converted and the target preprocessed with it; FineTune starts from v1's
+    tensors (the head re-initialised: the target has another label)."""
+    if runs["v1"] is None:
+        pytest.skip(V1_MISSING)
+    assert f"-p {V1_PLANS}" in runs["v1_transfer"].stdout
+    with open(os.path.join(workspace.preprocessed, target["name"], V1_PLANS + ".json")) as f:
+        moved = json.load(f)["configurations"]["3d_fullres"]
+    assert moved["patch_size"] == [32, 32, 32]
+    assert moved["normalization_schemes"] == ["ZScoreNormalization"]
+    v1 = Checkpoint.read(runs["v1"])
+    start = _load(os.path.join(runs["folders"]["v1"], "transfer", "snapshots",
+                               "epoch_0000.pth"))["network_weights"]
+    body = [k for k in v1.weights if ".seg_layers." not in k]
+    assert body and all(torch.equal(start[k], v1.weights[k]) for k in body)
