@@ -33,7 +33,10 @@ _PLAIN_NAMES = {("collections", "OrderedDict"), ("builtins", "set"), ("builtins"
 def _numpy_globals() -> list:
     """The numpy objects torch's weights_only unpickler may construct (dtype classes too: a
     pickled dtype names its class, e.g. numpy.dtypes.Float64DType)."""
-    from numpy._core import multiarray
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray
     dtype_classes = {type(np.dtype(code)) for code in "?bhilqBHILQefdgFDGSUV"}
     return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtype_classes]
 
