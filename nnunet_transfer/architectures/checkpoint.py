@@ -115,6 +115,8 @@ class Checkpoint:
         self.labels = dataset_json.get("labels")
         self.regions_class_order = dataset_json.get("regions_class_order")
         self.channel_names = dataset_json.get("channel_names") or dataset_json.get("modality")
+        if self.details.get("labels_known") is False:
+            self.labels = None  # placeholders that only size the network (a v1 model's)
         if self.network_class is None and self.plans:
             try:
                 self.network_class = self._plans_and_configuration()[1].network_arch_class_name
@@ -152,7 +154,7 @@ class Checkpoint:
         if is_nnssl(content):
             return cls._from(read_nnssl(content, os.path.abspath(path)), given)
         checkpoint = cls._from_content(content, given, use, os.path.abspath(path))
-        if not checkpoint.init_args and not checkpoint.bare:
+        if not checkpoint.init_args:
             # Saved without init_args (e.g. stripped for publication): the folder has them.
             found = folder_init_args(path)
             if found:
@@ -165,12 +167,9 @@ class Checkpoint:
 
     @classmethod
     def _from(cls, content: Content, label: str) -> Checkpoint:
-        checkpoint = cls(label, content.weights, content.init_args, content.trainer_name,
-                         content.path, False, content.network_class, content.origins,
-                         content.encoder_only, content.format, content.details)
-        if content.details.get("labels_known") is False:
-            checkpoint.labels = None  # placeholders that only size the network
-        return checkpoint
+        return cls(label, content.weights, content.init_args, content.trainer_name,
+                   content.path, False, content.network_class, content.origins,
+                   content.encoder_only, content.format, content.details)
 
     @classmethod
     def of(cls, source: str | os.PathLike | Mapping | Checkpoint, label: str = "the checkpoint",
