@@ -8,7 +8,8 @@ ResEncL, ResidualEncoderUNet, PlainConvUNet, Primus*) and on what data (`pretrai
 spacing, normalisation, patch size). Only encoder and stem are meant for reuse (nnssl's
 decoders reconstruct images, not segmentations), so their tensors are renamed to where
 nnU-Net v2's ResidualEncoderUNet keeps them (`encoder.stages.*`, `encoder.stem.*`), the rest
-is set aside, and the checkpoint is `encoder_only`.
+is set aside, and the checkpoint is `encoder_only`. (A PlainConvUNet keeps its stem as
+`encoder.stages.0`; other architectures, e.g. Primus, keep their own names.)
 """
 
 from __future__ import annotations
@@ -18,23 +19,24 @@ from nnunet_transfer.errors import UserError
 
 ADAPTATION_PLAN = "nnssl_adaptation_plan"
 _UNETS = "dynamic_network_architectures.architectures.unet"
-NETWORK_CLASSES = {
-    "ResEncL": f"{_UNETS}.ResidualEncoderUNet",
-    "NoSkipResEncL": f"{_UNETS}.ResidualEncoderUNet",
-    "ResidualEncoderUNet": f"{_UNETS}.ResidualEncoderUNet",
-    "PlainConvUNet": f"{_UNETS}.PlainConvUNet",
-}
-# Where v2's U-Nets keep what nnssl's plan points at.
-V2_ENCODER, V2_STEM = "encoder.stages", "encoder.stem"
+_RESENC = f"{_UNETS}.ResidualEncoderUNet"
+NETWORK_CLASSES = {"ResEncL": _RESENC, "NoSkipResEncL": _RESENC, "ResidualEncoderUNet": _RESENC,
+                   "PlainConvUNet": f"{_UNETS}.PlainConvUNet"}
+# Where v2's U-Nets keep what the plan's key_to_encoder / key_to_stem point at (their own
+# key_to_encoder / key_to_stem attributes: a PlainConvUNet's stem is its first stage).
+V2_KEYS = {_RESENC: ("encoder.stages", "encoder.stem"),
+           f"{_UNETS}.PlainConvUNet": ("encoder.stages", "encoder.stages.0")}
 
 
 def is_nnssl(content) -> bool:
     return isinstance(content, dict) and ADAPTATION_PLAN in content
 
 
-def _renamed(key: str, source_prefix: str, v2_prefix: str) -> str | None:
-    if source_prefix and (key == source_prefix or key.startswith(source_prefix + ".")):
-        return v2_prefix + key[len(source_prefix):]
+def _rename(key: str, renames: list[tuple[str, str]]) -> str | None:
+    """`key` under the first (source prefix, v2 prefix) it lies under; None under none."""
+    for source, v2 in renames:
+        if key == source or key.startswith(source + "."):
+            return v2 + key[len(source):]
     return None
 
 
@@ -50,13 +52,18 @@ def read_nnssl(content: dict, path: str) -> Content:
     if not key_to_encoder:
         raise UserError(f"{path}: the adaptation plan names no 'key_to_encoder'; without it "
                         "the encoder's tensors cannot be told from the rest")
+    network_class = NETWORK_CLASSES.get(architecture) or (
+        f"dynamic_network_architectures.architectures.primus.{architecture}"
+        if str(architecture).startswith("Primus") else architecture)
+    # The longer source prefix first: a stem inside the encoder is renamed as the stem.
+    stem = key_to_stem or key_to_encoder
+    v2_encoder, v2_stem = V2_KEYS.get(network_class, (key_to_encoder, stem))
+    renames = sorted([(key_to_encoder, v2_encoder), (stem, v2_stem)],
+                     key=lambda pair: -len(pair[0]))
     mapped, origins, ignored = {}, {}, []
-    known_unet = architecture in NETWORK_CLASSES
     for key, tensor in weights.items():
         key = key.removeprefix("module.").removeprefix("_orig_mod.")
-        new = (_renamed(key, key_to_stem, V2_STEM) if known_unet else None) or (
-            _renamed(key, key_to_encoder, V2_ENCODER) if known_unet else
-            key if key.startswith(key_to_encoder) else None)
+        new = _rename(key, renames)
         if new is None:
             ignored.append(key)
             continue
@@ -73,9 +80,7 @@ def read_nnssl(content: dict, path: str) -> Content:
     return Content(
         weights=mapped, path=path, format=FORMAT_NNSSL,
         trainer_name=content.get("trainer_name"),
-        network_class=NETWORK_CLASSES.get(architecture) or (
-            f"dynamic_network_architectures.architectures.primus.{architecture}"
-            if str(architecture).startswith("Primus") else architecture),
+        network_class=network_class,
         origins=origins, encoder_only=True,
         details={"architecture": architecture,
                  "arch_kwargs": (plan.get("architecture_plans") or {}).get("arch_kwargs"),
