@@ -23,12 +23,13 @@ OTHER_PLANS = "nnUNetPlansOtherCPU"
 PLAIN_TRAINER = "nnUNetTrainer_PlainShortForTests"
 # nnU-Net's own trainer, only shorter: a model folder "not ours".
 PLAIN_TRAINER_SOURCE = f'''
+import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 
 class {PLAIN_TRAINER}(nnUNetTrainer):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = 1
         self.num_iterations_per_epoch = 2
         self.num_val_iterations_per_epoch = 1
