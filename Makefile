@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --upgrade pip
 	$(VENV)/bin/pip install -e '.[test]'
+	# nnU-Net v1's Generic_UNet, for the tests that read v1 models; its declared dependencies
+	# are old, so it goes without them into a folder of its own, off the import path.
+	$(VENV)/bin/pip install --no-deps --target $(VENV)/nnunet_v1 nnunet==1.7.1
 	touch $(STAMP)
 
 setup: $(STAMP)

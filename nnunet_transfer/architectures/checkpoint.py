@@ -2,9 +2,12 @@
 rebuilt from those plans.
 
 A `Checkpoint` comes from a file (`Checkpoint.read`: an nnU-Net checkpoint such as
-checkpoint_final.pth or a snapshot of nnunet-transfer's trainers, or a bare state dict) or from
-what torch loaded (`Checkpoint.of`). Tensor names lose the prefixes of the wrappers they were
-saved under (`module.` of DistributedDataParallel, `_orig_mod.` of torch.compile). Training
+checkpoint_final.pth or a snapshot of nnunet-transfer's trainers, a bare state dict, an nnU-Net v1
+model, an nnssl encoder, or a model folder holding one; each other format has its reader module,
+checkpoint_v1 / checkpoint_nnssl / model_folder) or from what torch loaded (`Checkpoint.of`).
+Files are read without running pickled code (safe_loading). Tensor names lose the prefixes of
+the wrappers they were saved under (`module.` of DistributedDataParallel, `_orig_mod.` of
+torch.compile). Training
 reads the source of pretrained weights with it, the analysis the snapshots of its runs; both
 rebuild the network the way nnUNetv2_predict does (`network()`).
 
@@ -23,6 +26,13 @@ from functools import cached_property
 import torch
 from torch import nn
 
+from nnunet_transfer.architectures.checkpoint_content import (
+    FORMAT_BARE, FORMAT_V2, Content)
+from nnunet_transfer.architectures.checkpoint_nnssl import is_nnssl, read_nnssl
+from nnunet_transfer.architectures.checkpoint_v1 import V1_SUFFIX, read_v1
+from nnunet_transfer.architectures.model_folder import (
+    checkpoint_file, folder_init_args, folds, trainer_folder_of, trainer_of_folder)
+from nnunet_transfer.architectures.safe_loading import load_torch
 from nnunet_transfer.errors import UserError
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -70,6 +80,9 @@ class Checkpoint:
             where the source had none); the preflight table shows it. {} for nnU-Net v2 files.
         encoder_only: the file holds an encoder (and stem) only, e.g. a self-supervised one:
             the decoder and head start fresh, as NNUNET_TRANSFER_LOAD=encoder makes them.
+        format: which kind of file it was (checkpoint_content's FORMAT_*).
+        details: what the format records beyond these attributes, for `inspect` (version,
+            epoch, folds; a v1 model's stage; an nnssl adaptation plan's pretraining).
         plans, configuration, dataset_name, plans_name, labels, regions_class_order,
             channel_names: what init_args record of them ({} or None when nothing).
     """
@@ -83,6 +96,8 @@ class Checkpoint:
     network_class: str | None = None
     origins: dict[str, str] = field(default_factory=dict, repr=False)
     encoder_only: bool = False
+    format: str = FORMAT_V2
+    details: dict = field(default_factory=dict, repr=False)
     plans: dict = field(init=False, repr=False)
     configuration: str | None = field(init=False)
     dataset_name: str | None = field(init=False)
@@ -100,6 +115,8 @@ class Checkpoint:
         self.labels = dataset_json.get("labels")
         self.regions_class_order = dataset_json.get("regions_class_order")
         self.channel_names = dataset_json.get("channel_names") or dataset_json.get("modality")
+        if self.details.get("labels_known") is False:
+            self.labels = None  # placeholders that only size the network (a v1 model's)
         if self.network_class is None and self.plans:
             try:
                 self.network_class = self._plans_and_configuration()[1].network_arch_class_name
@@ -110,24 +127,49 @@ class Checkpoint:
 
     @classmethod
     def read(cls, path: str | os.PathLike, use: CheckpointUse = ANY_WEIGHTS) -> Checkpoint:
-        """The checkpoint in the file at `path`, loaded on the CPU.
+        """The checkpoint at `path`, loaded on the CPU: an nnU-Net v2 checkpoint (or bare state
+        dict), an nnU-Net v1 model (`.model`), an nnssl checkpoint, or a model / fold folder
+        holding one of these (its first fold's).
 
-        Raises UserError naming the file when it does not exist, is a folder, is not a
-        readable PyTorch file, holds no network weights, or is a bare state dict that `use`
-        refuses."""
+        Raises UserError naming the file when it does not exist, is a folder without a
+        checkpoint, is not a readable file of these formats, would run pickled code, holds
+        no network weights, or is a bare state dict that `use` refuses."""
         path = os.fspath(path)
         if not os.path.exists(path):
             raise UserError(f"{use.noun} {path} does not exist{use.advice}")
+        given = path
         if os.path.isdir(path):
-            raise UserError(f"{path} is a folder, not a checkpoint file{use.advice}")
+            path = checkpoint_file(path)
         try:
-            content = _load(path)
+            if path.endswith(V1_SUFFIX):
+                return cls._from(read_v1(path), given)
+            content = load_torch(path)
+        except UserError:
+            raise
         except Exception as error:  # torch raises many kinds for a damaged file
             detail = str(error).splitlines()[0] if str(error) else "no detail"
             raise UserError(f"{path} is not a readable PyTorch checkpoint "
                             f"({type(error).__name__}: {detail}){use.unreadable_advice}"
                             ) from None
-        return cls._from_content(content, path, use, os.path.abspath(path))
+        if is_nnssl(content):
+            return cls._from(read_nnssl(content, os.path.abspath(path)), given)
+        checkpoint = cls._from_content(content, given, use, os.path.abspath(path))
+        if not checkpoint.init_args:
+            # Saved without init_args (e.g. stripped for publication): the folder has them.
+            found = folder_init_args(path)
+            if found:
+                checkpoint = replace(checkpoint, init_args=found,
+                                     trainer_name=checkpoint.trainer_name
+                                     or trainer_of_folder(path))
+        epoch = content.get("current_epoch") if isinstance(content, Mapping) else None
+        checkpoint.details = {"epoch": epoch, "folds": folds(trainer_folder_of(path))}
+        return checkpoint
+
+    @classmethod
+    def _from(cls, content: Content, label: str) -> Checkpoint:
+        return cls(label, content.weights, content.init_args, content.trainer_name,
+                   content.path, False, content.network_class, content.origins,
+                   content.encoder_only, content.format, content.details)
 
     @classmethod
     def of(cls, source: str | os.PathLike | Mapping | Checkpoint, label: str = "the checkpoint",
@@ -155,7 +197,8 @@ class Checkpoint:
             raise UserError(f"{label} holds a bare state dict, not an nnU-Net checkpoint with "
                             f"its plans (init_args); {use.bare_refusal}")
         return cls(label, {_strip_wrapper_prefixes(k): v for k, v in weights.items()},
-                   meta.get("init_args") or {}, meta.get("trainer_name"), path, bare)
+                   meta.get("init_args") or {}, meta.get("trainer_name"), path, bare,
+                   format=FORMAT_BARE if bare else FORMAT_V2)
 
     # -- derived -----------------------------------------------------------------------------
 
@@ -204,16 +247,6 @@ class Checkpoint:
 
         plans_manager = PlansManager(self.init_args["plans"])
         return plans_manager, plans_manager.get_configuration(self.init_args["configuration"])
-
-
-def _load(path: str):
-    """What torch saved at `path`, on the CPU. Pickled code is refused where the file allows
-    (weights_only); nnU-Net's checkpoints hold numpy values besides tensors and need the full
-    unpickler, whose error is the one reported when neither loads the file."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # not loadable with the restricted unpickler; the full one says why
-        return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _strip_wrapper_prefixes(key: str) -> str:

@@ -11,11 +11,14 @@ from nnunet_transfer.arguments import add_command, positive_int
 
 def _cmd_plans_transfer(args: argparse.Namespace) -> None:
     from nnunet_transfer.planning.transfer import transfer_plans
-    plans = transfer_plans(args.source, args.target, args.p, args.target_plans,
-                           tuple(args.c), args.np)
+    plans, configurations = transfer_plans(
+        args.source, args.target, args.p, args.target_plans, tuple(args.c) if args.c else None,
+        args.np, source_model=args.source_model)
+    # -pretrained_weights takes a model folder as well as a checkpoint file.
+    weights = args.source_model or "<source fold folder>/checkpoint_final.pth"
     print(f"\nThe target is preprocessed with the source's plans. Train with -p {plans}, e.g.\n"
-          f"  nnUNetv2_train {args.target} {args.c[0]} 0 -p {plans} -tr nnUNetTrainer_FineTune "
-          f"-pretrained_weights <source fold folder>/checkpoint_final.pth")
+          f"  nnUNetv2_train {args.target} {configurations[0]} 0 "
+          f"-p {plans} -tr nnUNetTrainer_FineTune -pretrained_weights {weights}")
 
 
 def _cmd_small_plans(args: argparse.Namespace) -> None:
@@ -39,14 +42,21 @@ def _cmd_add_architectures(args: argparse.Namespace) -> None:
 def register(subparsers) -> None:
     """Add `plans-transfer`, `small-plans` and `add-architectures` to the subparsers."""
     pt = add_command(subparsers, "plans-transfer", _cmd_plans_transfer,
-                     help="preprocess a target dataset with a source dataset's plans")
-    pt.add_argument("--source", required=True, help="source dataset id or name")
+                     help="preprocess a target dataset with a source dataset's or model's plans")
+    source = pt.add_mutually_exclusive_group(required=True)
+    source.add_argument("--source", help="source dataset id or name (planned)")
+    source.add_argument("--source-model", default=None,
+                        help="a model folder (nnU-Net v2: plans.json, fold_X/checkpoint_final.pth; "
+                             "v1: plans.pkl, fold_X/model_final_checkpoint.model) whose plans "
+                             "the target takes, so that its network is rebuilt exactly")
     pt.add_argument("--target", required=True, help="target dataset id or name")
-    pt.add_argument("-p", default="nnUNetPlans", help="source plans identifier")
+    pt.add_argument("-p", default="nnUNetPlans", help="source plans identifier (with --source)")
     pt.add_argument("--target-plans", default=None,
                     help="identifier of the plans written for the target "
                          "(default <source plans>_from<source id>)")
-    pt.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations to preprocess")
+    pt.add_argument("-c", nargs="+", default=None,
+                    help="configurations to preprocess (default 3d_fullres; with --source-model "
+                         "the model's own)")
     pt.add_argument("-np", type=positive_int, default=2, help="processes for preprocessing")
 
     sp = add_command(subparsers, "small-plans", _cmd_small_plans,

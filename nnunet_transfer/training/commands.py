@@ -1,5 +1,6 @@
-"""The `env` and `strategies` subcommands (`register` adds them to the CLI): how nnU-Net finds
-our trainers and the budget knobs they read, and which strategies there are."""
+"""The `env`, `strategies` and `inspect` subcommands (`register` adds them to the CLI): how
+nnU-Net finds our trainers and the budget knobs they read, which strategies there are, and what
+a checkpoint or model folder can feed."""
 
 from __future__ import annotations
 
@@ -37,8 +38,13 @@ def _cmd_strategies(args: argparse.Namespace) -> None:
               f"LR x{s.lr_factor:<4} {s.summary}")
 
 
+def _cmd_inspect(args: argparse.Namespace) -> None:
+    from nnunet_transfer.training.inspection import inspect_text
+    print(inspect_text(args.path, args.target))
+
+
 def register(subparsers) -> None:
-    """Add `env` and `strategies` to the `nnunet-transfer` subparsers."""
+    """Add `env`, `strategies` and `inspect` to the `nnunet-transfer` subparsers."""
     env = add_command(
         subparsers, "env", _cmd_env,
         help="print the exports that let nnU-Net find our trainers (use with eval)",
@@ -49,3 +55,13 @@ def register(subparsers) -> None:
                          help=f"{knob.help} (sets {knob.variable})")
     add_command(subparsers, "strategies", _cmd_strategies,
                 help="list the strategies and their trainer names")
+    inspect = add_command(
+        subparsers, "inspect", _cmd_inspect,
+        help="say what a checkpoint or model folder is and which strategies it can feed",
+        description="Reads an nnU-Net v2 checkpoint or model folder, an nnU-Net v1 model "
+                    "(.model + .model.pkl, plans.pkl) or an nnssl checkpoint offline, without "
+                    "running pickled code, and prints its format, trainer, network, plans, "
+                    "labels, channels, parameters per part and the strategies it can feed.")
+    inspect.add_argument("path", help="a checkpoint file, a fold folder or a model folder")
+    inspect.add_argument("--target", default=None,
+                         help="dataset id or name to print the fine-tuning commands for")

@@ -312,7 +312,45 @@ def _route_pretrained_weights(network, fname, verbose=False):
     trainer.load_pretrained_weights(fname)
 
 
-if not getattr(nnunet_run_training.load_pretrained_weights, "routes_to_transfer_trainers", False):
+def routing_problem() -> str | None:
+    """Why the routing cannot work with the installed nnU-Net, or None. The routing replaces
+    the name `load_pretrained_weights` in run_training, which `maybe_load_checkpoint` calls
+    with (network, fname, verbose): a release that calls another function, renames it or
+    loads elsewhere would bypass our trainers and load all-or-nothing without a word."""
+    import inspect
+    from importlib.metadata import version
+
+    from nnunetv2.run import load_pretrained_weights as nnunet_loading
+
+    current = nnunet_run_training.load_pretrained_weights
+    caller = getattr(nnunet_run_training, "maybe_load_checkpoint", None)
+    problems = []
+    if current is not nnunet_loading.load_pretrained_weights and not getattr(
+            current, "routes_to_transfer_trainers", False):
+        problems.append("run_training.load_pretrained_weights is not "
+                        "nnunetv2.run.load_pretrained_weights.load_pretrained_weights")
+    if caller is None or "load_pretrained_weights" not in caller.__code__.co_names:
+        problems.append("run_training.maybe_load_checkpoint does not call "
+                        "load_pretrained_weights")
+    parameters = list(inspect.signature(nnunet_loading.load_pretrained_weights).parameters)
+    if parameters[:2] != ["network", "fname"]:
+        problems.append(f"load_pretrained_weights takes {parameters}, not (network, fname, ...)")
+    if not problems:
+        return None
+    return (f"nnunet-transfer cannot route -pretrained_weights to its trainers with nnunetv2 "
+            f"{version('nnunetv2')} (it expects the loading of nnunetv2 2.8.1): "
+            + "; ".join(problems) + ". Loading now would fall back to nnU-Net's all-or-nothing "
+            "loader, so training stops here. Install nnunetv2==2.8.1, or train without "
+            "-pretrained_weights.")
+
+
+_ROUTING_PROBLEM = routing_problem()
+if _ROUTING_PROBLEM is not None:
+    if "-pretrained_weights" in sys.argv:
+        print(f"nnunet-transfer: {_ROUTING_PROBLEM}", file=sys.stderr)
+        sys.exit(2)
+elif not getattr(nnunet_run_training.load_pretrained_weights, "routes_to_transfer_trainers",
+                 False):
     _route_pretrained_weights.nnunet_loader = nnunet_run_training.load_pretrained_weights
     _route_pretrained_weights.routes_to_transfer_trainers = True
     nnunet_run_training.load_pretrained_weights = _route_pretrained_weights
