@@ -5,23 +5,16 @@ returns it (converted where said) or raises ValueError with the message the user
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable
 
 from nnunet_transfer.architectures.registry import ARCHITECTURES
 from nnunet_transfer.study.spec import ALL, UNET
 from nnunet_transfer.training.strategies import ALL_STRATEGIES, Strategy
+from nnunet_transfer.yaml_lines import suggest
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 STRATEGY_NAMES = [s.name for s in ALL_STRATEGIES]
-
-
-def suggest(value, choices) -> str:
-    """The closest choice, if one is close, and the list of choices."""
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-    hint = f" (did you mean {close[0]}?)" if close else ""
-    return f"{hint}; choose from {', '.join(map(str, choices))}"
 
 
 def whole_number(low: int | None = None, high: int | None = None) -> Callable:
