@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from nnunet_transfer.architectures import partition
-from nnunet_transfer.architectures.registry import ARCHITECTURES
+from nnunet_transfer.architectures.registry import ARCHITECTURES, architecture_entry
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.training.low_rank import (
     ALPHA, adapter_parameters, adapter_state_dict, add_adapters, base_state_dict, has_adapters,
@@ -21,9 +21,31 @@ from nnunet_transfer.training.low_rank import (
 
 from networks import batch, plain_unet
 from test_arch_autofocus import layer as autofocus_layer
-from test_architectures import build
+from test_architectures import base_kwargs
 
 RANK = 2
+PATCH = (16, 16, 16)
+# Each architecture at a few thousand parameters (its template's widths cost minutes here).
+SMALL = {"features_per_stage": [4, 8, 8], "units_per_stage": [1, 1, 1],
+         "decoder_convs_per_stage": 2, "representation_features": 8, "growth_rate": 4,
+         "kernel_size": 3, "dilations": [1, 2]}
+SMALL_PER_ARCHITECTURE = {"vnet": {"convs_per_stage": [1, 1, 1]},
+                          "weatheritt": {"convs_per_stage": 1},
+                          "tiramisu": {"layers_per_block": [2, 2, 2]}}
+
+
+def small_network(name: str) -> nn.Module:
+    """Architecture `name` as nnU-Net builds it from our configuration, at small widths."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    torch.manual_seed(0)
+    entry = architecture_entry(name, base_kwargs([[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+                                                 [[3, 3, 3]] * 3), list(PATCH))
+    kwargs = entry["arch_kwargs"]
+    kwargs.update({k: v for k, v in SMALL.items() if k in kwargs})
+    kwargs.update(SMALL_PER_ARCHITECTURE.get(name, {}))
+    return get_network_from_plans(entry["network_class_name"], kwargs,
+                                  entry["_kw_requires_import"], 1, 2, allow_init=True,
+                                  deep_supervision=True)
 
 
 def convs_of(network: nn.Module) -> list[nn.modules.conv._ConvNd]:
@@ -215,9 +237,8 @@ def test_partition_and_state_dict_parts_follow_the_parametrized_modules():
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_every_architecture_adapts_and_merges(name):
-    torch.manual_seed(0)
-    network, patch = build(name, channels=1, deep_supervision=True)
-    x = torch.randn(1, 1, *patch)
+    network = small_network(name)
+    x = torch.randn(1, 1, *PATCH)
     network.eval()
     with torch.no_grad():
         before = first_output(network(x))
@@ -228,7 +249,7 @@ def test_every_architecture_adapts_and_merges(name):
     partition(network)  # the split still covers every parameter, adapters included
     network.train()
     lora_steps_on_existing(network, x)
-    plain, _ = build(name, channels=1, deep_supervision=True)
+    plain = small_network(name)
     plain.load_state_dict(merged_state_dict(network))
     network.eval(), plain.eval()
     with torch.no_grad():
