@@ -29,6 +29,10 @@ from run_checks import assert_predictions_match_images, load_checkpoint_file, pa
 BUDGET = {"NNUNET_TRANSFER_EPOCHS": "4", "NNUNET_TRANSFER_ITERS": "2",
           "NNUNET_TRANSFER_VAL_ITERS": "1", "NNUNET_TRANSFER_SNAPSHOT_EVERY": "1",
           "NNUNET_TRANSFER_SEED": "3", "NNUNET_TRANSFER_LORA_RANK": "2", "nnUNet_n_proc_DA": "0"}
+# This checkout's trainers (the installed package may be another checkout's: an editable
+# install of the main worktree finds its trainers folder, which lacks the new strategies).
+TRAINERS = {"nnUNet_extTrainer": os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "trainers")}
 CUSTOM = """\
 name: HeadDecoderAll
 pretrained: required
@@ -70,7 +74,7 @@ def scheduled_runs(workspace, source, target, custom_file) -> dict:
     for dataset, plans in ((SOURCE_ID, SMALL_PLANS), (target["id"], target["plans"])):
         workspace.run("nnunet-transfer", "add-architectures", "-d", str(dataset), "-p", plans,
                       "--only", "karimi")
-    env = {**BUDGET, **ONE_THREAD, "NNUNET_TRANSFER_STRATEGY_FILE": custom_file}
+    env = {**BUDGET, **ONE_THREAD, **TRAINERS, "NNUNET_TRANSFER_STRATEGY_FILE": custom_file}
 
     def train(dataset, plans, configuration, trainer, pretrained=None):
         args = ["nnUNetv2_train", str(dataset), configuration, "0", "-p", plans, "-tr", trainer,
@@ -180,9 +184,11 @@ def test_continued_run_resumes_in_the_right_phase(workspace, target, source, cus
     phase's optimizer groups, each epoch logged once, the log's phases in order."""
     args = ["nnUNetv2_train", str(target["id"]), UNET, "all", "-p", target["plans"],
             "-tr", CUSTOM_TRAINER, "-device", "cpu"]
-    env = {**BUDGET, "NNUNET_TRANSFER_EPOCHS": "1", "NNUNET_TRANSFER_STRATEGY_FILE": custom_file}
+    env = {**BUDGET, **TRAINERS, "NNUNET_TRANSFER_EPOCHS": "1",
+           "NNUNET_TRANSFER_STRATEGY_FILE": custom_file}
     workspace.run(*args, "-pretrained_weights", source["checkpoint"], extra_env=env)
-    workspace.run(*args, "--c", extra_env={"nnUNet_n_proc_DA": "0",
+    # a new shell: the strategy file and the budget come from the record, more epochs now
+    workspace.run(*args, "--c", extra_env={**TRAINERS, "nnUNet_n_proc_DA": "0",
                                            "NNUNET_TRANSFER_EPOCHS": "3"})
     folder = workspace.run_folder(target["name"], CUSTOM_TRAINER, target["plans"], fold="all")
     rows = epochs_csv(folder)

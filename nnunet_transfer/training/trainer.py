@@ -180,14 +180,12 @@ class TransferTrainer(nnUNetTrainer):
         self._adapters_allowed = True
         self._move_to_phase(phase_at(self.phases, max(0, checkpoint["current_epoch"] - 1)),
                             carry_momentum=False)
-        if has_adapters(self.network):
-            path = filename_or_checkpoint  # a run with adapters continues from its own files
-            checkpoint = dict(checkpoint, network_weights=self.adapter_files.adapted_state(
-                self.network, path, checkpoint["network_weights"]))
-            super().load_checkpoint(checkpoint)
-            self.adapter_files.load_adapters(self.network, path)
-        else:
-            super().load_checkpoint(checkpoint)
+        if not has_adapters(self.network):
+            return super().load_checkpoint(filename_or_checkpoint)
+        # nnU-Net's load_checkpoint reads only files: the adapted weights go through one
+        with self.adapter_files.adapted_checkpoint(self.network, filename_or_checkpoint,
+                                                   checkpoint) as adapted:
+            super().load_checkpoint(adapted)
 
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's; with adapters, the merged weights in it and the adapters beside it."""
@@ -342,7 +340,7 @@ class TransferTrainer(nnUNetTrainer):
         if not self.disable_checkpointing:
             path = self.record.save_snapshot(epochs_done, self._snapshot(epochs_done))
             if has_adapters(self.network):
-                self.adapter_files.save(self.network, path)
+                self.adapter_files.save(self.network, path, with_base=False)
 
     def _snapshot(self, epochs_done: int) -> dict:
         weights = (merged_state_dict(self.network) if has_adapters(self.network)
