@@ -24,7 +24,7 @@ from nnunet_transfer.architectures.parts import unwrap
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.training.bookkeeping import RunRecord, atomic_torch_save
 from nnunet_transfer.training.low_rank import (
-    adapter_state_dict, base_state_dict, load_adapter_state_dict)
+    adapter_state_dict, base_state_dict, load_adapter_state_dict, merged_state_dict)
 
 _ORIGINAL = "parametrizations.weight.original"
 
@@ -44,6 +44,14 @@ class AdapterFiles:
         atomic_torch_save(self.adapters_path(checkpoint_path), adapter_state_dict(network))
         if with_base:
             atomic_torch_save(self.base_path(checkpoint_path), base_state_dict(network))
+
+    def merge_into(self, network: nn.Module, checkpoint_path: str) -> None:
+        """Replace the weights of the checkpoint nnU-Net just wrote by the merged ones and
+        save adapters and base beside it."""
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        checkpoint["network_weights"] = merged_state_dict(network)
+        atomic_torch_save(checkpoint_path, checkpoint)
+        self.save(network, checkpoint_path)
 
     def _read(self, path: str) -> dict:
         if not os.path.isfile(path):
