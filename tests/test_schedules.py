@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from nnunet_transfer.errors import UserError
+
 from nnunet_transfer.architectures import partition
 from nnunet_transfer.architectures.registry import ARCHITECTURES
 from nnunet_transfer.training.phase_optimizer import PhasePolyLR, phase_optimizer
@@ -151,6 +153,8 @@ def test_every_architecture_selects_and_steps(name):
             groups = groups_of(network, parts, phase)
             trained = {id(p) for g in groups for p in g["params"]}
             assert trained == {id(p) for p in network.parameters() if p.requires_grad} != set()
+    staged = {"karimi", "autofocus", "vnet", "weatheritt"}   # stages declared through common
+    assert (len(parts.stage_modules("encoder")) > 1) == (name in staged)
     optimizer = phase_optimizer(groups_of(network, parts, phases[-1]), 0.05, 0.0)
     before = [p.detach().clone() for p in network.parameters()]
     network.train()
@@ -178,3 +182,22 @@ def test_warmup_fine_tune_ramps_the_learning_rate():
         rates.append(optimizer.param_groups[0]["lr"])
     assert rates[:5] == sorted(rates[:5]) and rates[4] < rates[5] and rates[5] > rates[6]
     assert rates[0] == pytest.approx(0.01 / 6)
+
+
+def test_stages_must_hold_their_part():
+    class Leaky(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv3d(1, 2, 1), torch.nn.Conv3d(2, 2, 1)
+            self.up, self.out = torch.nn.Conv3d(2, 2, 1), torch.nn.Conv3d(2, 2, 1)
+
+        def transfer_parts(self):
+            return {"encoder": [self.a, self.b], "decoder": [self.up], "head": [self.out]}
+
+        def transfer_stages(self):
+            return {"encoder": [[self.a]]}
+
+    with pytest.raises(UserError, match="encoder stages of Leaky"):
+        partition(Leaky())
+    Leaky.transfer_stages = lambda self: {"encoder": [[self.a], [self.b]]}
+    assert len(partition(Leaky()).stage_parameters("encoder")) == 2
