@@ -240,6 +240,8 @@ class TransferTrainer(nnUNetTrainer):
                 "-pretrained_weights <source fold folder>/checkpoint_final.pth (without --c: "
                 "nnU-Net loads weights only into a new run), and train with the source's plans "
                 "(nnunet-transfer plans-transfer --help).")
+        if not self.was_initialized:   # nnU-Net initialises here when nothing was loaded
+            self.initialize()
         if not self._adapters_allowed:
             self._adapters_allowed = True
             if self.phase.adapters:
