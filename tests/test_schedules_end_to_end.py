@@ -110,7 +110,9 @@ def epochs_csv(folder: str) -> list[dict]:
 
 def changed_parts(folder: str, first: int, second: int) -> set[str]:
     a, b = snapshot(folder, first)["network_weights"], snapshot(folder, second)["network_weights"]
-    return {part for key, part in parts_by_key(a).items() if not torch.equal(a[key], b[key])}
+    # snapshots keep no plans: the parts come from nnU-Net's final checkpoint
+    parts = parts_by_key(load_checkpoint_file(os.path.join(folder, "checkpoint_final.pth")))
+    return {part for key, part in parts.items() if not torch.equal(a[key], b[key])}
 
 
 @pytest.mark.parametrize("configuration", [UNET, KARIMI])
