@@ -7,12 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nnunet_transfer.errors import UserError
-
 from nnunet_transfer.architectures import partition
-from nnunet_transfer.architectures.registry import ARCHITECTURES
-from nnunet_transfer.training.phase_optimizer import PhasePolyLR, phase_optimizer
 from nnunet_transfer.architectures.parts import PARTS
+from nnunet_transfer.architectures.registry import ARCHITECTURES
+from nnunet_transfer.errors import UserError
+from nnunet_transfer.training.phase_optimizer import PhasePolyLR, phase_optimizer
 from nnunet_transfer.training.schedule import Phase, Schedule, phase_at
 from nnunet_transfer.training.selection import (
     apply_phase, frozen_modules, multipliers, places)

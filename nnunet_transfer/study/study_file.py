@@ -42,7 +42,6 @@ each with its line.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 from nnunet_transfer.analysis.kinds import KINDS
 from nnunet_transfer.errors import UserError
