@@ -25,8 +25,9 @@ PACKAGE = "nnunet_transfer"
 # Bottom-up; each entry is one layer.
 LAYERS: tuple[tuple[str, ...], ...] = (
     # the ground floor: errors, file writing, argument and device types, trainer discovery,
-    # the Markdown / HTML / table builder, and this check
-    ("errors", "atomic_files", "arguments", "devices", "discovery", "document", "layering"),
+    # the Markdown / HTML / table builder, this check, and YAML read with its lines
+    ("errors", "atomic_files", "arguments", "devices", "discovery", "document", "layering",
+     "yaml_lines"),
     ("architectures", "data"),
     ("planning", "training"),
     ("evaluation",),

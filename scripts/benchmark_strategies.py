@@ -35,12 +35,12 @@ PATCH = (40, 56, 40)
 BATCH = 2
 
 
-def build_network():
+def build_network(base_features: int = 32):
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
     from torch import nn
     n = 4
     return PlainConvUNet(
-        1, n, [32, 64, 128, 256], nn.Conv3d, [[3, 3, 3]] * n,
+        1, n, [base_features * 2 ** i for i in range(n)], nn.Conv3d, [[3, 3, 3]] * n,
         [[1, 1, 1]] + [[2, 2, 2]] * (n - 1), [2] * n, 3, [2] * (n - 1), conv_bias=True,
         norm_op=nn.InstanceNorm3d, norm_op_kwargs={"eps": 1e-5, "affine": True},
         nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True}, deep_supervision=True)

@@ -10,6 +10,14 @@ An architecture declares its split in one of two ways:
   head (the extra architectures of this package do);
 - or it is shaped like nnU-Net's U-Nets (PlainConvUNet, ResidualEncoderUNet, ...): an
   `encoder`, a `decoder` that keeps a reference to it, and `decoder.seg_layers` as the head.
+
+Within the encoder and the decoder, an architecture may also declare ordered *stages* (for a
+layer-wise learning rate or a gradual unfreezing): `transfer_stages(self) -> dict[str,
+list[list[nn.Module]]]` with keys encoder and decoder, stages in the order data flows (the
+encoder's shallowest first, the decoder's deepest first). nnU-Net's U-Nets need no declaration:
+their encoder stages (the stem joins the first) and decoder stages (each with the transposed
+convolution that feeds it) are found. Where nothing is declared, the whole part is one stage;
+the head is always one stage.
 """
 
 from __future__ import annotations
@@ -36,9 +44,19 @@ class NetworkParts:
     """The root modules of each part; every parameter of the network lies in exactly one part."""
 
     modules: dict[str, tuple[nn.Module, ...]]
+    # part -> its stages in the order data flows, each a tuple of root modules
+    stages: dict[str, tuple[tuple[nn.Module, ...], ...]] = None
 
     def parameters(self, part: str) -> list[nn.Parameter]:
         return _unique(p for m in self.modules[part] for p in m.parameters())
+
+    def stage_modules(self, part: str) -> tuple[tuple[nn.Module, ...], ...]:
+        """The stages of `part` (one stage, the whole part, where none are declared)."""
+        return (self.stages or {}).get(part) or (self.modules[part],)
+
+    def stage_parameters(self, part: str) -> list[list[nn.Parameter]]:
+        return [_unique(p for m in stage for p in m.parameters())
+                for stage in self.stage_modules(part)]
 
     def tensors(self, part: str) -> list[torch.Tensor]:
         """Parameters and buffers (e.g. running statistics of batch norm) of `part`."""
@@ -85,6 +103,35 @@ def _unet_parts(network: nn.Module) -> dict[str, list[nn.Module]]:
     return {"encoder": [encoder], "decoder": decoder_modules, "head": [head]}
 
 
+def _unet_stages(network: nn.Module) -> dict[str, list[list[nn.Module]]]:
+    encoder, decoder = network.encoder, network.decoder
+    stages = {}
+    if isinstance(getattr(encoder, "stages", None), nn.Module):
+        stem = [encoder.stem] if isinstance(getattr(encoder, "stem", None), nn.Module) else []
+        encoder_stages = [[stage] for stage in encoder.stages]
+        encoder_stages[0] = stem + encoder_stages[0]
+        stages["encoder"] = encoder_stages
+    transpconvs = getattr(decoder, "transpconvs", None)
+    if isinstance(getattr(decoder, "stages", None), nn.Module) and transpconvs is not None:
+        stages["decoder"] = [[up, stage] for up, stage in zip(transpconvs, decoder.stages)]
+    return stages
+
+
+def _checked_stages(name: str, parts: NetworkParts, declared: dict) -> dict:
+    """The declared stages of each part, if they hold exactly the part's parameters."""
+    stages = {}
+    for part, part_stages in declared.items():
+        if part not in ("encoder", "decoder"):
+            raise UserError(f"{name}.transfer_stages() may declare the stages of the encoder "
+                            f"and the decoder only, not of {part!r}")
+        held = [id(p) for stage in part_stages for m in stage for p in m.parameters()]
+        if sorted(held) != sorted({id(p) for p in parts.parameters(part)}):
+            raise UserError(f"the {part} stages of {name} do not hold each parameter of the "
+                            f"{part} exactly once; fix {name}.transfer_stages()")
+        stages[part] = tuple(tuple(stage) for stage in part_stages)
+    return stages
+
+
 def partition(network: nn.Module) -> NetworkParts:
     """Split `network` (possibly wrapped by DDP / torch.compile) into encoder, decoder and head.
 
@@ -118,4 +165,10 @@ def partition(network: nn.Module) -> NetworkParts:
         raise UserError(
             f"the encoder / decoder / head split of {name} is inconsistent: "
             f"in two parts: {overlapping[:5]}; in no part: {missing[:5]}")
-    return parts
+    if hasattr(network, "transfer_stages"):
+        stages = _checked_stages(name, parts, network.transfer_stages())
+    elif hasattr(network, "transfer_parts"):
+        stages = {}
+    else:
+        stages = _checked_stages(name, parts, _unet_stages(network))
+    return NetworkParts(parts.modules, stages)

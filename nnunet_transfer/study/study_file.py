@@ -45,7 +45,6 @@ each with its line.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 from nnunet_transfer.analysis.kinds import KINDS
 from nnunet_transfer.errors import UserError
@@ -54,8 +53,9 @@ from nnunet_transfer.study.executors.slurm import check_slurm_options
 from nnunet_transfer.study.spec import (
     ALL, CHECKPOINTS, DATASET_KINDS, DEVICES, EXECUTORS, UNET, DatasetSpec, ExecutorSpec,
     PredictionSpec, StudyBudget, StudySpec)
-from nnunet_transfer.study.yaml_lines import LocatedDocument, load_with_lines
 from nnunet_transfer.training.strategies import ALL_STRATEGIES
+from nnunet_transfer.yaml_lines import (
+    LocatedDocument, Problems as _Problems, Reader as _Reader, load_with_lines)
 
 ANALYSES = tuple(KINDS)
 # the budget's keys in the study file -> (the knob's name in the code, its check)
@@ -67,51 +67,6 @@ BUDGET_KEYS = {
     "source_epochs": ("source_epochs", checks.whole_number(1)),
     "source_iterations": ("source_iters", checks.whole_number(1)),
 }
-
-
-class _Problems:
-    """Every mistake found, with its line; raised together at the end."""
-
-    def __init__(self, where: str, document: LocatedDocument):
-        self.where, self.document, self.items = where, document, []
-
-    def add(self, path: tuple, message: str) -> None:
-        dotted = ".".join(str(p) for p in path) or "(top level)"
-        self.items.append((self.document.line(path), f"{dotted}: {message}"))
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            lines = [f"{self.where}:{line}: {text}" for line, text in sorted(self.items)]
-            count = len(lines)
-            raise UserError(f"the study file has {count} mistake{'s' * (count != 1)}; nothing "
-                            "was run:\n  " + "\n  ".join(lines))
-
-
-class _Reader:
-    """Typed access to the mapping at `path`, recording problems instead of raising."""
-
-    def __init__(self, problems: _Problems, value, path: tuple, known: set[str]):
-        self.problems, self.path = problems, path
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            problems.add(path, f"expected a mapping of keys, got {type(value).__name__}")
-            value = {}
-        self.value = value
-        for key in value:
-            if key not in known:
-                problems.add(path + (key,), "unknown key" + checks.suggest(key, sorted(known)))
-
-    def get(self, key: str, check: Callable, default=None, required: bool = False):
-        if key not in self.value or self.value[key] is None:
-            if required:
-                self.problems.add(self.path + (key,), "is required")
-            return default
-        try:
-            return check(self.value[key])
-        except ValueError as error:
-            self.problems.add(self.path + (key,), str(error))
-            return default
 
 
 def _read_dataset(problems: _Problems, key: str, value, base: str) -> DatasetSpec | None:
@@ -307,7 +262,10 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
 
     sizes = top.get("sizes", checks.list_of(checks.size), (ALL,))
     seeds = top.get("seeds", checks.list_of(checks.whole_number(0)), (0,))
-    strategies = top.get("strategies", checks.list_of(checks.strategy), ALL_STRATEGIES)
+    strategies = top.get("strategies", checks.list_of(lambda v: checks.strategy(v, base)),
+                         ALL_STRATEGIES)
+    if sum(bool(s.file) for s in strategies or ()) > 1:   # they share nnUNetTrainer_Custom's folder
+        problems.add(("strategies",), "give at most one custom strategy file per study")
     architectures = top.get("architectures", checks.list_of(checks.architecture), (UNET,))
 
     bu = _Reader(problems, top.value.get("budget"), ("budget",), set(BUDGET_KEYS))

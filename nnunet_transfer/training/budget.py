@@ -59,6 +59,14 @@ KNOBS = (
     Knob("cpu_threads", positive_whole_number,
          "torch threads of a run on the CPU (default: nnU-Net's, every core); set 1 when "
          "several runs share the machine"),
+    Knob("layerwise_decay", positive_number,
+         "LR factor per stage from the head down, of LayerwiseLR and of custom strategies whose "
+         "decay is 'knob' (default 0.5)"),
+    Knob("lora_rank", positive_whole_number,
+         "rank of the low-rank adapters of LoRA and of custom strategies whose rank is 'knob' "
+         "(default 4)"),
+    Knob("strategy_file", os.path.abspath,
+         "the YAML file of nnUNetTrainer_Custom's strategy (see the README, Strategies)"),
 )
 
 
@@ -85,6 +93,9 @@ class Budget:
     load: str = "all"
     head: str = "auto"
     cpu_threads: int | None = None
+    layerwise_decay: float = 0.5
+    lora_rank: int = 4
+    strategy_file: str | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None,

@@ -86,6 +86,18 @@ def stop_gradient_into_frozen_skips(network: nn.Module) -> int:
         if (isinstance(first, (nn.Conv3d, nn.Conv2d)) and first.padding_mode == "zeros"
                 and first.groups == 1 and first.in_channels > transpconv.out_channels):
             first.forward = _conv_without_skip_gradient(first, transpconv.out_channels)
+            first.skip_gradient_stopped = True
+            count += 1
+    return count
+
+
+def restore_skip_gradient(network: nn.Module) -> int:
+    """Undo `stop_gradient_into_frozen_skips` (a phase that trains the encoder needs the skips'
+    gradient); return the convs restored."""
+    count = 0
+    for module in network.modules():
+        if getattr(module, "skip_gradient_stopped", False):
+            del module.forward, module.skip_gradient_stopped  # back to the class's forward
             count += 1
     return count
 

@@ -4,8 +4,10 @@ benchmark scripts (strategies, architectures).
 The step is nnUNetTrainer.train_step's: nnU-Net's Dice + CE loss (with its deep-supervision
 weights when the network has deep supervision), backward, gradient clipping at 12, SGD with
 nesterov momentum over the parameters that train, frozen parts in eval mode, exactly as the
-strategy trainers freeze them (`apply_strategy`); on a GPU in mixed precision with a gradient
-scaler and optionally through torch.compile, as nnU-Net trains there.
+strategy trainers freeze them (`apply_strategy`), or set up for one phase of a schedule as the
+trainer sets it up (`set_up_phase`: adapters, per-group learning rates, modules kept in eval);
+on a GPU in mixed precision with a gradient scaler and optionally through torch.compile, as
+nnU-Net trains there.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from nnunet_transfer.training.freezing import (
-    apply_strategy, keep_frozen_in_eval_mode, trainable_parameters)
+from nnunet_transfer.architectures.parts import NetworkParts, partition
+from nnunet_transfer.training.freezing import apply_strategy, trainable_parameters
+from nnunet_transfer.training.low_rank import adapter_parameters, add_adapters, has_adapters
+from nnunet_transfer.training.phase_optimizer import phase_optimizer
+from nnunet_transfer.training.schedule import KNOB, ResolvedPhase
 from nnunet_transfer.training.segmentation_loss import SegmentationLoss
+from nnunet_transfer.training.selection import apply_phase, frozen_modules, multipliers
 
 
 def nnunet_loss(n_outputs: int) -> nn.Module:
@@ -28,10 +34,27 @@ def nnunet_loss(n_outputs: int) -> nn.Module:
 
 @dataclass
 class StepTimes:
-    """Seconds per step, and per step the seconds spent in the forward of the encoder."""
+    """Seconds per step, and per step the seconds spent in the forward of the encoder; the
+    process's CPU seconds per step (less disturbed than wall time on a shared machine)."""
 
     steps: list[float] = field(default_factory=list)
     encoder_forward: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+
+def set_up_phase(network: nn.Module, parts: NetworkParts, phase: ResolvedPhase,
+                 lora_rank: int = 4, layerwise_decay: float = 0.5, seed: int = 0
+                 ) -> tuple[list[dict], list[nn.Module]]:
+    """Set `network` up for `phase` (adapters added if it names them and the network has none):
+    the optimizer's parameter groups ({"params", "multiplier"}) and the modules to keep in eval
+    mode."""
+    if phase.adapters and not has_adapters(network):
+        rank = lora_rank if phase.adapters.rank == KNOB else phase.adapters.rank
+        add_adapters([m for part in phase.adapters.parts for m in parts.modules[part]], rank, seed)
+    adapter_ids = {id(p) for p in adapter_parameters(network)}
+    groups = apply_phase(network, parts, multipliers(network, parts, phase, layerwise_decay,
+                                                     adapter_ids), adapter_ids)
+    return groups, frozen_modules(parts, adapter_ids)
 
 
 class ForwardClock:
@@ -62,8 +85,10 @@ def time_training_steps(network: nn.Module, frozen_parts=frozenset(), random_ini
                         classes: int = 3, steps: int = 5, warmup: int = 2,
                         seed: int = 0, time_encoder_forward: bool = True,
                         before_steps=None, device: str | torch.device = "cpu",
-                        compile: bool = False) -> StepTimes:
-    """Time `steps` training steps (after `warmup`) of `network` with `frozen_parts` frozen.
+                        compile: bool = False, phase: ResolvedPhase | None = None) -> StepTimes:
+    """Time `steps` training steps (after `warmup`) of `network` with `frozen_parts` frozen,
+    or, given a `phase`, set up for it (`set_up_phase`, default knobs; its optimizer groups
+    with their learning rates: `frozen_parts` and `random_init` are then unused).
 
     `time_encoder_forward` adds forward hooks timing the encoder (StepTimes.encoder_forward;
     meaningful on CPU only, where execution is synchronous); `before_steps()`, when given, is
@@ -74,9 +99,15 @@ def time_training_steps(network: nn.Module, frozen_parts=frozenset(), random_ini
     device = torch.device(device)
     torch.manual_seed(seed)
     network.to(device)
-    parts = apply_strategy(network, frozen_parts, random_init=random_init)
-    optimizer = torch.optim.SGD(trainable_parameters(network), 0.01, weight_decay=3e-5,
-                                momentum=0.99, nesterov=True)
+    if phase is None:
+        parts = apply_strategy(network, frozen_parts, random_init=random_init)
+        optimizer = torch.optim.SGD(trainable_parameters(network), 0.01, weight_decay=3e-5,
+                                    momentum=0.99, nesterov=True)
+        in_eval = [m for part in frozen_parts for m in parts.modules[part]]
+    else:
+        parts = partition(network)
+        groups, in_eval = set_up_phase(network, parts, phase, seed=seed)
+        optimizer = phase_optimizer(groups, 0.01, 3e-5)
     data = torch.randn(batch, in_channels, *patch, device=device)
     with torch.no_grad():
         outputs = network(data)
@@ -95,9 +126,10 @@ def time_training_steps(network: nn.Module, frozen_parts=frozenset(), random_ini
     try:
         for step in range(warmup + steps):
             network.train()
-            keep_frozen_in_eval_mode(parts, frozen_parts)
+            for module in in_eval:  # network.train() switched them too
+                module.eval()
             clock.seconds = 0.0
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, enabled=mixed):
                 loss = loss_fn(forward(data), targets)
@@ -114,6 +146,7 @@ def time_training_steps(network: nn.Module, frozen_parts=frozenset(), random_ini
                 torch.cuda.synchronize(device)
             if step >= warmup:
                 times.steps.append(time.perf_counter() - started)
+                times.cpu.append(time.process_time() - cpu_started)
                 times.encoder_forward.append(clock.seconds)
     finally:
         clock.remove()

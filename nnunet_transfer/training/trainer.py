@@ -4,8 +4,11 @@ The strategy trainers users type (`trainers/nnUNetTrainer_transfer.py`) only set
 Everything else is nnU-Net's own training loop; this class hooks in where nnU-Net lets it:
 
 - `initialize`: seeds the network initialisation (same seed, same init);
-- `configure_optimizers`: splits the network into encoder / decoder / head, freezes the
-  strategy's parts and gives the optimizer only what trains;
+- `configure_optimizers`: splits the network into encoder / decoder / head (and stages),
+  places the strategy's schedule in the run and sets up its phase (`_enter_phase`): what trains,
+  at which learning rates, with what frozen; each epoch start moves to the next phase when it
+  is due (the optimizer rebuilt, see phase_optimizer.py), and `load_checkpoint` (--c) sets up
+  the phase of the checkpoint before nnU-Net loads the optimizer state into it;
 - `load_pretrained_weights`: `-pretrained_weights` lands here (see `_route_pretrained_weights`),
   with a preflight report instead of nnU-Net's bare assertion;
 - the epoch hooks: frozen parts kept in eval mode, per-epoch log, snapshots, settings;
@@ -26,19 +29,25 @@ from datetime import datetime, timezone
 import numpy as np
 import torch
 import nnunetv2.run.run_training as nnunet_run_training
-from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_transfer.architectures.checkpoint import Checkpoint
-from nnunet_transfer.architectures.parts import unwrap
+from nnunet_transfer.architectures.parts import PARTS, partition, unwrap
 from nnunet_transfer.errors import UserError, user_errors_exit
+from nnunet_transfer.training.adapter_files import AdapterFiles
 from nnunet_transfer.training.bookkeeping import RunRecord, package_versions
 from nnunet_transfer.training.budget import Budget
-from nnunet_transfer.training.freezing import (
-    apply_strategy, keep_frozen_in_eval_mode, trainable_parameters)
+from nnunet_transfer.training.freezing import activate_zero_initialised_norms
+from nnunet_transfer.training.low_rank import (
+    add_adapters, adapter_parameters, has_adapters, merged_state_dict)
+from nnunet_transfer.training.phase_optimizer import PhasePolyLR, describe_groups, phase_optimizer
 from nnunet_transfer.training.pretrained import (
     PRETRAINED, apply_load, frozen_part_refusal, plan_load, refusal_message)
+from nnunet_transfer.training.schedule import KNOB, ResolvedPhase, phase_at
+from nnunet_transfer.training.selection import (
+    apply_phase, frozen_modules, multipliers, wholly_frozen_parts)
 from nnunet_transfer.training.strategies import SCRATCH, Pretrained, Strategy
+from nnunet_transfer.training.strategy_file import read_strategy_file
 
 # nnU-Net's default initial learning rate, the base of every strategy's lr_factor.
 NNUNET_INITIAL_LR = 1e-2
@@ -58,7 +67,7 @@ def seed_everything(seed: int) -> None:
 
 
 class TransferTrainer(nnUNetTrainer):
-    strategy: Strategy = SCRATCH
+    strategy: Strategy | None = SCRATCH   # None: read from NNUNET_TRANSFER_STRATEGY_FILE
 
     @user_errors_exit
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -67,6 +76,8 @@ class TransferTrainer(nnUNetTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.record = RunRecord(self.output_folder)
         self.budget = Budget.from_environment(recorded=self._recorded_budget(continuing))
+        if self.strategy is None:
+            self.strategy = read_strategy_file(self.budget.strategy_file)
         if self.device.type == "cpu" and self.budget.cpu_threads:
             # nnUNetv2_train gives a CPU run every core; runs side by side would then
             # oversubscribe the cores, which slows OpenMP down many times over.
@@ -82,6 +93,13 @@ class TransferTrainer(nnUNetTrainer):
         self.enable_deep_supervision = architecture_has_deep_supervision(
             self.configuration_manager.network_arch_class_name)
         self.parts = None
+        self.phases: tuple[ResolvedPhase, ...] = ()
+        self.phase: ResolvedPhase | None = None
+        self._frozen_modules: list[torch.nn.Module] = []
+        # Adapters change the network's state-dict keys: they are added once the pretrained
+        # weights are in (on_train_start), or by load_checkpoint for --c.
+        self._adapters_allowed = False
+        self.adapter_files = AdapterFiles(self.record)
         self.pretrained_report = None
         self._epoch_rows: list[dict] = []
         self._train_started = 0.0
@@ -111,12 +129,69 @@ class TransferTrainer(nnUNetTrainer):
 
     @user_errors_exit
     def configure_optimizers(self):
-        self.parts = apply_strategy(self.network, self.strategy.frozen_parts,
-                                    random_init=self.strategy.pretrained is Pretrained.REFUSED)
-        # nnU-Net's optimizer and schedule, over the parameters that train.
-        optimizer = torch.optim.SGD(trainable_parameters(self.network), self.initial_lr,
-                                    weight_decay=self.weight_decay, momentum=0.99, nesterov=True)
-        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+        self.parts = partition(self.network)
+        self.phases = self.strategy.schedule.resolve(self.num_epochs, {
+            part: len(self.parts.stage_modules(part)) for part in PARTS})
+        optimizer, scheduler = self._enter_phase(phase_at(self.phases, self.current_epoch))
+        if self.strategy.pretrained is Pretrained.REFUSED:
+            # frozen at their random init for good: see activate_zero_initialised_norms
+            for part in wholly_frozen_parts(self.parts):
+                activate_zero_initialised_norms(self.parts, part)
+        return optimizer, scheduler
+
+    def _enter_phase(self, phase: ResolvedPhase, previous=None):
+        """Set the network up for `phase`; return nnU-Net's optimizer and LR schedule for it
+        (momentum of `previous`, the last phase's optimizer, carried over)."""
+        if phase.adapters and self._adapters_allowed and not has_adapters(self.network):
+            rank = self.budget.lora_rank if phase.adapters.rank == KNOB else phase.adapters.rank
+            add_adapters([m for part in phase.adapters.parts for m in self.parts.modules[part]],
+                         rank, seed=self.budget.seed)
+        adapter_ids = {id(p) for p in adapter_parameters(self.network)}
+        groups = apply_phase(self.network, self.parts, multipliers(
+            self.network, self.parts, phase, self.budget.layerwise_decay, adapter_ids),
+            adapter_ids)
+        if not groups:
+            raise UserError(f"phase {phase.name!r} of strategy {self.strategy.name} trains no "
+                            "parameter of this network; give it a rule that selects some")
+        self._frozen_modules = frozen_modules(self.parts, adapter_ids)
+        self.phase = phase
+        optimizer = phase_optimizer(groups, self.initial_lr, self.weight_decay, previous)
+        return optimizer, PhasePolyLR(optimizer, self.initial_lr, self.num_epochs, phase)
+
+    def _move_to_phase(self, phase: ResolvedPhase, carry_momentum: bool) -> None:
+        self.optimizer, self.lr_scheduler = self._enter_phase(
+            phase, self.optimizer if carry_momentum else None)
+        if self.local_rank == 0 and self.parts is not None:
+            self.print_to_log_file(f"Phase {phase.name} (epochs {phase.start} to {phase.end - 1})"
+                                   f": {self._describe_groups()}")
+
+    def _describe_groups(self) -> str:
+        return describe_groups(self.optimizer)
+
+    @user_errors_exit
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        """nnU-Net's, into the phase the checkpoint's optimizer state belongs to (that of its
+        last finished epoch); with adapters, base and adapters from their own files."""
+        if not self.was_initialized:
+            self.initialize()
+        checkpoint = filename_or_checkpoint
+        if isinstance(checkpoint, str):
+            checkpoint = torch.load(checkpoint, map_location=self.device, weights_only=False)
+        self._adapters_allowed = True
+        self._move_to_phase(phase_at(self.phases, max(0, checkpoint["current_epoch"] - 1)),
+                            carry_momentum=False)
+        if not has_adapters(self.network):
+            return super().load_checkpoint(filename_or_checkpoint)
+        # nnU-Net's load_checkpoint reads only files: the adapted weights go through one
+        with self.adapter_files.adapted_checkpoint(self.network, filename_or_checkpoint,
+                                                   checkpoint) as adapted:
+            super().load_checkpoint(adapted)
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's; with adapters, the merged weights in it and the adapters beside it."""
+        super().save_checkpoint(filename)
+        if self.local_rank == 0 and not self.disable_checkpointing and has_adapters(self.network):
+            self.adapter_files.merge_into(self.network, filename)
 
     # -- pretrained weights ------------------------------------------------------------------------
     @user_errors_exit
@@ -161,6 +236,12 @@ class TransferTrainer(nnUNetTrainer):
                 "-pretrained_weights <source fold folder>/checkpoint_final.pth (without --c: "
                 "nnU-Net loads weights only into a new run), and train with the source's plans "
                 "(nnunet-transfer plans-transfer --help).")
+        if not self.was_initialized:   # nnU-Net initialises here when nothing was loaded
+            self.initialize()
+        if not self._adapters_allowed:
+            self._adapters_allowed = True
+            if self.phase.adapters:
+                self._move_to_phase(self.phase, carry_momentum=False)
         super().on_train_start()
         if self.local_rank != 0:
             return
@@ -177,13 +258,20 @@ class TransferTrainer(nnUNetTrainer):
         counts = self.parts.parameter_counts()
         self.print_to_log_file(
             f"Strategy {self.strategy.name}: {self.strategy.summary}. Initial LR {self.initial_lr}, "
-            f"seed {self.budget.seed}. Parameters trainable / frozen: " + ", ".join(
+            f"seed {self.budget.seed}. Phase {self.phase.name}: {self._describe_groups()}. "
+            "Parameters trainable / frozen: " + ", ".join(
                 f"{p} {c['trainable']} / {c['frozen']}" for p, c in counts.items()))
 
+    @user_errors_exit
     def on_train_epoch_start(self):
+        with self._bookkeeping():
+            phase = phase_at(self.phases, self.current_epoch)
+            if phase != self.phase:
+                self._move_to_phase(phase, carry_momentum=True)
         super().on_train_epoch_start()
         with self._bookkeeping():
-            keep_frozen_in_eval_mode(self.parts, self.strategy.frozen_parts)
+            for module in self._frozen_modules:  # network.train() switched them to train
+                module.eval()
         self._train_started = time.perf_counter()
 
     def on_train_epoch_end(self, train_outputs):
@@ -243,6 +331,7 @@ class TransferTrainer(nnUNetTrainer):
             "pseudo_dice": float(value("mean_fg_dice", epoch)),
             "ema_pseudo_dice": float(value("ema_fg_dice", epoch)),
             "learning_rate": float(value("lrs", epoch)),
+            "phase": self.phase.name,
             "train_time_s": round(self._train_time, 4),
             "epoch_time_s": round(epoch_time, 4),
             "cumulative_train_time_s": round(so_far("cumulative_train_time_s", self._train_time), 4),
@@ -253,11 +342,15 @@ class TransferTrainer(nnUNetTrainer):
 
     def _save_snapshot(self, epochs_done: int) -> None:
         if not self.disable_checkpointing:
-            self.record.save_snapshot(epochs_done, self._snapshot(epochs_done))
+            path = self.record.save_snapshot(epochs_done, self._snapshot(epochs_done))
+            if has_adapters(self.network):
+                self.adapter_files.save(self.network, path, with_base=False)
 
     def _snapshot(self, epochs_done: int) -> dict:
+        weights = (merged_state_dict(self.network) if has_adapters(self.network)
+                   else unwrap(self.network).state_dict())
         return {
-            "network_weights": unwrap(self.network).state_dict(),
+            "network_weights": weights,
             "init_args": self.my_init_kwargs,
             "trainer_name": type(self).__name__,
             "current_epoch": epochs_done,
@@ -271,6 +364,9 @@ class TransferTrainer(nnUNetTrainer):
             "trainer": type(self).__name__,
             "summary": self.strategy.summary,
             "frozen_parts": sorted(self.strategy.frozen_parts),
+            "schedule": self.strategy.as_json(),
+            "phases": [phase.as_json() for phase in self.phases],
+            "layerwise_decay": self.budget.layerwise_decay,
             "dataset": self.plans_manager.dataset_name,
             "plans": self.plans_manager.plans_name,
             "configuration": self.configuration_name,
