@@ -221,6 +221,7 @@ def test_transposed_and_strided_convolutions_factorise_exactly(monkeypatch):
         with torch.no_grad():
             B.normal_()
         plain = copy.deepcopy(module)
+        assert plain.forward.__self__ is plain  # the copy's forward acts on the copy
         plain.forward = type(module).forward.__get__(plain)  # the merged weight, one conv
         torch.testing.assert_close(module(x), plain(x), rtol=1e-5, atol=1e-5)
         module(x).square().sum().backward()

@@ -8,6 +8,7 @@
 - `pretrained`: loading `-pretrained_weights` tensor by tensor, with the preflight table.
 - `bookkeeping`: the run's snapshots, epochs.csv and settings.json.
 - `trainer`: `TransferTrainer`, the nnU-Net trainer all strategies share.
-- `step_cost`: timing training steps (the benchmarks).
+- `step_cost`: timing training steps (the benchmarks), a network set up for one phase.
+- `low_rank`: low-rank adapters (LoRA) on convolution weights, as torch parametrizations.
 - `commands`: `env` and `strategies` on the command line.
 """
