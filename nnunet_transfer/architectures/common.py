@@ -199,6 +199,18 @@ class TransferNetwork(nn.Module):
         `head` modules; an architecture that keeps its head elsewhere overrides this."""
         return {"encoder": [self.encoder], "decoder": [self.decoder], "head": [self.head]}
 
+    def transfer_stages(self) -> dict[str, list[list[nn.Module]]]:
+        """The encoder's and decoder's stages (see parts.py): their `stages`, where these hold
+        the whole part; otherwise none declared (the part is one stage). An architecture
+        whose stages are something else overrides this."""
+        parts, declared = self.transfer_parts(), {}
+        for part in ("encoder", "decoder"):
+            stages = getattr(getattr(self, part, None), "stages", None)
+            held = {id(p) for p in stages.parameters()} if isinstance(stages, nn.Module) else ()
+            if held and held == {id(p) for m in parts[part] for p in m.parameters()}:
+                declared[part] = [[stage] for stage in stages]
+        return declared
+
     @classmethod
     def check_own_settings(cls, settings: Mapping[str, Any]) -> None:
         """Raise UserError for the architecture's own settings (beyond the per-stage lists)

@@ -97,6 +97,8 @@ class StudyJobs:
             pretrained = os.path.join(self.layout.pretrained_folder(pretraining),
                                       "checkpoint_final.pth")
         env = spec.budget.run_environment(run.seed)
+        if run.strategy.file:   # nnUNetTrainer_Custom reads its strategy from there
+            env = {**env, "NNUNET_TRANSFER_STRATEGY_FILE": run.strategy.file}
         key = f"train__{run.key}"
         command = self._training(key, spec.datasets[spec.target].id,
                                  configuration_of(spec, run.architecture), run.fold,

@@ -251,7 +251,10 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
 
     sizes = top.get("sizes", checks.list_of(checks.size), (ALL,))
     seeds = top.get("seeds", checks.list_of(checks.whole_number(0)), (0,))
-    strategies = top.get("strategies", checks.list_of(checks.strategy), ALL_STRATEGIES)
+    strategies = top.get("strategies", checks.list_of(lambda v: checks.strategy(v, base)),
+                         ALL_STRATEGIES)
+    if sum(bool(s.file) for s in strategies or ()) > 1:   # they share nnUNetTrainer_Custom's folder
+        problems.add(("strategies",), "give at most one custom strategy file per study")
     architectures = top.get("architectures", checks.list_of(checks.architecture), (UNET,))
 
     bu = _Reader(problems, top.value.get("budget"), ("budget",), set(BUDGET_KEYS))

@@ -5,16 +5,19 @@ returns it (converted where said) or raises ValueError with the message the user
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 
 from nnunet_transfer.architectures.registry import ARCHITECTURES
+from nnunet_transfer.errors import UserError
 from nnunet_transfer.study.spec import ALL, UNET
-from nnunet_transfer.training.strategies import ALL_STRATEGIES, Strategy
+from nnunet_transfer.training.strategies import STRATEGIES, Strategy
+from nnunet_transfer.training.strategy_file import read_strategy_file
 from nnunet_transfer.yaml_lines import suggest
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-STRATEGY_NAMES = [s.name for s in ALL_STRATEGIES]
+STRATEGY_NAMES = [s.name for s in STRATEGIES]
 
 
 def whole_number(low: int | None = None, high: int | None = None) -> Callable:
@@ -88,9 +91,15 @@ def fraction(value):
     return float(value)
 
 
-def strategy(value) -> Strategy:
-    """A strategy's name, as the Strategy it names."""
-    return ALL_STRATEGIES[STRATEGY_NAMES.index(choice(STRATEGY_NAMES)(value))]
+def strategy(value, base: str = ".") -> Strategy:
+    """A strategy's name, as the Strategy it names; or a custom strategy's YAML file (relative
+    to `base`, the study file's folder), as the Strategy it describes."""
+    if isinstance(value, str) and value.endswith((".yaml", ".yml")):
+        try:
+            return read_strategy_file(os.path.join(base, os.path.expanduser(value)))
+        except UserError as error:
+            raise ValueError(str(error)) from None
+    return STRATEGIES[STRATEGY_NAMES.index(choice(STRATEGY_NAMES)(value))]
 
 
 def architecture(value) -> str:

@@ -5,8 +5,9 @@ computes, under the keys of the network without adapters), so that `nnUNetv2_pre
 analyses read them as any other run's. Beside them, in `<fold folder>/transfer/adapters/`:
 
     <checkpoint or snapshot file name>   the adapters alone (small), for that checkpoint
-    base_<checkpoint or snapshot file name>   the base weights the adapters act on (the
-                          pretrained weights, untouched while the base is frozen)
+    base_<checkpoint file name>   the base weights the adapters act on (the pretrained
+                          weights, untouched while the base is frozen), beside nnU-Net's
+                          checkpoints only (a snapshot's base is that of epoch 0)
 
 `--c` puts base and adapters back from these two files and the checkpoint's other weights.
 """
@@ -14,6 +15,7 @@ analyses read them as any other run's. Beside them, in `<fold folder>/transfer/a
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -22,7 +24,7 @@ from nnunet_transfer.architectures.parts import unwrap
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.training.bookkeeping import RunRecord, atomic_torch_save
 from nnunet_transfer.training.low_rank import (
-    adapter_state_dict, base_state_dict, load_adapter_state_dict)
+    adapter_state_dict, base_state_dict, load_adapter_state_dict, merged_state_dict)
 
 _ORIGINAL = "parametrizations.weight.original"
 
@@ -37,10 +39,19 @@ class AdapterFiles:
     def base_path(self, checkpoint_path: str) -> str:
         return os.path.join(self.folder, "base_" + os.path.basename(checkpoint_path))
 
-    def save(self, network: nn.Module, checkpoint_path: str) -> None:
+    def save(self, network: nn.Module, checkpoint_path: str, with_base: bool = True) -> None:
         os.makedirs(self.folder, exist_ok=True)
         atomic_torch_save(self.adapters_path(checkpoint_path), adapter_state_dict(network))
-        atomic_torch_save(self.base_path(checkpoint_path), base_state_dict(network))
+        if with_base:
+            atomic_torch_save(self.base_path(checkpoint_path), base_state_dict(network))
+
+    def merge_into(self, network: nn.Module, checkpoint_path: str) -> None:
+        """Replace the weights of the checkpoint nnU-Net just wrote by the merged ones and
+        save adapters and base beside it."""
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        checkpoint["network_weights"] = merged_state_dict(network)
+        atomic_torch_save(checkpoint_path, checkpoint)
+        self.save(network, checkpoint_path)
 
     def _read(self, path: str) -> dict:
         if not os.path.isfile(path):
@@ -52,7 +63,7 @@ class AdapterFiles:
     def adapted_state(self, network: nn.Module, checkpoint_path: str, merged: dict) -> dict:
         """The state dict of `network` (with its adapters) for the checkpoint at
         `checkpoint_path`: the base weights from their file, the other weights from the
-        checkpoint's `merged` ones; adapters as the network has them (see `load_adapters`)."""
+        checkpoint's `merged` ones; adapters as the network has them for now."""
         base = self._read(self.base_path(checkpoint_path))
         state = {}
         for key, value in unwrap(network).state_dict().items():
@@ -64,5 +75,16 @@ class AdapterFiles:
                 state[key] = merged[key]
         return state
 
-    def load_adapters(self, network: nn.Module, checkpoint_path: str) -> None:
-        load_adapter_state_dict(network, self._read(self.adapters_path(checkpoint_path)))
+    @contextmanager
+    def adapted_checkpoint(self, network: nn.Module, checkpoint_path: str, checkpoint: dict):
+        """A file holding `checkpoint` with `network`'s own state (base and adapters from
+        their files, the rest merged = unadapted) for nnU-Net's load_checkpoint; the adapters
+        are put in once it has loaded."""
+        path = os.path.join(self.folder, "resume.pth")
+        atomic_torch_save(path, dict(checkpoint, network_weights=self.adapted_state(
+            network, checkpoint_path, checkpoint["network_weights"])))
+        try:
+            yield path
+            load_adapter_state_dict(network, self._read(self.adapters_path(checkpoint_path)))
+        finally:
+            os.remove(path)

@@ -31,6 +31,7 @@ EPOCH_COLUMNS = (
     "pseudo_dice",         # nnU-Net's mean foreground pseudo-Dice on the validation batches
     "ema_pseudo_dice",     # nnU-Net's exponential moving average of it
     "learning_rate",
+    "phase",               # the name of the strategy's phase the epoch trained in
     "train_time_s",        # wall time of this epoch's training iterations
     "epoch_time_s",        # wall time of the whole epoch, validation included
     "cumulative_train_time_s",

@@ -10,7 +10,7 @@ import shlex
 from nnunet_transfer.arguments import add_command
 from nnunet_transfer.discovery import ext_trainer_value
 from nnunet_transfer.training.budget import KNOBS, parse_knob
-from nnunet_transfer.training.strategies import ALL_STRATEGIES
+from nnunet_transfer.training.strategies import CUSTOM_TRAINER, STRATEGIES
 
 
 def env_lines(args: argparse.Namespace) -> list[str]:
@@ -31,10 +31,12 @@ def _cmd_env(args: argparse.Namespace) -> None:
 
 
 def _cmd_strategies(args: argparse.Namespace) -> None:
-    for s in ALL_STRATEGIES:
+    for s in STRATEGIES:
         frozen = ", ".join(sorted(s.frozen_parts)) or "nothing"
-        print(f"{s.trainer_name:<36} pretrained {s.pretrained.value:<9} frozen: {frozen:<18} "
-              f"LR x{s.lr_factor:<4} {s.summary}")
+        phases = " -> ".join(p.name for p in s.schedule.phases)
+        print(f"{s.trainer_name:<40} pretrained {s.pretrained.value:<9} frozen at the start: "
+              f"{frozen:<18} LR x{s.lr_factor:<4} phases: {phases}. {s.summary}")
+    print(f"{CUSTOM_TRAINER:<40} the strategy of the YAML file NNUNET_TRANSFER_STRATEGY_FILE")
 
 
 def register(subparsers) -> None:

@@ -33,6 +33,12 @@ def phase_optimizer(groups: list[dict], initial_lr: float, weight_decay: float,
     return optimizer
 
 
+def describe_groups(optimizer: torch.optim.Optimizer) -> str:
+    """The groups for the training log: parameter values and LR multiplier of each."""
+    return "; ".join(f"{sum(p.numel() for p in g['params'])} parameters at LR x"
+                     f"{g['multiplier']:.4g}" for g in optimizer.param_groups)
+
+
 class PhasePolyLR:
     """nnU-Net's poly learning rate, per group multiplier and with the phase's warm-up; set for
     epoch 0 of the phase on creation (nnU-Net calls `step(epoch)` at each epoch start)."""

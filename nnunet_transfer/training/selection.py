@@ -43,11 +43,12 @@ def parameter_kinds(network: nn.Module) -> dict[int, str]:
 def places(network: nn.Module, parts: NetworkParts) -> dict[int, Place]:
     """id(parameter) -> its Place, for every parameter of the network."""
     kinds = parameter_kinds(network)
-    order = [(part, index, len(stages)) for part in PARTS
-             for stages in [parts.stage_parameters(part)] for index in range(len(stages))]
+    order = [(part, index, len(stages), params) for part in PARTS
+             for stages in [parts.stage_parameters(part)]
+             for index, params in enumerate(stages)]
     out = {}
-    for position, (part, index, count) in enumerate(order):
-        for parameter in parts.stage_parameters(part)[index]:
+    for position, (part, index, count, params) in enumerate(order):
+        for parameter in params:
             out[id(parameter)] = Place(part, index, count, len(order) - 1 - position,
                                        kinds[id(parameter)])
     return out

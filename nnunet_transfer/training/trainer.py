@@ -34,12 +34,12 @@ from nnunet_transfer.architectures.checkpoint import Checkpoint
 from nnunet_transfer.architectures.parts import PARTS, partition, unwrap
 from nnunet_transfer.errors import UserError, user_errors_exit
 from nnunet_transfer.training.adapter_files import AdapterFiles
-from nnunet_transfer.training.bookkeeping import RunRecord, atomic_torch_save, package_versions
+from nnunet_transfer.training.bookkeeping import RunRecord, package_versions
 from nnunet_transfer.training.budget import Budget
 from nnunet_transfer.training.freezing import activate_zero_initialised_norms
 from nnunet_transfer.training.low_rank import (
     add_adapters, adapter_parameters, has_adapters, merged_state_dict)
-from nnunet_transfer.training.phase_optimizer import PhasePolyLR, phase_optimizer
+from nnunet_transfer.training.phase_optimizer import PhasePolyLR, describe_groups, phase_optimizer
 from nnunet_transfer.training.pretrained import (
     PRETRAINED, apply_load, plan_load, refusal_message)
 from nnunet_transfer.training.schedule import KNOB, ResolvedPhase, phase_at
@@ -165,8 +165,7 @@ class TransferTrainer(nnUNetTrainer):
                                    f": {self._describe_groups()}")
 
     def _describe_groups(self) -> str:
-        return "; ".join(f"{sum(p.numel() for p in g['params'])} parameters at LR x"
-                         f"{g['multiplier']:.4g}" for g in self.optimizer.param_groups)
+        return describe_groups(self.optimizer)
 
     @user_errors_exit
     def load_checkpoint(self, filename_or_checkpoint) -> None:
@@ -180,23 +179,18 @@ class TransferTrainer(nnUNetTrainer):
         self._adapters_allowed = True
         self._move_to_phase(phase_at(self.phases, max(0, checkpoint["current_epoch"] - 1)),
                             carry_momentum=False)
-        if has_adapters(self.network):
-            path = filename_or_checkpoint  # a run with adapters continues from its own files
-            checkpoint = dict(checkpoint, network_weights=self.adapter_files.adapted_state(
-                self.network, path, checkpoint["network_weights"]))
-            super().load_checkpoint(checkpoint)
-            self.adapter_files.load_adapters(self.network, path)
-        else:
-            super().load_checkpoint(checkpoint)
+        if not has_adapters(self.network):
+            return super().load_checkpoint(filename_or_checkpoint)
+        # nnU-Net's load_checkpoint reads only files: the adapted weights go through one
+        with self.adapter_files.adapted_checkpoint(self.network, filename_or_checkpoint,
+                                                   checkpoint) as adapted:
+            super().load_checkpoint(adapted)
 
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's; with adapters, the merged weights in it and the adapters beside it."""
         super().save_checkpoint(filename)
         if self.local_rank == 0 and not self.disable_checkpointing and has_adapters(self.network):
-            checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
-            checkpoint["network_weights"] = merged_state_dict(self.network)
-            atomic_torch_save(filename, checkpoint)
-            self.adapter_files.save(self.network, filename)
+            self.adapter_files.merge_into(self.network, filename)
 
     # -- pretrained weights ------------------------------------------------------------------------
     @user_errors_exit
@@ -342,7 +336,7 @@ class TransferTrainer(nnUNetTrainer):
         if not self.disable_checkpointing:
             path = self.record.save_snapshot(epochs_done, self._snapshot(epochs_done))
             if has_adapters(self.network):
-                self.adapter_files.save(self.network, path)
+                self.adapter_files.save(self.network, path, with_base=False)
 
     def _snapshot(self, epochs_done: int) -> dict:
         weights = (merged_state_dict(self.network) if has_adapters(self.network)
