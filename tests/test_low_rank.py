@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from nnunet_transfer.architectures import partition
 from nnunet_transfer.architectures.registry import ARCHITECTURES, architecture_entry
 from nnunet_transfer.errors import UserError
+from nnunet_transfer.training import low_rank
 from nnunet_transfer.training.low_rank import (
     ALPHA, adapter_parameters, adapter_state_dict, add_adapters, base_state_dict, has_adapters,
     load_adapter_state_dict, merged_state_dict)
@@ -108,12 +109,18 @@ def test_a_is_seeded_kaiming_uniform_and_b_zero():
     assert conv.parametrizations.weight[0].scale == ALPHA / RANK
 
 
-def test_after_steps_merged_weights_compute_the_same_and_the_base_is_bit_identical():
+@pytest.mark.parametrize("factorised", [True, False])
+def test_after_steps_merged_weights_compute_the_same_and_the_base_is_bit_identical(
+        factorised, monkeypatch):
+    # this small network's convolutions are too narrow to factorise unless told to
+    monkeypatch.setattr(low_rank, "FACTORISE_WIDTH_PER_RANK", 0 if factorised else 10 ** 6)
     torch.manual_seed(0)
     network = plain_unet()
     x = batch()
     original = {k: v.clone() for k, v in network.state_dict().items()}
     lora_steps(network, x)
+    assert all(("forward" in vars(c)) == factorised
+               for c in convs_of(network) if type(c).__name__ == "ParametrizedConv3d")
     assert any(p.abs().sum() > 0 for p in adapter_parameters(network)[1::2])  # B moved
     base = base_state_dict(network)
     assert base.keys() == original.keys()
@@ -200,7 +207,8 @@ def test_a_weight_shared_by_two_modules_gets_one_adapter():
     assert one.parametrizations.weight[0] is two.parametrizations.weight[0]
 
 
-def test_transposed_and_strided_convolutions_factorise_exactly():
+def test_transposed_and_strided_convolutions_factorise_exactly(monkeypatch):
+    monkeypatch.setattr(low_rank, "FACTORISE_WIDTH_PER_RANK", 0)
     torch.manual_seed(0)
     modules = [nn.ConvTranspose3d(4, 3, 2, stride=2), nn.Conv3d(4, 3, 3, stride=2, padding=1),
                nn.Conv2d(4, 3, (1, 3), dilation=2, padding="same")]
@@ -209,9 +217,11 @@ def test_transposed_and_strided_convolutions_factorise_exactly():
             else torch.randn(2, 4, 7, 5)
         module.weight.requires_grad_(False)
         A, B = add_adapters([module], RANK, seed=0)
+        assert "forward" in vars(module)
         with torch.no_grad():
             B.normal_()
         plain = copy.deepcopy(module)
+        assert plain.forward.__self__ is plain  # the copy's forward acts on the copy
         plain.forward = type(module).forward.__get__(plain)  # the merged weight, one conv
         torch.testing.assert_close(module(x), plain(x), rtol=1e-5, atol=1e-5)
         module(x).square().sum().backward()
