@@ -111,7 +111,7 @@ def test_checkpoint_of_other_plans_gets_table_and_fix(workspace, source, target,
     path = tmp_path / "other_plans.pth"
     torch.save(checkpoint, path)
     result = _train(workspace, target, "nnUNetTrainer_FineTune", "-pretrained_weights", str(path))
-    _refused(result, "do not fit the network", "mismatched",
+    _refused(result, "do not fit the network", "channel counts differ",
              f"nnunet-transfer plans-transfer --source {SOURCE_ID}", "-p nnUNetPlans",
              "encoder.stages.0.0.convs.0.conv.weight")
 
