@@ -140,7 +140,7 @@ def test_frozen_in_a_phase_bit_identical_then_trained_with_momentum_carried():
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_every_architecture_selects_and_steps(name):
-    """On each extra architecture: stages declared or the whole part; every phase of every
+    """On each extra architecture: its encoder's stages declared; every phase of every
     scheduled strategy selects consistently with its optimizer and trains something; one
     training step (the last phase of GradualUnfreeze: several stages' LRs) moves exactly what
     trains."""
@@ -152,8 +152,7 @@ def test_every_architecture_selects_and_steps(name):
             groups = groups_of(network, parts, phase)
             trained = {id(p) for g in groups for p in g["params"]}
             assert trained == {id(p) for p in network.parameters() if p.requires_grad} != set()
-    staged = {"karimi", "autofocus", "vnet", "weatheritt"}   # stages declared through common
-    assert (len(parts.stage_modules("encoder")) > 1) == (name in staged)
+    assert len(parts.stage_modules("encoder")) > 1   # every extra architecture declares them
     optimizer = phase_optimizer(groups_of(network, parts, phases[-1]), 0.05, 0.0)
     before = [p.detach().clone() for p in network.parameters()]
     network.train()

@@ -284,6 +284,14 @@ class HRNet3D(TransferNetwork):
         logits = self.head(self.decoder(self.encoder(x)))
         return self.outputs([upsample(logits, x.shape[2:], self.upsampling)])
 
+    def transfer_stages(self) -> dict[str, list[list[nn.Module]]]:
+        """Encoder stage i is the HRNet stage that opens stream i (the stem joins the first);
+        the decoder's one fusion and representation stay one stage."""
+        encoder = self.encoder
+        stages = [[stage] for stage in encoder.stages]
+        stages[0] = [encoder.stem, *stages[0]]
+        return {"encoder": stages}
+
     def analysis_layers(self) -> dict[str, list[str]]:
         last, middle = self.n_stages - 1, (self.n_stages - 1) // 2
         return {

@@ -201,6 +201,17 @@ class Tiramisu(TransferNetwork):
     def forward(self, x: torch.Tensor):
         return self.outputs([self.head(self.decoder(*self.encoder(x)))])
 
+    def transfer_stages(self) -> dict[str, list[list[nn.Module]]]:
+        """A stage is a dense block with its transition (down after it in the encoder, the
+        first convolution joining the first block; up before it in the decoder)."""
+        encoder, decoder = self.encoder, self.decoder
+        downs = [*encoder.downs, None]   # the bottleneck block has no transition down
+        stages = [[block] + ([down] if down is not None else [])
+                  for block, down in zip(encoder.blocks, downs)]
+        stages[0] = [encoder.first_conv, *stages[0]]
+        return {"encoder": stages,
+                "decoder": [[up, block] for up, block in zip(decoder.ups, decoder.blocks)]}
+
     def analysis_layers(self) -> dict[str, list[str]]:
         # Spread over the dense blocks; 2- or 3-stage plans add the first transition up and,
         # with a single up block, the output of its first layer.

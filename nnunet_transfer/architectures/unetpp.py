@@ -146,6 +146,17 @@ class UNetPlusPlus(TransferNetwork):
         return {"encoder": [self.encoder], "decoder": [self.decoder.nodes, self.decoder.up],
                 "head": [self.decoder.seg_layers]}
 
+    def transfer_stages(self) -> dict[str, list[list[nn.Module]]]:
+        """Encoder stage i is the backbone node X(i, 0); decoder stage j is column j of the
+        nested pathways (every node X(i, j) with its transposed convolution), in the order
+        they run: the last column feeds the full-resolution output."""
+        depth, decoder = self.decoder.depth, self.decoder
+        columns = [[module for i in range(depth - j)
+                    for module in (decoder.up[node_name(i, j)], decoder.nodes[node_name(i, j)])]
+                   for j in range(1, depth)]
+        return {"encoder": [[self.encoder.nodes[node_name(i, 0)]] for i in range(depth)],
+                "decoder": columns}
+
     def analysis_layers(self) -> dict[str, list[str]]:
         # The first, middle (the shallower of two) and last node of the backbone and of the
         # decoder path X(L-2, 1), ..., X(0, L-1) (deep to shallow); with few rows, X(0, 1) or
