@@ -31,6 +31,7 @@ import subprocess
 import sys
 
 from benchmark_strategies import BATCH, PATCH, build_network, print_table, rss_bytes
+from nnunet_transfer.training.step_cost import phases_of
 
 NOMINAL_EPOCHS = 100  # the run length the schedules' fractions are resolved against
 
@@ -40,16 +41,6 @@ def strategy_named(name: str):
     return next(s for s in STRATEGIES if s.name == name)
 
 
-def phases_of(strategy, network) -> list:
-    """The strategy's phases as resolved for a run of NOMINAL_EPOCHS epochs (empty ones left
-    out)."""
-    from nnunet_transfer.architectures.parts import PARTS, partition
-    parts = partition(network)
-    resolved = strategy.schedule.resolve(
-        NOMINAL_EPOCHS, {part: len(parts.stage_modules(part)) for part in PARTS})
-    return [phase for phase in resolved if phase.end > phase.start]
-
-
 def child(strategy_name: str, phase_name: str, args) -> dict:
     import torch
     from nnunet_transfer.training.step_cost import time_training_steps
@@ -57,7 +48,7 @@ def child(strategy_name: str, phase_name: str, args) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     network = build_network(args.features)
-    phase = next(p for p in phases_of(strategy_named(strategy_name), network)
+    phase = next(p for p in phases_of(strategy_named(strategy_name), network, NOMINAL_EPOCHS)
                  if p.name == phase_name)
     baseline = []
     times = time_training_steps(network, batch=BATCH if args.patch is None else 1,
@@ -76,8 +67,8 @@ def child(strategy_name: str, phase_name: str, args) -> dict:
 def units(names: list[str], features: int) -> list[tuple[str, str, int, int]]:
     """(strategy, phase, first epoch, last epoch + 1) of every phase to measure."""
     network = build_network(features)
-    return [(name, phase.name, phase.start, phase.end)
-            for name in names for phase in phases_of(strategy_named(name), network)]
+    return [(name, phase.name, phase.start, phase.end) for name in names
+            for phase in phases_of(strategy_named(name), network, NOMINAL_EPOCHS)]
 
 
 def measure(todo, args) -> dict:

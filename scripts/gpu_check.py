@@ -5,8 +5,8 @@ At nnU-Net's own default 3d_fullres network and patch for MSD Hippocampus (nnU-N
 planner on the 260 training cases: PlainConvUNet 32-64-128-256, 4 stages, 3x3x3 kernels,
 strides 1-2-2-2, instance norm, leaky ReLU, patch 40x56x40, batch 9), it measures:
 
-- the median training-step time and the peak GPU memory of every strategy of
-  `training.strategies.ALL_STRATEGIES` relative to Scratch, and of the `karimi` network
+- the median training-step time and the peak GPU memory of every strategy relative to
+  Scratch (each phase of a schedule on its own row), and of the `karimi` network
   (trained from scratch); torch.compile on for Scratch and one frozen strategy. The step is
   nnUNetTrainer.train_step's (`training.step_cost`): mixed precision, gradient scaler, Dice +
   CE with deep supervision, clipping at 12, SGD with nesterov over what trains;
@@ -47,8 +47,10 @@ from nnunet_transfer.analysis.moments import accumulate
 from nnunet_transfer.analysis.pwcca import pwcca_from_moments
 from nnunet_transfer.analysis.svcca_cka import linear_cka_from_moments
 from nnunet_transfer.architectures.registry import architecture_entry
-from nnunet_transfer.training.step_cost import time_training_steps
-from nnunet_transfer.training.strategies import ALL_STRATEGIES, SCRATCH, Pretrained, Strategy
+from nnunet_transfer.training.schedule import ResolvedPhase
+from nnunet_transfer.training.step_cost import phases_of, time_training_steps
+from nnunet_transfer.training.strategies import (
+    ALL_STRATEGIES, SCHEDULED_STRATEGIES, SCRATCH, Pretrained, Strategy)
 
 TOLERANCE = 1e-6
 UNET_CLASS = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
@@ -129,9 +131,10 @@ def synchronize(device: torch.device) -> None:
 
 
 def measure_step(setting: Setting, label: str, network, strategy: Strategy,
-                 compile: bool = False) -> Row:
-    """Median step time and peak memory of `network` trained under `strategy`; whether its
-    frozen parameters are bit-identical after the steps and the others moved."""
+                 compile: bool = False, phase: ResolvedPhase | None = None) -> Row:
+    """Median step time and peak memory of `network` trained under `strategy` (in `phase` of
+    its schedule, when given); whether its frozen parameters are bit-identical after the steps
+    and the others moved."""
     device = setting.device
     before: dict[str, torch.Tensor] = {}
 
@@ -145,7 +148,8 @@ def measure_step(setting: Setting, label: str, network, strategy: Strategy,
             network, strategy.frozen_parts,
             random_init=strategy.pretrained is Pretrained.REFUSED, batch=setting.batch,
             patch=setting.patch, classes=CLASSES, steps=setting.steps, warmup=setting.warmup,
-            time_encoder_forward=False, before_steps=ready, device=device, compile=compile)
+            time_encoder_forward=False, before_steps=ready, device=device, compile=compile,
+            phase=phase)
     except Exception as error:   # a compile error is a finding of the check, not its end
         return Row(label, check=f"FAILED: {type(error).__name__}: {str(error)[:120]}",
                    failed=True)
@@ -171,13 +175,16 @@ def measure_step(setting: Setting, label: str, network, strategy: Strategy,
 
 def step_rows(setting: Setting) -> list[Row]:
     compiled = (SCRATCH, next(s for s in ALL_STRATEGIES if "encoder" in s.frozen_parts))
-    jobs = [(s.name, setting.unet, s, False) for s in ALL_STRATEGIES]
-    jobs.append(("karimi network (Scratch)", setting.karimi, SCRATCH, False))
+    jobs = [(s.name, setting.unet, s, False, None) for s in ALL_STRATEGIES]
+    # a schedule's phases, each set up as the trainer sets it up (adapters, LR groups)
+    jobs += [(f"{s.name}: {phase.name}", setting.unet, s, False, phase)
+             for s in SCHEDULED_STRATEGIES for phase in phases_of(s, setting.unet())]
+    jobs.append(("karimi network (Scratch)", setting.karimi, SCRATCH, False, None))
     if setting.compile:
-        jobs += [(f"{s.name}, torch.compile", setting.unet, s, True) for s in compiled]
+        jobs += [(f"{s.name}, torch.compile", setting.unet, s, True, None) for s in compiled]
     rows = []
-    for label, build, strategy, compile in jobs:
-        rows.append(measure_step(setting, label, build(), strategy, compile))
+    for label, build, strategy, compile, phase in jobs:
+        rows.append(measure_step(setting, label, build(), strategy, compile, phase))
         # nothing of this row stays allocated into the next one's peak
         if compile:
             torch._dynamo.reset()

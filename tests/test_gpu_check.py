@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from nnunet_transfer.training.strategies import ALL_STRATEGIES
+from nnunet_transfer.training.strategies import ALL_STRATEGIES, SCHEDULED_STRATEGIES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Not on the GPU machine and not carried there (dynamic_network_architectures is, without its
@@ -35,6 +35,11 @@ def test_gpu_check_smoke_on_cpu_without_nnunet():
         assert strategy.name in rows, result.stdout
         row = rows[strategy.name]
         assert ("bit-identical" in row) == bool(strategy.frozen_parts), row
+    for strategy in SCHEDULED_STRATEGIES:   # a row per phase, each set up as the trainer does
+        phases = [name for name in rows if name.startswith(f"{strategy.name}: ")]
+        assert phases, result.stdout
+        assert all("FAILED" not in rows[name] for name in phases), result.stdout
+    assert "bit-identical" in rows["LoRA: train"], result.stdout   # the base under adapters
     assert rows["Scratch"].count("1.000x") == 1   # CPU: no GPU memory column
     assert "karimi network (Scratch)" in rows
     comparisons = [line for name, line in rows.items() if name.startswith("analysis: ")

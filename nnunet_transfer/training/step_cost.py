@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.parts import NetworkParts, partition
+from nnunet_transfer.architectures.parts import PARTS, NetworkParts, partition
 from nnunet_transfer.training.freezing import apply_strategy, trainable_parameters
 from nnunet_transfer.training.low_rank import adapter_parameters, add_adapters, has_adapters
 from nnunet_transfer.training.phase_optimizer import phase_optimizer
 from nnunet_transfer.training.schedule import KNOB, ResolvedPhase
 from nnunet_transfer.training.segmentation_loss import SegmentationLoss
 from nnunet_transfer.training.selection import apply_phase, frozen_modules, multipliers
+from nnunet_transfer.training.strategies import Strategy
 
 
 def nnunet_loss(n_outputs: int) -> nn.Module:
@@ -55,6 +56,16 @@ def set_up_phase(network: nn.Module, parts: NetworkParts, phase: ResolvedPhase,
     groups = apply_phase(network, parts, multipliers(network, parts, phase, layerwise_decay,
                                                      adapter_ids), adapter_ids)
     return groups, frozen_modules(parts, adapter_ids)
+
+
+def phases_of(strategy: Strategy, network: nn.Module, num_epochs: int = 100
+              ) -> list[ResolvedPhase]:
+    """The phases of `strategy` on `network` as the trainer places them in a run of
+    `num_epochs` epochs, without those that get no epoch."""
+    parts = partition(network)
+    resolved = strategy.schedule.resolve(
+        num_epochs, {part: len(parts.stage_modules(part)) for part in PARTS})
+    return [phase for phase in resolved if phase.end > phase.start]
 
 
 class ForwardClock:
