@@ -5,7 +5,7 @@ relative to Scratch, measured side by side in one run on CPU.
 The network, patch, batch, loss and step are those of scripts/benchmark_strategies.py (nnU-Net's
 U-Net for a Hippocampus-like plan, PlainConvUNet 32-256, patch 40x56x40, batch 2); each phase is
 set up as the trainer sets it up (adapters, optimizer groups with their learning-rate
-multipliers, frozen modules in eval mode: step_cost.set_up_phase). Each measurement runs in a
+multipliers, frozen modules in eval mode: selection.set_up_phase). Each measurement runs in a
 fresh process, so that its peak resident memory is its own (peak RSS minus RSS just before the
 first step); the (strategy, phase) pairs are interleaved over rounds and the medians compared.
 Besides wall time, the process's CPU time per step is reported: on a machine shared with other

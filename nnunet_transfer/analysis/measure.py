@@ -13,8 +13,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-
 from nnunet_transfer.analysis.blocks import BlockSampler
 from nnunet_transfer.analysis.capture import CapturedMoments, capture_moments
 from nnunet_transfer.analysis.moments import LOW_RATIO

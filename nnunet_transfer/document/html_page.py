@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 import os
-import re
 from urllib.parse import unquote, urlsplit
 
 from markdown_it import MarkdownIt

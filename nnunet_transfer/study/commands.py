@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from nnunet_transfer.arguments import add_command, positive_int

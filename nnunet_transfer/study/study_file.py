@@ -54,8 +54,7 @@ from nnunet_transfer.study.spec import (
     ALL, CHECKPOINTS, DATASET_KINDS, DEVICES, EXECUTORS, UNET, DatasetSpec, ExecutorSpec,
     PredictionSpec, StudyBudget, StudySpec)
 from nnunet_transfer.training.strategies import ALL_STRATEGIES
-from nnunet_transfer.yaml_lines import (
-    LocatedDocument, Problems as _Problems, Reader as _Reader, load_with_lines)
+from nnunet_transfer.yaml_lines import Problems as _Problems, Reader as _Reader, load_with_lines
 
 ANALYSES = tuple(KINDS)
 # the budget's keys in the study file -> (the knob's name in the code, its check)

@@ -16,6 +16,7 @@ from torch import nn
 from nnunet_transfer.architectures.parts import PARTS, NetworkParts, unwrap
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.training.freezing import restore_skip_gradient, stop_gradient_into_frozen_skips
+from nnunet_transfer.training.low_rank import adapter_parameters, add_adapters, has_adapters
 from nnunet_transfer.training.schedule import KNOB, ResolvedPhase, Rule
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -128,3 +129,20 @@ def wholly_frozen_parts(parts: NetworkParts) -> set[str]:
     """The parts none of whose parameters (adapters included) train."""
     return {part for part in PARTS
             if not any(p.requires_grad for p in parts.parameters(part))}
+
+
+def set_up_phase(network: nn.Module, parts: NetworkParts, phase: ResolvedPhase,
+                 lora_rank: int = 4, layerwise_decay: float = 0.5, seed: int = 0,
+                 adapters_allowed: bool = True) -> tuple[list[dict], list[nn.Module]]:
+    """Set `network` up for `phase`, as the trainer and the benchmarks do: adapters added if
+    the phase names them, they are allowed yet (the trainer adds them once the pretrained
+    weights are in) and the network has none; requires_grad per parameter. Returns the
+    optimizer's parameter groups ({"params", "multiplier"}) and the modules to keep in eval
+    mode."""
+    if phase.adapters and adapters_allowed and not has_adapters(network):
+        rank = lora_rank if phase.adapters.rank == KNOB else phase.adapters.rank
+        add_adapters([m for part in phase.adapters.parts for m in parts.modules[part]], rank, seed)
+    adapter_ids = {id(p) for p in adapter_parameters(network)}
+    groups = apply_phase(network, parts, multipliers(network, parts, phase, layerwise_decay,
+                                                     adapter_ids), adapter_ids)
+    return groups, frozen_modules(parts, adapter_ids)

@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.parts import PARTS, NetworkParts, partition
+from nnunet_transfer.architectures.parts import PARTS, partition
 from nnunet_transfer.training.freezing import apply_strategy, trainable_parameters
-from nnunet_transfer.training.low_rank import adapter_parameters, add_adapters, has_adapters
 from nnunet_transfer.training.phase_optimizer import phase_optimizer
-from nnunet_transfer.training.schedule import KNOB, ResolvedPhase
+from nnunet_transfer.training.schedule import ResolvedPhase
 from nnunet_transfer.training.segmentation_loss import SegmentationLoss
-from nnunet_transfer.training.selection import apply_phase, frozen_modules, multipliers
+from nnunet_transfer.training.selection import set_up_phase
 from nnunet_transfer.training.strategies import Strategy
 
 
@@ -41,21 +40,6 @@ class StepTimes:
     steps: list[float] = field(default_factory=list)
     encoder_forward: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
-
-
-def set_up_phase(network: nn.Module, parts: NetworkParts, phase: ResolvedPhase,
-                 lora_rank: int = 4, layerwise_decay: float = 0.5, seed: int = 0
-                 ) -> tuple[list[dict], list[nn.Module]]:
-    """Set `network` up for `phase` (adapters added if it names them and the network has none):
-    the optimizer's parameter groups ({"params", "multiplier"}) and the modules to keep in eval
-    mode."""
-    if phase.adapters and not has_adapters(network):
-        rank = lora_rank if phase.adapters.rank == KNOB else phase.adapters.rank
-        add_adapters([m for part in phase.adapters.parts for m in parts.modules[part]], rank, seed)
-    adapter_ids = {id(p) for p in adapter_parameters(network)}
-    groups = apply_phase(network, parts, multipliers(network, parts, phase, layerwise_decay,
-                                                     adapter_ids), adapter_ids)
-    return groups, frozen_modules(parts, adapter_ids)
 
 
 def phases_of(strategy: Strategy, network: nn.Module, num_epochs: int = 100

@@ -38,14 +38,12 @@ from nnunet_transfer.training.adapter_files import AdapterFiles
 from nnunet_transfer.training.bookkeeping import RunRecord, package_versions
 from nnunet_transfer.training.budget import Budget
 from nnunet_transfer.training.freezing import activate_zero_initialised_norms
-from nnunet_transfer.training.low_rank import (
-    add_adapters, adapter_parameters, has_adapters, merged_state_dict)
+from nnunet_transfer.training.low_rank import has_adapters, merged_state_dict
 from nnunet_transfer.training.phase_optimizer import PhasePolyLR, describe_groups, phase_optimizer
 from nnunet_transfer.training.pretrained import (
     PRETRAINED, apply_load, frozen_part_refusal, plan_load, refusal_message)
-from nnunet_transfer.training.schedule import KNOB, ResolvedPhase, phase_at
-from nnunet_transfer.training.selection import (
-    apply_phase, frozen_modules, multipliers, wholly_frozen_parts)
+from nnunet_transfer.training.schedule import ResolvedPhase, phase_at
+from nnunet_transfer.training.selection import set_up_phase, wholly_frozen_parts
 from nnunet_transfer.training.strategies import SCRATCH, Pretrained, Strategy
 from nnunet_transfer.training.strategy_file import read_strategy_file
 
@@ -142,18 +140,12 @@ class TransferTrainer(nnUNetTrainer):
     def _enter_phase(self, phase: ResolvedPhase, previous=None):
         """Set the network up for `phase`; return nnU-Net's optimizer and LR schedule for it
         (momentum of `previous`, the last phase's optimizer, carried over)."""
-        if phase.adapters and self._adapters_allowed and not has_adapters(self.network):
-            rank = self.budget.lora_rank if phase.adapters.rank == KNOB else phase.adapters.rank
-            add_adapters([m for part in phase.adapters.parts for m in self.parts.modules[part]],
-                         rank, seed=self.budget.seed)
-        adapter_ids = {id(p) for p in adapter_parameters(self.network)}
-        groups = apply_phase(self.network, self.parts, multipliers(
-            self.network, self.parts, phase, self.budget.layerwise_decay, adapter_ids),
-            adapter_ids)
+        groups, self._frozen_modules = set_up_phase(
+            self.network, self.parts, phase, self.budget.lora_rank, self.budget.layerwise_decay,
+            self.budget.seed, adapters_allowed=self._adapters_allowed)
         if not groups:
             raise UserError(f"phase {phase.name!r} of strategy {self.strategy.name} trains no "
                             "parameter of this network; give it a rule that selects some")
-        self._frozen_modules = frozen_modules(self.parts, adapter_ids)
         self.phase = phase
         optimizer = phase_optimizer(groups, self.initial_lr, self.weight_decay, previous)
         return optimizer, PhasePolyLR(optimizer, self.initial_lr, self.num_epochs, phase)
