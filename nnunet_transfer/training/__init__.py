@@ -1,7 +1,14 @@
 """Training: what a transfer run does inside `nnUNetv2_train`.
 
-- `strategies`: the strategies as data (`Strategy`: frozen parts, pretrained weights required or
-  refused, learning-rate factor); one trainer class per strategy is made from them in `trainers/`.
+- `strategies`: the strategies as data (`Strategy`: pretrained weights required or refused,
+  learning-rate factor, and a schedule); one trainer class per strategy is made from them in
+  `trainers/`.
+- `schedule`: phases and the rules that say what trains in each (`Schedule`, `Phase`, `Rule`).
+- `selection`: each parameter's part, stage and kind; a network set up for one phase.
+- `phase_optimizer`: nnU-Net's SGD and poly schedule with one group per LR multiplier.
+- `strategy_file`: a custom strategy read from YAML (`nnUNetTrainer_Custom`).
+- `adapter_files`: LoRA adapters and their untouched base saved beside nnU-Net's checkpoints.
+- `inspection`: `nnunet-transfer inspect`: what a checkpoint is and which strategies it feeds.
 - `budget`: the budget knobs (`KNOBS`, one table): read from the environment by the trainer,
   printed by `env`, written into a study job's environment by `Budget.environment`.
 - `freezing`: freezing parts (no gradient, not in the optimizer, norms in eval mode).
