@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/nnunet-transfer demo
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -n auto --dist loadgroup --durations=15
+	$(VENV)/bin/python -m pytest -q -rs -n auto --dist loadgroup --durations=15
 
 benchmark: $(STAMP)
 	$(VENV)/bin/python scripts/benchmark_strategies.py
