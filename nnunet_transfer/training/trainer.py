@@ -9,7 +9,7 @@ Everything else is nnU-Net's own training loop; this class hooks in where nnU-Ne
   at which learning rates, with what frozen; each epoch start moves to the next phase when it
   is due (the optimizer rebuilt, see phase_optimizer.py), and `load_checkpoint` (--c) sets up
   the phase of the checkpoint before nnU-Net loads the optimizer state into it;
-- `load_pretrained_weights`: `-pretrained_weights` lands here (see `_route_pretrained_weights`),
+- `load_pretrained_weights`: `-pretrained_weights` lands here (see pretrained_routing.py),
   with a preflight report instead of nnU-Net's bare assertion;
 - the epoch hooks: frozen parts kept in eval mode, per-epoch log, snapshots, settings;
 - `perform_actual_validation`: skipped after training a fold-`all` (pretraining) run.
@@ -22,13 +22,11 @@ import pydoc
 import random
 import sys
 import time
-import weakref
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import numpy as np
 import torch
-import nnunetv2.run.run_training as nnunet_run_training
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_transfer.architectures.checkpoint import Checkpoint
@@ -40,6 +38,7 @@ from nnunet_transfer.training.budget import Budget
 from nnunet_transfer.training.freezing import activate_zero_initialised_norms
 from nnunet_transfer.training.low_rank import has_adapters, merged_state_dict
 from nnunet_transfer.training.phase_optimizer import PhasePolyLR, describe_groups, phase_optimizer
+from nnunet_transfer.training.pretrained_routing import route_pretrained_weights_of
 from nnunet_transfer.training.pretrained import (
     PRETRAINED, apply_load, frozen_part_refusal, plan_load, refusal_message)
 from nnunet_transfer.training.schedule import ResolvedPhase, phase_at
@@ -123,7 +122,7 @@ class TransferTrainer(nnUNetTrainer):
     def initialize(self):
         seed_everything(self.budget.seed)
         super().initialize()
-        _TRAINER_OF_NETWORK[self.network] = self
+        route_pretrained_weights_of(self.network, self)
 
     @user_errors_exit
     def configure_optimizers(self):
@@ -383,62 +382,3 @@ class TransferTrainer(nnUNetTrainer):
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-# nnU-Net applies -pretrained_weights through a module-level function of run_training and gives
-# the trainer no say. Routing the call to our trainer is what lets a strategy refuse or require
-# weights, tolerate other classes or channels, and report a mismatch readably. Networks of other
-# trainers still go to nnU-Net's own loader.
-_TRAINER_OF_NETWORK: "weakref.WeakKeyDictionary[torch.nn.Module, TransferTrainer]" = (
-    weakref.WeakKeyDictionary())
-
-
-def _route_pretrained_weights(network, fname, verbose=False):
-    trainer = _TRAINER_OF_NETWORK.get(network)
-    if trainer is None:
-        return _route_pretrained_weights.nnunet_loader(network, fname, verbose)
-    trainer.load_pretrained_weights(fname)
-
-
-def routing_problem() -> str | None:
-    """Why the routing cannot work with the installed nnU-Net, or None. The routing replaces
-    the name `load_pretrained_weights` in run_training, which `maybe_load_checkpoint` calls
-    with (network, fname, verbose): a release that calls another function, renames it or
-    loads elsewhere would bypass our trainers and load all-or-nothing without a word."""
-    import inspect
-    from importlib.metadata import version
-
-    from nnunetv2.run import load_pretrained_weights as nnunet_loading
-
-    current = nnunet_run_training.load_pretrained_weights
-    caller = getattr(nnunet_run_training, "maybe_load_checkpoint", None)
-    problems = []
-    if current is not nnunet_loading.load_pretrained_weights and not getattr(
-            current, "routes_to_transfer_trainers", False):
-        problems.append("run_training.load_pretrained_weights is not "
-                        "nnunetv2.run.load_pretrained_weights.load_pretrained_weights")
-    if caller is None or "load_pretrained_weights" not in caller.__code__.co_names:
-        problems.append("run_training.maybe_load_checkpoint does not call "
-                        "load_pretrained_weights")
-    parameters = list(inspect.signature(nnunet_loading.load_pretrained_weights).parameters)
-    if parameters[:2] != ["network", "fname"]:
-        problems.append(f"load_pretrained_weights takes {parameters}, not (network, fname, ...)")
-    if not problems:
-        return None
-    return (f"nnunet-transfer cannot route -pretrained_weights to its trainers with nnunetv2 "
-            f"{version('nnunetv2')} (it expects the loading of nnunetv2 2.8.1): "
-            + "; ".join(problems) + ". Loading now would fall back to nnU-Net's all-or-nothing "
-            "loader, so training stops here. Install nnunetv2==2.8.1, or train without "
-            "-pretrained_weights.")
-
-
-_ROUTING_PROBLEM = routing_problem()
-if _ROUTING_PROBLEM is not None:
-    if "-pretrained_weights" in sys.argv:
-        print(f"nnunet-transfer: {_ROUTING_PROBLEM}", file=sys.stderr)
-        sys.exit(2)
-elif not getattr(nnunet_run_training.load_pretrained_weights, "routes_to_transfer_trainers",
-                 False):
-    _route_pretrained_weights.nnunet_loader = nnunet_run_training.load_pretrained_weights
-    _route_pretrained_weights.routes_to_transfer_trainers = True
-    nnunet_run_training.load_pretrained_weights = _route_pretrained_weights
