@@ -100,15 +100,22 @@ def sacct_state(job_id: str) -> str | None:
     return None
 
 
-def squeue_knows(job_id: str) -> bool:
-    """Whether slurmctld still lists the job (pending, running, or ended moments ago). sacct
-    loses the record of an array task cancelled while pending: squeue decides then."""
+def squeue_states() -> dict[str, str] | None:
+    """slurmctld's state of each job of this user that it lists, one entry per array task
+    ({"12": "RUNNING", "13_0": "PENDING", ...}); None where squeue does not answer.
+
+    squeue lists every job that may still run (pending, running, completing, requeued), and no
+    other: it is the authority on whether a job is active. sacct is not: it keeps an array's
+    pending rest ("13_[0-2]") for a while after a pending task of it was cancelled, and forgets
+    that task altogether, so a job judged by sacct alone can look pending for ever."""
     try:
-        result = subprocess.run(["squeue", "-h", "-o", "%i", "-j", job_id],
+        result = subprocess.run(["squeue", "-h", "-r", "--me", "-o", "%i|%T"],
                                 capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
-        return True   # no answer is no evidence that the job is gone
-    return result.returncode == 0 and result.stdout.strip() != ""
+        return None
+    if result.returncode != 0:
+        return None
+    return dict(line.split("|", 1) for line in result.stdout.splitlines() if "|" in line)
 
 
 def _in_array_range(listed: str, job_id: str) -> bool:

@@ -37,10 +37,13 @@ from nnunet_transfer.study.executors.sharing import (
 from nnunet_transfer.study.executors.slurm import (
     DEFAULT_ARRAY_SIZE, SLURM_INTERRUPTED_STATES, check_slurm_options, job_kind,
     options_of_kind, sacct_state, slurm_parameters, slurm_state_is_active, slurm_state_word,
-    squeue_knows)
+    squeue_states)
 
 DEFAULT_SLURM_IN_FLIGHT = 64
 DEFAULT_SUBMITIT_LOCAL_TIME_MIN = 7 * 24 * 60
+# One squeue answer serves the status of every job for this long: the runner asks about each
+# job in flight once per poll, and one call per poll is what a cluster's controller welcomes.
+QUEUE_ANSWER_S = 1.0
 
 
 def run_submitted_job(wrapper_argv: list[str], env: dict[str, str], cwd: str | None,
@@ -114,6 +117,7 @@ class SubmititExecutor(Executor):
         self.options = check_slurm_options(options, require_time=cluster == "slurm")
         self.cancel_grace_s = cancel_grace_s
         self._jobs: dict[str, Any] = {}   # job id -> submitit Job made by this process
+        self._queue_answer: tuple[float, dict[str, str] | None] | None = None
         os.makedirs(self.folder, exist_ok=True)
         if cluster == "slurm":
             self.name = "slurm"
@@ -143,6 +147,7 @@ class SubmititExecutor(Executor):
             self.name = "slurm" if self.cluster == "slurm" else "submitit-local"
             self.capacity, self.cancel_grace_s, self._jobs, self._executor = (
                 0, CANCEL_GRACE_S, {}, None)
+            self._queue_answer = None
             _FOLLOWERS[key] = self
         return _FOLLOWERS[key]
 
@@ -158,6 +163,7 @@ class SubmititExecutor(Executor):
 
     def _handle(self, job: CommandJob, submitted: Any, slot: int | None) -> dict:
         job_id = str(submitted.job_id)
+        self._queue_answer = None   # taken before this job existed
         self._jobs[job_id] = submitted
         handle = {"kind": self.handle_kind, "cluster": self.cluster, "key": job.key,
                   "job_id": job_id, "folder": self.folder, "exit_path": os.path.abspath(job.exit_path),
@@ -240,15 +246,23 @@ class SubmititExecutor(Executor):
             self._jobs[handle["job_id"]] = job
         return job
 
+    def _queue(self) -> dict[str, str] | None:
+        """squeue's answer (job id -> state), at most QUEUE_ANSWER_S old; None without one."""
+        now = time.monotonic()
+        if self._queue_answer is None or now - self._queue_answer[0] > QUEUE_ANSWER_S:
+            self._queue_answer = (now, squeue_states())
+        return self._queue_answer[1]
+
     def _active(self, handle: dict) -> bool:
-        if handle.get("cluster") == "slurm":   # submitit's batched answer, confirmed if "ended"
+        if handle.get("cluster") == "slurm":
+            queue = self._queue()
+            if queue is not None:   # slurmctld lists every job that may still run
+                return handle["job_id"] in queue
+            # slurmctld does not answer: submitit's batched sacct, confirmed if "ended"
             batched = slurm_state_word(self._slurm_job(handle).state)
-            if batched != "UNKNOWN" and slurm_state_is_active(batched):
+            if slurm_state_is_active(batched) and batched != "UNKNOWN":
                 return True
-            exact = slurm_state_word(self.slurm_state(handle, "force"))
-            if exact == "UNKNOWN":   # not in sacct (yet, or any more): ask slurmctld
-                return squeue_knows(handle["job_id"])
-            return slurm_state_is_active(exact)
+            return slurm_state_is_active(slurm_state_word(self.slurm_state(handle, "force")))
         self._reap()
         return process_alive(int(handle["job_id"]), handle.get("start_time"))
 
@@ -299,7 +313,8 @@ class SubmititExecutor(Executor):
     def describe_job(self, handle: dict) -> str:
         if handle.get("cluster") != "slurm":
             return super().describe_job(handle)
-        return f"SLURM job {handle['job_id']}: {self.slurm_state(handle, 'force')}"
+        queued = (self._queue() or {}).get(handle["job_id"])
+        return f"SLURM job {handle['job_id']}: {queued or self.slurm_state(handle, 'force')}"
 
     def _cancel(self, handle: dict) -> None:
         if handle.get("cluster") == "slurm":
