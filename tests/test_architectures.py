@@ -13,6 +13,9 @@ from nnunet_transfer.architectures.common import TransferNetwork, cumulative_str
 from nnunet_transfer.architectures.registry import (ARCHITECTURES, architecture_entry,
                                                     build_network, template)
 from nnunet_transfer.errors import UserError
+from nnunet_transfer.training.strategies import ALL_STRATEGIES
+
+from test_freezing import assert_strategy_moves_exactly_its_trained_parts
 
 
 def base_kwargs(strides, kernel_sizes, features=(8, 16, 32, 64, 64)):
@@ -143,3 +146,16 @@ def test_2d_plans_are_refused():
     kwargs = {**kwargs, "conv_op": "torch.nn.modules.conv.Conv2d"}
     with pytest.raises(UserError, match="3D"):
         build_network("weatheritt", kwargs, patch, 1, 2)
+
+
+@pytest.mark.parametrize("strategy", ALL_STRATEGIES, ids=lambda s: s.name)
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_every_strategy_moves_exactly_its_trained_parts(name, strategy):
+    """In-process, every strategy on every architecture (the end-to-end matrix through
+    nnUNetv2_train runs a covering subset of these pairs)."""
+    torch.manual_seed(0)
+    patch = [16, 16, 16]
+    kwargs = base_kwargs([[1, 1, 1], [2, 2, 2], [2, 2, 2]], [[3, 3, 3]] * 3, features=(4, 8, 16))
+    network = build_network(name, kwargs, patch, 1, 2, True)
+    assert_strategy_moves_exactly_its_trained_parts(
+        network, strategy, lambda: torch.randn(1, 1, *patch))

@@ -13,9 +13,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from nnunet_transfer.architectures import partition
+from nnunet_transfer.architectures.parts import unwrap
 from nnunet_transfer.architectures.registry import ARCHITECTURES, architecture_entry
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.training import low_rank
+from nnunet_transfer.training.adapter_files import AdapterFiles
+from nnunet_transfer.training.bookkeeping import RunRecord
 from nnunet_transfer.training.low_rank import (
     ALPHA, adapter_parameters, adapter_state_dict, add_adapters, base_state_dict, has_adapters,
     load_adapter_state_dict, merged_state_dict)
@@ -176,6 +179,25 @@ def test_adapters_survive_a_save_load_round_trip(tmp_path):
     add_adapters([other_rank], RANK + 1, seed=0)
     with pytest.raises(UserError, match="LoRA rank"):
         load_adapter_state_dict(other_rank, saved["adapters"])
+
+
+def test_checkpoint_is_written_once_with_the_merged_weights(tmp_path):
+    """nnU-Net's save_checkpoint takes the (unwrapped) network's state_dict(): within
+    `merged_state_while_saving` that is the merged state, also under torch.compile's wrapper;
+    afterwards the network's own (with its adapters) again."""
+    torch.manual_seed(0)
+    network = plain_unet()
+    lora_steps(network, batch())
+    files = AdapterFiles(RunRecord(str(tmp_path)))
+    adapted_keys = set(network.state_dict())
+    for wrapped in (network, torch.compile(network)):
+        with files.merged_state_while_saving(wrapped):
+            torch.save({"network_weights": unwrap(wrapped).state_dict()}, tmp_path / "c.pth")
+        saved = torch.load(tmp_path / "c.pth", weights_only=True)["network_weights"]
+        merged = merged_state_dict(network)
+        assert saved.keys() == merged.keys() and all(torch.equal(saved[k], merged[k])
+                                                     for k in merged)
+        assert set(network.state_dict()) == adapted_keys != set(merged)
 
 
 def test_autofocus_shared_weight_is_adapted_once_and_every_branch_uses_it():

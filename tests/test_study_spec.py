@@ -12,6 +12,7 @@ import pytest
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.study.demo import example_study, study_text
 from nnunet_transfer.study.grid import StudyLayout, expand
+from nnunet_transfer.study.runner import study_executor
 from nnunet_transfer.study.study_file import load_study
 
 
@@ -139,3 +140,19 @@ def test_check_accepts_a_good_file_through_the_cli(tmp_path):
                             capture_output=True, text=True, cwd=os.path.dirname(path))
     assert result.returncode == 0, result.stderr
     assert "no mistakes found" in result.stdout and "FrozenEncoder" in result.stdout
+
+
+@pytest.mark.parametrize("jobs, in_flight", [("", 64), (", jobs: 3", 3)])
+def test_slurm_study_without_jobs_keeps_many_in_flight(tmp_path, monkeypatch, jobs, in_flight):
+    """The executor a study file makes: SLURM's default of 64 jobs in flight when `jobs` is not
+    given (a study file once made it 1), `jobs` caps it. SLURM's tools are stand-ins here."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("sbatch", "srun", "sacct"):
+        (tools / tool).write_text("#!/bin/sh\nexit 1\n")
+        (tools / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    text = GOOD + f"    executor: {{kind: slurm{jobs}, slurm: {{time_min: 60}}}}\n"
+    executor = study_executor(load_study(write(tmp_path, text)))
+    assert executor.capacity == in_flight
+    assert f"slurm: up to {in_flight} jobs in flight" in executor.describe()

@@ -45,13 +45,19 @@ class AdapterFiles:
         if with_base:
             atomic_torch_save(self.base_path(checkpoint_path), base_state_dict(network))
 
-    def merge_into(self, network: nn.Module, checkpoint_path: str) -> None:
-        """Replace the weights of the checkpoint nnU-Net just wrote by the merged ones and
-        save adapters and base beside it."""
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        checkpoint["network_weights"] = merged_state_dict(network)
-        atomic_torch_save(checkpoint_path, checkpoint)
-        self.save(network, checkpoint_path)
+    @contextmanager
+    def merged_state_while_saving(self, network: nn.Module):
+        """Within this block the network's `state_dict()` is the merged one, so that nnU-Net's
+        save_checkpoint, which takes it, writes the checkpoint once with the merged weights
+        (rather than writing it, reading it back and writing it again). The override sits on
+        the module nnU-Net asks (the one under DDP or torch.compile), for this block only."""
+        module = unwrap(network)
+        merged = merged_state_dict(network)
+        module.state_dict = lambda *args, **kwargs: merged
+        try:
+            yield
+        finally:
+            del module.state_dict
 
     def _read(self, path: str) -> dict:
         if not os.path.isfile(path):

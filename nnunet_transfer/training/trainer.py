@@ -180,9 +180,12 @@ class TransferTrainer(nnUNetTrainer):
 
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's; with adapters, the merged weights in it and the adapters beside it."""
-        super().save_checkpoint(filename)
-        if self.local_rank == 0 and not self.disable_checkpointing and has_adapters(self.network):
-            self.adapter_files.merge_into(self.network, filename)
+        if not has_adapters(self.network):
+            return super().save_checkpoint(filename)
+        with self.adapter_files.merged_state_while_saving(self.network):
+            super().save_checkpoint(filename)
+        if self.local_rank == 0 and not self.disable_checkpointing:
+            self.adapter_files.save(self.network, filename)
 
     # -- pretrained weights ------------------------------------------------------------------------
     @user_errors_exit
