@@ -30,3 +30,18 @@ def test_continued_run_keeps_epoch_zero_and_appends_to_the_log(workspace, target
     assert settings["budget"]["seed"] == 3 and settings["iterations_per_epoch"] == 3
     assert sorted(os.listdir(os.path.join(folder, "snapshots"))) == [
         "epoch_0000.pth", "epoch_0001.pth", "epoch_0002.pth"]
+
+    # A checkpoint cut off mid-write (our trainers write whole ones; nnU-Net's own do not):
+    # --c names it and the way on, no traceback; the file is put back for the other tests.
+    final = os.path.join(os.path.dirname(folder), "checkpoint_final.pth")
+    whole = open(final, "rb").read()
+    with open(final, "wb") as f:
+        f.write(whole[:len(whole) // 2])
+    try:
+        cut = workspace.run(*args, "--c", ok=False, extra_env={"nnUNet_n_proc_DA": "0"})
+    finally:
+        with open(final, "wb") as f:
+            f.write(whole)
+    assert cut.returncode == 2 and "Traceback" not in cut.stderr, cut.stderr[-3000:]
+    assert "checkpoint_final.pth cannot be read" in cut.stderr
+    assert not [n for n in os.listdir(os.path.dirname(folder)) if n.endswith(".partial")]

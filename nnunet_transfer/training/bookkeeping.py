@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import os
+import pickle
 import platform
 from importlib import metadata
 
@@ -46,6 +47,19 @@ def atomic_torch_save(path: str, content: dict) -> None:
     buffer = io.BytesIO()
     torch.save(content, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_run_checkpoint(path: str, device) -> dict:
+    """The run's own nnU-Net checkpoint, for `--c` (nnU-Net's pickles, read as nnU-Net reads
+    them); one that cannot be read is a UserError naming it and the way on."""
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except (EOFError, RuntimeError, pickle.UnpicklingError) as error:
+        raise UserError(
+            f"{path} cannot be read ({type(error).__name__}: {error}); it was probably cut "
+            f"off while being written. Move it aside to continue (--c) from the run's other "
+            f"checkpoint (checkpoint_latest.pth or checkpoint_best.pth), or start the run "
+            f"anew without --c.") from None
 
 
 def package_versions() -> dict[str, str]:

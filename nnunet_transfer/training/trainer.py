@@ -22,7 +22,7 @@ import pydoc
 import random
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 
 import numpy as np
@@ -31,9 +31,10 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_transfer.architectures.checkpoint import Checkpoint
 from nnunet_transfer.architectures.parts import PARTS, partition, unwrap
+from nnunet_transfer.atomic_files import written_whole
 from nnunet_transfer.errors import UserError, user_errors_exit
 from nnunet_transfer.training.adapter_files import AdapterFiles
-from nnunet_transfer.training.bookkeeping import RunRecord, package_versions
+from nnunet_transfer.training.bookkeeping import RunRecord, package_versions, read_run_checkpoint
 from nnunet_transfer.training.budget import Budget
 from nnunet_transfer.training.freezing import activate_zero_initialised_norms
 from nnunet_transfer.training.low_rank import has_adapters, merged_state_dict
@@ -167,7 +168,7 @@ class TransferTrainer(nnUNetTrainer):
             self.initialize()
         checkpoint = filename_or_checkpoint
         if isinstance(checkpoint, str):
-            checkpoint = torch.load(checkpoint, map_location=self.device, weights_only=False)
+            checkpoint = read_run_checkpoint(checkpoint, self.device)
         self._adapters_allowed = True
         self._move_to_phase(phase_at(self.phases, max(0, checkpoint["current_epoch"] - 1)),
                             carry_momentum=False)
@@ -179,12 +180,14 @@ class TransferTrainer(nnUNetTrainer):
             super().load_checkpoint(adapted)
 
     def save_checkpoint(self, filename: str) -> None:
-        """nnU-Net's; with adapters, the merged weights in it and the adapters beside it."""
-        if not has_adapters(self.network):
-            return super().save_checkpoint(filename)
-        with self.adapter_files.merged_state_while_saving(self.network):
-            super().save_checkpoint(filename)
-        if self.local_rank == 0 and not self.disable_checkpointing:
+        """nnU-Net's, written whole or not at all: a job ended while saving (scancel, a time
+        limit, preemption) keeps its previous checkpoint for --c, not a truncated one. With
+        adapters, the merged weights in it and the adapters beside it."""
+        adapters = has_adapters(self.network)
+        with (self.adapter_files.merged_state_while_saving(self.network) if adapters
+              else nullcontext()), written_whole(filename) as partial:
+            super().save_checkpoint(partial)
+        if adapters and self.local_rank == 0 and not self.disable_checkpointing:
             self.adapter_files.save(self.network, filename)
 
     # -- pretrained weights ------------------------------------------------------------------------
