@@ -6,24 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write `path` through a temporary file in the same folder and an atomic rename."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with written_whole(path) as partial, open(partial, "wb") as f:
+        f.write(data)
 
 
 def atomic_write_json(path: str, content: dict) -> None:
@@ -34,9 +26,10 @@ def atomic_write_json(path: str, content: dict) -> None:
 def written_whole(path: str) -> Iterator[str]:
     """A temporary name beside `path` for a writer that takes a file name (nnU-Net's
     save_checkpoint); renamed to `path` if the writer wrote it, removed if the writer failed.
-    A process killed mid-write leaves the previous `path` whole."""
+    A process killed mid-write leaves the previous `path` whole. The name is this process's
+    and thread's own, so concurrent writers of one path never share a temporary file."""
     folder, name = os.path.split(path)
-    partial = os.path.join(folder, f".{name}.partial")
+    partial = os.path.join(folder, f".{name}.{os.getpid()}.{threading.get_ident()}.partial")
     try:
         yield partial
     except BaseException:

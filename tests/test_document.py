@@ -295,7 +295,7 @@ def test_markdown_renders_content_as_text(example):
 
 def test_writes_are_atomic_and_deterministic(example, tmp_path):
     folder = example["folder"]
-    assert not [n for n in os.listdir(folder) if n.endswith(".tmp")]
+    assert not [n for n in os.listdir(folder) if n.endswith((".tmp", ".partial"))]
     umask = os.umask(0o022)
     os.umask(umask)
     for path in (example["html"], example["md"]):    # readable as any new file, not 0600

@@ -183,11 +183,12 @@ class TransferTrainer(nnUNetTrainer):
         """nnU-Net's, written whole or not at all: a job ended while saving (scancel, a time
         limit, preemption) keeps its previous checkpoint for --c, not a truncated one. With
         adapters, the merged weights in it and the adapters beside it."""
-        adapters = has_adapters(self.network)
+        adapters = (has_adapters(self.network) and self.local_rank == 0
+                    and not self.disable_checkpointing)   # nnU-Net writes nothing otherwise
         with (self.adapter_files.merged_state_while_saving(self.network) if adapters
               else nullcontext()), written_whole(filename) as partial:
             super().save_checkpoint(partial)
-        if adapters and self.local_rank == 0 and not self.disable_checkpointing:
+        if adapters:
             self.adapter_files.save(self.network, filename)
 
     # -- pretrained weights ------------------------------------------------------------------------
