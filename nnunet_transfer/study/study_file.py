@@ -67,6 +67,48 @@ BUDGET_KEYS = {
     "source_iterations": ("source_iters", checks.whole_number(1)),
 }
 
+# Every top-level key of a study file and what it means (docs/reference/study_file.md is
+# written from this by scripts/write_reference_tables.py).
+TOP_LEVEL_KEYS = {
+    "study": "the study's name: letters, digits, _ and - (required)",
+    "workdir": "where everything lives, relative to the study file (default: the name)",
+    "nnunet": "`raw`, `preprocessed`, `results`: nnU-Net's three folders (default: inside "
+              "`workdir`)",
+    "device": "`auto` (cuda when torch sees a GPU), `cpu` or `cuda` (refused before anything "
+              "runs where torch sees no GPU)",
+    "executor": "`kind`: `local` (N parallel jobs, cores split between them; one GPU per job "
+                "slot when there are GPUs), `submitit-local` or `slurm` (`slurm: {partition, "
+                "time_min, gpus_per_node, cpus_per_task, mem_gb, ...}`); `jobs` at once; "
+                "`attempts` of a job SLURM ends (3)",
+    "datasets": "every dataset by a key: `{id, name}` and how it is made: `synthetic: {cases, "
+                "test_cases, shape, low_quality, core, seed}`, `msd: FOLDER` (converted), "
+                "`subset: KEY` with `count: N` and/or `exclude: KEY`, `degrade: KEY` "
+                "(low-quality-site copy), `pool: [KEY, ...]`, `existing: true`",
+    "source": "the dataset key(s) pretrained on (each once, `nnUNetTrainer_Scratch`, fold "
+              "`all`, without nnU-Net's final validation)",
+    "target": "the dataset key fine-tuned on",
+    "test_cases": "held-out target cases, drawn once (4)",
+    "test_seed": "the seed of that draw (0)",
+    "validation_cases": "a cap on nnU-Net's validation cases per run",
+    "generalization": "the key of a second, unseen test set",
+    "plans": "`identifier` (nnUNetPlans), `configuration` (3d_fullres), optional `small: "
+             "{patch, features, max_features, batch, stages}` (CPU-size plans)",
+    "sizes": "target training cases per run (`all` = the pool but one validation case); each "
+             "(n, seed) is one fold of `splits_final.json`",
+    "seeds": "seeds: another draw of the cases and another initialisation ([0])",
+    "strategies": "strategy names (`nnunet-transfer strategies`) and at most one custom "
+                  "strategy file (a path ending in `.yaml`, relative to the study file)",
+    "architectures": "`unet` (the plans' own network) and the extra architectures",
+    "budget": "`epochs`, `iterations`, `val_iterations`, `snapshot_every`, `source_epochs`, "
+              "`source_iterations`",
+    "analyses": "which `nnunet-transfer analyze` kinds run per (source, architecture, n) "
+                "(all)",
+    "analysis": "their `blocks`, `voxels_per_block`, `seed`, `layers`, `tolerance`",
+    "prediction": "`nnUNetv2_predict`'s settings for the test cases: `step_size` (0.5), "
+                  "`disable_tta` (false), `checkpoint` (`checkpoint_final.pth` or "
+                  "`checkpoint_best.pth`)",
+}
+
 
 def _read_dataset(problems: _Problems, key: str, value, base: str) -> DatasetSpec | None:
     path = ("datasets", key)
@@ -179,11 +221,7 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
         document.value = {**(document.value or {}), **overrides}
     problems = _Problems(where, document)
     base = os.path.dirname(os.path.abspath(path))
-    known = {"study", "workdir", "nnunet", "device", "executor", "datasets", "source", "target",
-             "test_cases", "test_seed", "validation_cases", "generalization", "plans", "sizes",
-             "seeds",
-             "strategies", "architectures", "budget", "analyses", "analysis", "prediction"}
-    top = _Reader(problems, document.value, (), known)
+    top = _Reader(problems, document.value, (), set(TOP_LEVEL_KEYS))
 
     name = top.get("study", checks.name, required=True) or "study"
     workdir = os.path.normpath(os.path.join(base, os.path.expanduser(

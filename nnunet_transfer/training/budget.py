@@ -66,7 +66,7 @@ KNOBS = (
          "rank of the low-rank adapters of LoRA and of custom strategies whose rank is 'knob' "
          "(default 4)"),
     Knob("strategy_file", os.path.abspath,
-         "the YAML file of nnUNetTrainer_Custom's strategy (see the README, Strategies)"),
+         "the YAML file of nnUNetTrainer_Custom's strategy (docs/how_to/add_a_strategy_file.md)"),
 )
 
 

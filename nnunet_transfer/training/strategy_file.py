@@ -21,7 +21,7 @@ and the study file's `strategies`. Every mistake is reported with its line.
         adapters: {rank: knob, parts: [encoder, decoder], lr: 1.0}   # LoRA (optional)
         per_stage: encoder             # one sub-phase per stage, nearest the head first
 
-The meaning of each key: `schedule.py`. The README's Strategies section writes every built-in
+The meaning of each key: `schedule.py`. docs/how_to/add_a_strategy_file.md writes every built-in
 strategy in this format.
 """
 
@@ -155,7 +155,8 @@ def parse_strategy(text: str, where: str) -> Strategy:
 def read_strategy_file(path: str | None) -> Strategy:
     if not path:
         raise UserError(f"{CUSTOM_TRAINER} reads its strategy from a YAML file: set "
-                        "NNUNET_TRANSFER_STRATEGY_FILE=<file> (see the README, Strategies)")
+                        "NNUNET_TRANSFER_STRATEGY_FILE=<file> "
+                        "(see docs/how_to/add_a_strategy_file.md)")
     try:
         with open(path) as f:
             text = f.read()
