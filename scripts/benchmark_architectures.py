@@ -20,7 +20,7 @@ Each measurement runs in a fresh process; Scratch and FrozenRandomEncoder altern
 rounds; medians compared.
 
     python scripts/benchmark_architectures.py --rounds 3
-    python scripts/benchmark_architectures.py --rounds 3 --update-readme
+    python scripts/benchmark_architectures.py --rounds 3 --update-docs   # docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,8 @@ PATCH = [40, 56, 40]
 BATCH = 2
 STRIDES = [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
 NNUNET_UNET = "nnunet_unet"
-README_START, README_END = "<!-- architectures-table:start -->", "<!-- architectures-table:end -->"
+# where --update-docs writes the table (scripts/write_reference_tables.py writes every table)
+BENCHMARKS_PAGE, TABLE_NAME = "docs/benchmarks.md", "architectures-benchmark"
 
 
 def plan_arch_kwargs() -> dict:
@@ -140,20 +140,6 @@ def table(names: list[str], static: dict, timed: dict) -> str:
     return "\n".join(lines)
 
 
-def update_readme(text: str) -> None:
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
-    with open(path) as f:
-        readme = f.read()
-    if README_START not in readme:
-        sys.exit(f"README.md has no {README_START} ... {README_END} section to update")
-    block = f"{README_START}\n{text}\n{README_END}"
-    readme = re.sub(re.escape(README_START) + ".*?" + re.escape(README_END), lambda _: block,
-                    readme, flags=re.S)
-    with open(path, "w") as f:
-        f.write(readme)
-    print(f"updated {path}")
-
-
 def main() -> None:
     from nnunet_transfer.architectures.registry import ARCHITECTURES
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -163,8 +149,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--only", default=None, help="comma-separated architectures")
-    parser.add_argument("--update-readme", action="store_true",
-                        help="write the table into README.md between its markers")
+    parser.add_argument("--update-docs", action="store_true",
+                        help=f"write the table into {BENCHMARKS_PAGE} between its markers")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.frozen, args.steps, args.warmup)))
@@ -180,8 +166,10 @@ def main() -> None:
             f"(`python scripts/benchmark_architectures.py --rounds {args.rounds}`).\n\n"
             + table(names, static, timed))
     print("\n" + text)
-    if args.update_readme:
-        update_readme(text)
+    if args.update_docs:
+        from write_reference_tables import write_table   # this script's own folder
+        write_table(BENCHMARKS_PAGE, TABLE_NAME, text)
+        print(f"updated {BENCHMARKS_PAGE}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ strides 1-2-2-2, instance norm, leaky ReLU, patch 40x56x40, batch 9), it measure
   with the moments accumulated on the GPU against the CPU; the analysis time on the GPU.
 
 It imports neither nnU-Net nor its data pipeline, so it runs on a bare machine with torch,
-numpy and scipy plus the wheels `scripts/gpu_wheels.sh` collects (see the README):
+numpy and scipy plus the wheels `scripts/gpu_wheels.sh` collects (see CONTRIBUTING.md, GPU check):
 
     bash scripts/gpu_wheels.sh gpu_wheels     # here: the wheels, ~0.3 MB
     pip install --no-deps --no-index gpu_wheels/*.whl   # there, then:

@@ -340,10 +340,10 @@ def test_same_evaluation_as_the_local_executor(slurm_study, tmp_path):
     assert len(local) == 3 and local == per_case(prepared)
 
 
-def test_the_readme_example_is_a_valid_study(tmp_path):
-    """The README's SLURM study file: `study check` accepts it (its data folder made here), and
-    each kind of job gets its own resources."""
-    with open(os.path.join(REPO, "README.md")) as f:
+def test_the_documented_example_is_a_valid_study(tmp_path):
+    """The documented SLURM study file: `study check` accepts it (its data folder made here),
+    and each kind of job gets its own resources."""
+    with open(os.path.join(REPO, "docs", "how_to", "run_on_slurm.md")) as f:
         block = re.search(r"```yaml\n# slurm-study.yaml\n(.*?)```", f.read(), re.S).group(1)
     data = tmp_path / "Task04_Hippocampus"
     data.mkdir()

@@ -1,4 +1,4 @@
-"""Custom strategy files: the README's examples are the built-in strategies, every mistake is
+"""Custom strategy files: the documented examples are the built-in strategies, every mistake is
 reported with its line, and the study file takes the new names and a custom file."""
 
 from __future__ import annotations
@@ -14,18 +14,18 @@ from nnunet_transfer.study.study_file import load_study
 from nnunet_transfer.training.strategies import BY_TRAINER_NAME, CUSTOM_TRAINER
 from nnunet_transfer.training.strategy_file import parse_strategy, read_strategy_file
 
-README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
+GUIDE = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "how_to",
+                     "add_a_strategy_file.md")
 
 
-def readme_examples() -> list[str]:
-    text = open(README).read()
-    section = text[text.index("### Strategies"):text.index("### Budget knobs")]
-    return re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
+def documented_examples() -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", open(GUIDE).read(), flags=re.S)
 
 
-@pytest.mark.parametrize("example", readme_examples(), ids=lambda t: t.split("name: ")[1].split()[0])
-def test_readme_examples_are_the_built_in_strategies(example):
-    strategy = parse_strategy(example, "README.md")
+@pytest.mark.parametrize("example", documented_examples(),
+                         ids=lambda t: t.split("name: ")[1].split()[0])
+def test_documented_examples_are_the_built_in_strategies(example):
+    strategy = parse_strategy(example, "add_a_strategy_file.md")
     built_in = BY_TRAINER_NAME[f"nnUNetTrainer_{strategy.name}"]
     assert strategy.schedule.as_json() == built_in.schedule.as_json()
     assert (strategy.pretrained, strategy.lr_factor) == (built_in.pretrained, built_in.lr_factor)
@@ -99,7 +99,7 @@ strategies: [Scratch, LinearProbeThenFineTune, LoRA, {custom}]
 
 
 def test_study_file_takes_the_new_names_and_one_custom_file(tmp_path):
-    (tmp_path / "mine.yaml").write_text(readme_examples()[2].replace(
+    (tmp_path / "mine.yaml").write_text(documented_examples()[2].replace(
         "LinearProbeThenFineTune", "MyLPFT"))
     study = tmp_path / "study.yaml"
     study.write_text(STUDY.format(custom="mine.yaml"))
@@ -110,6 +110,6 @@ def test_study_file_takes_the_new_names_and_one_custom_file(tmp_path):
     study.write_text(STUDY.format(custom="mine.yaml, other.yaml"))
     with pytest.raises(UserError, match=r"study.yaml:8: strategies: .*other.yaml"):
         load_study(str(study))
-    (tmp_path / "other.yaml").write_text(readme_examples()[4])
+    (tmp_path / "other.yaml").write_text(documented_examples()[4])
     with pytest.raises(UserError, match="at most one custom strategy file"):
         load_study(str(study))
