@@ -54,21 +54,34 @@ def test_a_changed_declaration_makes_the_page_differ(tmp_path, monkeypatch):
 def relative_links(path: str) -> list[str]:
     with open(path, encoding="utf-8") as f:
         text = re.sub(r"```.*?```", "", f.read(), flags=re.S)   # code is not a link
-    return [target for target in LINK.findall(text)
-            if not re.match(r"[a-z]+:", target) and not target.startswith("#")]
+    return [target for target in LINK.findall(text) if not re.match(r"[a-z]+:", target)]
+
+
+def anchors(path: str) -> set[str]:
+    """The anchors GitHub gives the headings of a Markdown page."""
+    with open(path, encoding="utf-8") as f:
+        text = re.sub(r"```.*?```", "", f.read(), flags=re.S)
+    headings = re.findall(r"^#+ (.*)$", text, flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: os.path.relpath(p, ROOT))
 def test_every_relative_link_points_to_a_file(page):
-    missing = [target for target in relative_links(page)
-               if not os.path.exists(os.path.join(os.path.dirname(page), target.split("#")[0]))]
-    assert not missing, f"{os.path.relpath(page, ROOT)} links to missing files: {missing}"
+    broken = []
+    for target in relative_links(page):
+        file, _, anchor = target.partition("#")
+        path = os.path.normpath(os.path.join(os.path.dirname(page), file)) if file else page
+        if not os.path.exists(path):
+            broken.append(target)
+        elif anchor and path.endswith(".md") and anchor not in anchors(path):
+            broken.append(target)
+    assert not broken, f"{os.path.relpath(page, ROOT)} has broken links: {broken}"
 
 
 def test_every_docs_page_is_in_the_index():
     index = os.path.join(ROOT, "docs", "README.md")
     listed = {os.path.normpath(os.path.join(ROOT, "docs", t.split("#")[0]))
-              for t in relative_links(index)}
+              for t in relative_links(index) if not t.startswith("#")}
     pages = {os.path.normpath(p) for p in PAGES if os.sep + "docs" + os.sep in p} - {index}
     assert pages <= listed, sorted(os.path.relpath(p, ROOT) for p in pages - listed)
 
