@@ -1,5 +1,5 @@
 """`nnunet-transfer analyze <kind>` (`register` adds it to the CLI), a subcommand per kind of
-`kinds.KINDS`.
+`kinds.ANALYSIS_KINDS`.
 
 Each kind writes <kind>.csv (and <kind>_*.csv), <kind>*.png and <kind>.md into -o. torch, pandas
 and matplotlib are imported by the handlers, not here: every `nnunet-transfer` command builds
@@ -12,7 +12,7 @@ import argparse
 import os
 import shlex
 
-from nnunet_transfer.analysis.kinds import KINDS
+from nnunet_transfer.analysis.kinds import ANALYSIS_KINDS
 from nnunet_transfer.analysis.options import RUN_HELP
 
 
@@ -61,7 +61,7 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
     _apply_cpu_threads()
     notes = Notes()
     with notes.warnings_as_notes():
-        output = KINDS[args.kind].run(args, notes)
+        output = ANALYSIS_KINDS[args.kind].run(args, notes)
     paths = write_output(args.kind, args.o, output, notes, command_line(args.parser, args))
     print("wrote " + ", ".join(paths))
 
@@ -70,11 +70,11 @@ def register(subparsers) -> None:
     """Add `analyze` with its kinds to the `nnunet-transfer` subparsers."""
     analyze = subparsers.add_parser(
         "analyze", help="analyse finished runs: "
-                        + ", ".join(kind.summary for kind in KINDS.values()),
+                        + ", ".join(kind.summary for kind in ANALYSIS_KINDS.values()),
         description="Each kind writes <kind>.csv, <kind>*.png and a Markdown summary "
                     "<kind>.md into -o. " + RUN_HELP + ".")
     subcommands = analyze.add_subparsers(dest="kind", required=True)
-    for kind in KINDS.values():
+    for kind in ANALYSIS_KINDS.values():
         parser = subcommands.add_parser(kind.name, help=kind.help, description=kind.help)
         parser.add_argument("-o", required=True, help="output folder")
         parser.set_defaults(func=_cmd_analyze, parser=parser)

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from nnunet_transfer.analysis.defaults import CONVERGENCE_TOLERANCE
 from nnunet_transfer.analysis import figures
 from nnunet_transfer.analysis.blocks import BlockSampler
 from nnunet_transfer.analysis.layers import default_layers, find_layer
@@ -110,7 +111,7 @@ def _feature_maps(networks: Sequence[nn.Module], layer: str, block: np.ndarray,
 
 
 def weights_analysis(runs: Sequence[AnalysedRun], start: str, end: str, pictures: PictureOptions,
-                     notes: Notes, tolerance: float = 0.005, column: str = "pseudo_dice"
+                     notes: Notes, tolerance: float = CONVERGENCE_TOLERANCE, column: str = "pseudo_dice"
                      ) -> Output:
     """Weight change of every convolution of each run between snapshots `start` and `end`
     (epochs done, "final" or "convergence"), and the filter and feature-map pictures."""
