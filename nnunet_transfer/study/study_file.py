@@ -56,7 +56,7 @@ from nnunet_transfer.study.spec import (
     ALL, CHECKPOINTS, DATASET_KINDS, DEVICES, EXECUTORS, UNET, DatasetSpec, ExecutorSpec,
     PredictionSpec, StudyBudget, StudySpec)
 from nnunet_transfer.training.budget import KNOB_OF_FIELD
-from nnunet_transfer.training.strategies import ALL_STRATEGIES
+from nnunet_transfer.training.strategies import ONE_PHASE_STRATEGIES
 from nnunet_transfer.yaml_lines import Problems as _Problems, Reader as _Reader, load_with_lines, \
     suggest as _suggest
 
@@ -267,7 +267,7 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
     sizes = top.get("sizes", rules.list_of(checks.size), (ALL,))
     seeds = top.get("seeds", rules.list_of(rules.NON_NEGATIVE_WHOLE_NUMBER), (0,))
     strategies = top.get("strategies", rules.list_of(lambda v: checks.strategy(v, base)),
-                         ALL_STRATEGIES)
+                         ONE_PHASE_STRATEGIES)
     if sum(bool(s.file) for s in strategies or ()) > 1:   # they share nnUNetTrainer_Custom's folder
         problems.add(("strategies",), "give at most one custom strategy file per study")
     architectures = top.get("architectures", rules.list_of(checks.architecture), (UNET,))

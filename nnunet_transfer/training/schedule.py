@@ -41,7 +41,8 @@ class Rule:
     decay: float | str | None = None        # per stage away from the head; KNOB: the knob
 
     def __post_init__(self):
-        for values, allowed, what in ((self.parts, PARTS, "part"), (self.kinds, PARAMETER_KINDS, "kind")):
+        for values, allowed, what in ((self.parts, PARTS, "part"),
+                                      (self.kinds, PARAMETER_KINDS, "kind")):
             unknown = set(values) - set(allowed)
             if unknown:
                 raise ValueError(f"unknown {what} {sorted(unknown)}; choose from {allowed}")

@@ -2,7 +2,7 @@
 
 A strategy says whether it starts from pretrained weights, how its initial learning rate relates
 to nnU-Net's, and its schedule (`schedule.py`): which parameters train at which multiplier of
-that learning rate, phase by phase. The seven strategies of ALL_STRATEGIES are one phase each,
+that learning rate, phase by phase. The seven strategies of ONE_PHASE_STRATEGIES are one phase each,
 given by their frozen parts; SCHEDULED_STRATEGIES have several phases or finer selections.
 `trainers/` makes one trainer class per strategy declared here, and nnUNetTrainer_Custom reads
 one from a file (`strategy_file.py`).
@@ -95,7 +95,7 @@ HEAD_ONLY = _strategy(
     "HeadOnly", ("encoder", "decoder"), Pretrained.REQUIRED, 1.0,
     "everything but the output layer(s) frozen: a linear probe of the pretrained features")
 
-ALL_STRATEGIES: tuple[Strategy, ...] = (
+ONE_PHASE_STRATEGIES: tuple[Strategy, ...] = (
     SCRATCH, FINE_TUNE, FROZEN_RANDOM_ENCODER, FROZEN_ENCODER, FROZEN_DECODER,
     FROZEN_DECODER_AND_HEAD, HEAD_ONLY,
 )
@@ -145,7 +145,7 @@ SCHEDULED_STRATEGIES: tuple[Strategy, ...] = (
     LINEAR_PROBE_THEN_FINE_TUNE, GRADUAL_UNFREEZE, LAYERWISE_LR, WARMUP_FINE_TUNE,
     NORM_AND_BIAS, LORA,
 )
-STRATEGIES = ALL_STRATEGIES + SCHEDULED_STRATEGIES
-"""Every built-in strategy (ALL_STRATEGIES: the seven one-phase ones, trained by the
+STRATEGIES = ONE_PHASE_STRATEGIES + SCHEDULED_STRATEGIES
+"""Every built-in strategy (ONE_PHASE_STRATEGIES: the seven one-phase ones, trained by the
 `strategy_runs` fixture and the architecture matrix)."""
 BY_TRAINER_NAME = {s.trainer_name: s for s in STRATEGIES}
