@@ -48,8 +48,8 @@ def _apply_cpu_threads() -> None:
     text = os.environ.get("NNUNET_TRANSFER_CPU_THREADS")
     if text:
         import torch
-        from nnunet_transfer.training.budget import KNOBS, parse_knob
-        knob = next(k for k in KNOBS if k.field == "cpu_threads")
+        from nnunet_transfer.training.budget import KNOB_OF_FIELD, parse_knob
+        knob = KNOB_OF_FIELD["cpu_threads"]
         torch.set_num_threads(parse_knob(knob, text, "NNUNET_TRANSFER_CPU_THREADS",
                                          "set a positive number"))
 
