@@ -16,11 +16,11 @@ from nnunet_transfer.value_rules import (
     OPEN_FRACTION,
     POSITIVE_WHOLE_NUMBER,
     POSITIVE_WHOLE_NUMBER_OR_ALL,
-    Rule,
+    ValueRule,
 )
 
 
-def argparse_type(rule: Rule, name: str) -> Callable[[str], object]:
+def argparse_type(rule: ValueRule, name: str) -> Callable[[str], object]:
     """The argparse type of `rule`. argparse names the type by `name` in its "invalid <name>
     value" message, so the name is part of what the user sees."""
     def convert(text: str):

@@ -2,9 +2,9 @@
 line's types (`arguments`), the budget knobs of the environment, the study file, the strategy
 file, the SLURM options and the executor settings all check their values with these.
 
-A `Rule` says which values it allows and what it says of one it refuses, always in one shape:
-"<value> is not <what it must be>" ("0 is not a whole number >= 1", "'slurmm' is not known
-(did you mean slurm?); choose from ..."). It reads a value two ways:
+A `ValueRule` says which values it allows and what it says of one it refuses, always in one
+shape: "<value> is not <what it must be>" ("0 is not a whole number >= 1", "'slurmm' is not
+known (did you mean slurm?); choose from ..."). It reads a value two ways:
 
 - `rule.check(value)` (or `rule(value)`): a value as YAML or Python gives it; it is returned
   (normalised where the rule says) or refused with `NotAllowed`, its message naming the value;
@@ -36,7 +36,7 @@ def _same(value):
 
 
 @dataclass(frozen=True)
-class Rule:
+class ValueRule:
     what: str                                   # what an allowed value is, after "is not"
     allows: Callable[[Any], bool]
     from_text: Callable[[str], Any] = str       # the value a text stands for; ValueError: none
@@ -65,7 +65,7 @@ class Rule:
             raise NotAllowed(self.complaint(value))
         return self.normalise(value)
 
-    def explained(self, hint: str) -> "Rule":
+    def explained(self, hint: str) -> "ValueRule":
         """The same rule, its refusal saying `hint` (what the value means, an example)."""
         return replace(self, hint=hint)
 
@@ -90,26 +90,27 @@ def _bounds(at_least=None, above=None, at_most=None, below=None) -> tuple[str, C
     return words, lambda v: all(test(v) for _, test in present)
 
 
-def whole_number(at_least: int | None = None, at_most: int | None = None) -> Rule:
+def whole_number(at_least: int | None = None, at_most: int | None = None) -> ValueRule:
     """A whole number (not true / false) within the bounds given, e.g. whole_number(1)."""
     words, within = _bounds(at_least=at_least, at_most=at_most)
-    return Rule(f"a whole number {words}".strip(),
-                lambda v: _is_number(v, whole=True) and within(v), from_text=int)
+    return ValueRule(f"a whole number {words}".strip(),
+                     lambda v: _is_number(v, whole=True) and within(v), from_text=int)
 
 
 def number(at_least: float | None = None, above: float | None = None,
-           at_most: float | None = None, below: float | None = None) -> Rule:
+           at_most: float | None = None, below: float | None = None) -> ValueRule:
     """A finite number (whole or not) within the bounds given; read as a float."""
     words, within = _bounds(at_least, above, at_most, below)
-    return Rule(f"a number {words}".strip(), lambda v: _is_number(v, whole=False) and within(v),
-                from_text=float, normalise=float)
+    return ValueRule(f"a number {words}".strip(),
+                     lambda v: _is_number(v, whole=False) and within(v), from_text=float,
+                     normalise=float)
 
 
-def choice(choices, hint: str = "") -> Rule:
+def choice(choices, hint: str = "") -> ValueRule:
     """One of `choices`; a refusal suggests the closest and lists them all."""
     choices = tuple(choices)
-    return Rule(f"one of {', '.join(map(str, choices))}", lambda v: v in choices, hint=hint,
-                choices=choices)
+    return ValueRule(f"one of {', '.join(map(str, choices))}", lambda v: v in choices,
+                     hint=hint, choices=choices)
 
 
 def list_of(item: Callable, allow_single: bool = False, unique: bool = True) -> Callable:
@@ -136,15 +137,15 @@ NON_NEGATIVE_WHOLE_NUMBER = whole_number(0)
 POSITIVE_NUMBER = number(above=0)
 NON_NEGATIVE_NUMBER = number(at_least=0)
 OPEN_FRACTION = number(above=0, below=1)
-BOOLEAN = Rule("true or false", lambda v: isinstance(v, bool))
+BOOLEAN = ValueRule("true or false", lambda v: isinstance(v, bool))
 # A YAML value written as a number (a dataset's folder "2021") is meant as its text.
-TEXT = Rule("a text value", _is_text, normalise=str)
-NON_EMPTY_TEXT = Rule("a non-empty text", lambda v: isinstance(v, str) and v.strip() != "")
-NAME = Rule("a name (letters, digits, _ and -, starting with a letter)",
-            lambda v: isinstance(v, str) and bool(_NAME.match(v)))
+TEXT = ValueRule("a text value", _is_text, normalise=str)
+NON_EMPTY_TEXT = ValueRule("a non-empty text", lambda v: isinstance(v, str) and v.strip() != "")
+NAME = ValueRule("a name (letters, digits, _ and -, starting with a letter)",
+                      lambda v: isinstance(v, str) and bool(_NAME.match(v)))
 # A path given in the environment is kept absolute, so a run started elsewhere finds it.
-PATH = Rule("a path", lambda v: isinstance(v, str) and v != "", normalise=os.path.abspath)
-POSITIVE_WHOLE_NUMBER_OR_ALL = Rule(
+PATH = ValueRule("a path", lambda v: isinstance(v, str) and v != "", normalise=os.path.abspath)
+POSITIVE_WHOLE_NUMBER_OR_ALL = ValueRule(
     "a whole number >= 1 or 'all'",
     lambda v: v is None or POSITIVE_WHOLE_NUMBER.allows(v),
     from_text=lambda text: None if text.lower() == "all" else int(text))

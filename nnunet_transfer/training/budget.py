@@ -19,14 +19,14 @@ from nnunet_transfer.value_rules import (
     PATH,
     POSITIVE_NUMBER,
     POSITIVE_WHOLE_NUMBER,
-    Rule,
+    ValueRule,
     choice,
 )
 
 ENV_PREFIX = "NNUNET_TRANSFER_"
 
 
-def _knob(rule: Rule, help: str, default=None):
+def _knob(rule: ValueRule, help: str, default=None):
     """A field of Budget that is a knob: its rule and its help travel in the field's metadata,
     so that the knob is declared once, here, and KNOBS, `env` and the docs read it."""
     return field(default=default, metadata={"rule": rule, "help": help})
@@ -35,7 +35,7 @@ def _knob(rule: Rule, help: str, default=None):
 @dataclass(frozen=True)
 class Knob:
     field: str
-    rule: Rule
+    rule: ValueRule
     help: str
     default: object
 

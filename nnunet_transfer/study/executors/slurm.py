@@ -16,16 +16,17 @@ from typing import Any, Mapping
 
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.value_rules import NON_EMPTY_TEXT, NON_NEGATIVE_WHOLE_NUMBER, NotAllowed, \
-    POSITIVE_NUMBER, POSITIVE_WHOLE_NUMBER, Rule
+    POSITIVE_NUMBER, POSITIVE_WHOLE_NUMBER, ValueRule
 
 
-_SHELL_LINES = Rule("a list of shell lines run before the job (e.g. module load ...)",
-                   lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v))
-_SBATCH_OPTIONS = Rule("a mapping of further sbatch options, e.g. {mail-type: END}",
-                       lambda v: isinstance(v, Mapping))
+_SHELL_LINES = ValueRule(
+    "a list of shell lines run before the job (e.g. module load ...)",
+    lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v))
+_SBATCH_OPTIONS = ValueRule("a mapping of further sbatch options, e.g. {mail-type: END}",
+                            lambda v: isinstance(v, Mapping))
 
 # option -> (its rule, submitit's SlurmExecutor parameter)
-SLURM_OPTIONS: dict[str, tuple[Rule, str]] = {
+SLURM_OPTIONS: dict[str, tuple[ValueRule, str]] = {
     "partition": (NON_EMPTY_TEXT.explained("a partition name"), "partition"),
     "time_min": (POSITIVE_NUMBER.explained("the wall-time limit of one job in minutes, e.g. "
                                            "1440"), "time"),
@@ -43,13 +44,13 @@ SLURM_OPTIONS: dict[str, tuple[Rule, str]] = {
 }
 DEFAULT_ARRAY_SIZE = 256
 # Options of the executor itself, not of one SLURM job: checked here, never given to submitit.
-EXECUTOR_OPTIONS: dict[str, tuple[Rule]] = {
+EXECUTOR_OPTIONS: dict[str, tuple[ValueRule]] = {
     "array_size": (POSITIVE_WHOLE_NUMBER.explained(
         f"jobs per job array; default {DEFAULT_ARRAY_SIZE}"),),
-    "by_kind": (Rule("a mapping kind -> options of that kind's jobs, e.g. "
-                     "{train: {gpus_per_node: 1}}",
-                     lambda v: isinstance(v, Mapping)
-                     and all(isinstance(o, Mapping) for o in v.values())),),
+    "by_kind": (ValueRule("a mapping kind -> options of that kind's jobs, e.g. "
+                          "{train: {gpus_per_node: 1}}",
+                          lambda v: isinstance(v, Mapping)
+                          and all(isinstance(o, Mapping) for o in v.values())),),
 }
 
 # SLURM job states (sacct) in which the job may still run; UNKNOWN is submitit's answer before
