@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from nnunet_transfer.arguments import add_command, positive_int
+from nnunet_transfer.arguments import add_command, fraction, positive_int
 from nnunet_transfer.errors import UserError
 
 
@@ -127,7 +127,7 @@ def register(subparsers) -> None:
     co.add_argument("-o", required=True, help="output folder")
     co.add_argument("--metrics", nargs="+", default=None,
                     help="metrics to tabulate (default dsc iou hd95_mm assd_mm lesion_f1)")
-    co.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+    co.add_argument("--alpha", type=fraction, default=0.05, help="significance level (0.05)")
     _add_test_options(co)
 
     ge = add_command(

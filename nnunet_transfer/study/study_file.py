@@ -47,6 +47,7 @@ from __future__ import annotations
 import os
 
 from nnunet_transfer.analysis.kinds import ANALYSIS_KINDS
+from nnunet_transfer.data.raw_dataset import DATASET_ID
 from nnunet_transfer.errors import UserError
 from nnunet_transfer import value_rules as rules
 from nnunet_transfer.analysis.defaults import CONVERGENCE_TOLERANCE, DEFAULT_BLOCKS, TOLERANCE
@@ -77,7 +78,7 @@ def _read_dataset(problems: _Problems, key: str, value, base: str) -> DatasetSpe
     path = ("datasets", key)
     known = {"id", "name", *DATASET_KINDS, "count", "exclude", "seed", "labels"}
     reader = _Reader(problems, value, path, known)
-    dataset_id = reader.get("id", rules.whole_number(1, 999), required=True)
+    dataset_id = reader.get("id", DATASET_ID, required=True)
     name = reader.get("name", rules.NAME, required=True)
     kinds = [k for k in DATASET_KINDS if k in reader.value]
     if len(kinds) != 1:
