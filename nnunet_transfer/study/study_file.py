@@ -54,7 +54,7 @@ from nnunet_transfer.analysis.defaults import CONVERGENCE_TOLERANCE, DEFAULT_BLO
 from nnunet_transfer.study import value_checks as checks
 from nnunet_transfer.study.executors.slurm import check_slurm_options
 from nnunet_transfer.study.spec import (
-    ALL, CHECKPOINTS, DATASET_KINDS, DEVICES, EXECUTORS, UNET, DatasetSpec, ExecutorSpec,
+    ALL, CHECKPOINTS, DATASET_KINDS, DEVICES, EXECUTOR_KINDS, UNET, DatasetSpec, ExecutorSpec,
     PredictionSpec, StudyBudget, StudySpec)
 from nnunet_transfer.training.budget import KNOB_OF_FIELD
 from nnunet_transfer.training.strategies import ONE_PHASE_STRATEGIES
@@ -207,7 +207,7 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
         problems.add(("executor", "slurm"), "expected a mapping of submitit's slurm options, e.g. "
                      "{partition: gpu, timeout_min: 240, gpus_per_node: 1}")
         slurm = {}
-    executor = ExecutorSpec(ex.get("kind", rules.choice(EXECUTORS), "local"),
+    executor = ExecutorSpec(ex.get("kind", rules.choice(EXECUTOR_KINDS), "local"),
                             ex.get("jobs", rules.whole_number(1, 1024), None), dict(slurm),
                             ex.get("attempts", rules.whole_number(1, 100), 3))
     try:   # the SLURM options as the executor will check them, before anything runs

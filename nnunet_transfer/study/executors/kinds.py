@@ -16,10 +16,10 @@ from nnunet_transfer.study.executors.sharing import detect_gpus, visible_gpu_ids
 from nnunet_transfer.study.executors.slurm import check_slurm_options
 from nnunet_transfer.study.executors.submitit_executor import (
     DEFAULT_SLURM_IN_FLIGHT, SubmititExecutor)
+from nnunet_transfer.study.spec import EXECUTOR_KINDS
 from nnunet_transfer.value_rules import NON_NEGATIVE_WHOLE_NUMBER, NotAllowed, \
     POSITIVE_WHOLE_NUMBER, choice
 
-EXECUTOR_KINDS = ("local", "slurm", "submitit-local")
 _KIND = choice(EXECUTOR_KINDS, hint="local runs the jobs on this machine, slurm submits them "
                                     "to SLURM")
 _JOBS = POSITIVE_WHOLE_NUMBER.explained("how many jobs run at once, e.g. jobs: 2")
