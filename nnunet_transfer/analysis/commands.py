@@ -14,6 +14,7 @@ import shlex
 
 from nnunet_transfer.analysis.kinds import ANALYSIS_KINDS
 from nnunet_transfer.analysis.options import RUN_HELP
+from nnunet_transfer.training.budget import KNOB_OF_FIELD, parse_knob
 
 
 def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
@@ -45,12 +46,11 @@ def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> s
 def _apply_cpu_threads() -> None:
     """NNUNET_TRANSFER_CPU_THREADS sets torch's CPU threads here as in training (runs and
     analyses sharing a machine)."""
-    text = os.environ.get("NNUNET_TRANSFER_CPU_THREADS")
+    knob = KNOB_OF_FIELD["cpu_threads"]
+    text = os.environ.get(knob.variable)
     if text:
         import torch
-        from nnunet_transfer.training.budget import KNOB_OF_FIELD, parse_knob
-        knob = KNOB_OF_FIELD["cpu_threads"]
-        torch.set_num_threads(parse_knob(knob, text, "NNUNET_TRANSFER_CPU_THREADS",
+        torch.set_num_threads(parse_knob(knob, text, knob.variable,
                                          "set a positive number"))
 
 

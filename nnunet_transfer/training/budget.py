@@ -47,6 +47,11 @@ class Knob:
     def option(self) -> str:
         return "--" + self.field.replace("_", "-")
 
+    @property
+    def described(self) -> str:
+        """The help with the default, where the knob has one (`env --help`, the docs)."""
+        return self.help if self.default is None else f"{self.help} (default {self.default})"
+
 
 def parse_knob(knob: Knob, text: str, given_as: str, fix: str) -> object:
     """The value of `knob` written as `text`, or a UserError naming how it was given."""
@@ -54,7 +59,7 @@ def parse_knob(knob: Knob, text: str, given_as: str, fix: str) -> object:
         return knob.rule.parse(text)
     except ValueError as error:
         reason = str(error) if isinstance(error, NotAllowed) else "is not a number"
-        raise UserError(f"{given_as} {reason} ({knob.help}); {fix}") from None
+        raise UserError(f"{given_as} {reason} ({knob.described}); {fix}") from None
 
 
 @dataclass(frozen=True)
@@ -71,26 +76,26 @@ class Budget:
                          "factor")
     snapshot_every: int = _knob(
         NON_NEGATIVE_WHOLE_NUMBER, "keep the weights every K epochs besides epoch 0 and the "
-                                   "final ones (default 50; 0 keeps only those two)", 50)
+                                   "final ones; 0 keeps only those two", 50)
     seed: int | None = _knob(
         NON_NEGATIVE_WHOLE_NUMBER,
         "seed of the network initialisation (default: drawn at random and recorded)")
     load: str = _knob(choice(("all", "encoder")),
-                      "what -pretrained_weights loads: the whole network or the encoder only "
-                      "(default all)", "all")
+                      "what -pretrained_weights loads: the whole network or the encoder only",
+                      "all")
     head: str = _knob(choice(("auto", "reinit")),
                       "the output layer(s): 'auto' matches their channels by label name (a "
                       "label the source has keeps its trained channel, a new one starts from "
-                      "random), 'reinit' always starts them from random (default auto)", "auto")
+                      "random), 'reinit' always starts them from random", "auto")
     cpu_threads: int | None = _knob(
         POSITIVE_WHOLE_NUMBER, "torch threads of a run on the CPU (default: nnU-Net's, every "
                                "core); set 1 when several runs share the machine")
     layerwise_decay: float = _knob(
         POSITIVE_NUMBER, "LR factor per stage from the head down, of LayerwiseLR and of custom "
-                         "strategies whose decay is 'knob' (default 0.5)", 0.5)
+                         "strategies whose decay is 'knob'", 0.5)
     lora_rank: int = _knob(
         POSITIVE_WHOLE_NUMBER, "rank of the low-rank adapters of LoRA and of custom strategies "
-                               "whose rank is 'knob' (default 4)", 4)
+                               "whose rank is 'knob'", 4)
     strategy_file: str | None = _knob(
         PATH, "the YAML file of nnUNetTrainer_Custom's strategy (see the README, Strategies)")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from nnunet_transfer.architectures.parts import PARTS
+from nnunet_transfer.training.budget import KNOB_OF_FIELD
 from nnunet_transfer.training.schedule import (
     KNOB, Adapters, Phase, Rule, Schedule, one_phase)
 
@@ -120,10 +121,11 @@ GRADUAL_UNFREEZE = _scheduled(
     Phase("head", (Rule(parts=("head",)),), fraction=0.1),
     Phase("decoder", (Rule(parts=("decoder", "head")),), fraction=0.1),
     Phase("encoder", (Rule(parts=("decoder", "head")),), per_stage="encoder"))
+_DECAY, _RANK = KNOB_OF_FIELD["layerwise_decay"], KNOB_OF_FIELD["lora_rank"]
 LAYERWISE_LR = _scheduled(
     "LayerwiseLR", Pretrained.REQUIRED, 1.0,
-    "all layers; the LR is multiplied by NNUNET_TRANSFER_LAYERWISE_DECAY (0.5) per stage from "
-    "the head down to the first encoder stage (discriminative fine-tuning)",
+    f"all layers; the LR is multiplied by {_DECAY.variable} ({_DECAY.default}) per stage "
+    "from the head down to the first encoder stage (discriminative fine-tuning)",
     Phase("train", (Rule(decay=KNOB),)))
 WARMUP_FINE_TUNE = _scheduled(
     "WarmupFineTune", Pretrained.REQUIRED, 1.0,
@@ -137,8 +139,8 @@ NORM_AND_BIAS = _scheduled(
                     Rule(parts=("head",)))))
 LORA = _scheduled(
     "LoRA", Pretrained.REQUIRED, 1.0,
-    "the pretrained network frozen; low-rank adapters (rank NNUNET_TRANSFER_LORA_RANK, 4) on "
-    "its convolutions and the head train (Hu et al. 2021)",
+    f"the pretrained network frozen; low-rank adapters (rank {_RANK.variable}, "
+    f"{_RANK.default}) on its convolutions and the head train (Hu et al. 2021)",
     Phase("train", (Rule(parts=("head",)),), adapters=Adapters()))
 
 SCHEDULED_STRATEGIES: tuple[Strategy, ...] = (
