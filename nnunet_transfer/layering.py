@@ -24,10 +24,11 @@ PACKAGE = "nnunet_transfer"
 
 # Bottom-up; each entry is one layer.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    # the ground floor: errors, file writing, argument and device types, trainer discovery,
-    # the Markdown / HTML / table builder, this check, and YAML read with its lines
-    ("errors", "atomic_files", "arguments", "devices", "discovery", "document", "layering",
-     "yaml_lines"),
+    # the ground floor: errors, file writing, the value rules of user input and the argument
+    # types made from them, device types, trainer discovery, the Markdown / HTML / table
+    # builder, this check, and YAML read with its lines
+    ("errors", "atomic_files", "value_rules", "arguments", "devices", "discovery", "document",
+     "layering", "yaml_lines"),
     ("architectures", "data"),
     ("planning", "training"),
     ("evaluation",),

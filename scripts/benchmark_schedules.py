@@ -96,8 +96,8 @@ def measure(todo, args) -> dict:
 
 def equivalents(results: dict) -> dict:
     """(strategy, phase) of a schedule -> the one-phase strategy training the same parameters."""
-    from nnunet_transfer.training.strategies import ALL_STRATEGIES
-    one_phase = {s.name for s in ALL_STRATEGIES}
+    from nnunet_transfer.training.strategies import ONE_PHASE_STRATEGIES
+    one_phase = {s.name for s in ONE_PHASE_STRATEGIES}
     by_signature = {m["signature"]: s for (s, _), m in results.items() if s in one_phase}
     return {key: by_signature[m["signature"]] for key, m in results.items()
             if key[0] not in one_phase and m["signature"] in by_signature}

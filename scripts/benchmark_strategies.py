@@ -54,9 +54,9 @@ def rss_bytes() -> int:
 def child(strategy_name: str, steps: int, warmup: int) -> dict:
     import torch
     from nnunet_transfer.training.step_cost import time_training_steps
-    from nnunet_transfer.training.strategies import ALL_STRATEGIES, Pretrained
+    from nnunet_transfer.training.strategies import ONE_PHASE_STRATEGIES, Pretrained
 
-    strategy = next(s for s in ALL_STRATEGIES if s.name == strategy_name)
+    strategy = next(s for s in ONE_PHASE_STRATEGIES if s.name == strategy_name)
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     torch.manual_seed(0)
     baseline = []
@@ -70,8 +70,8 @@ def child(strategy_name: str, steps: int, warmup: int) -> dict:
 
 
 def measure_steps(rounds: int, steps: int, warmup: int) -> dict:
-    from nnunet_transfer.training.strategies import ALL_STRATEGIES
-    names = [s.name for s in ALL_STRATEGIES]
+    from nnunet_transfer.training.strategies import ONE_PHASE_STRATEGIES
+    names = [s.name for s in ONE_PHASE_STRATEGIES]
     results = {n: {"times": [], "peaks": []} for n in names}
     for r in range(rounds):
         for name in names:

@@ -50,7 +50,7 @@ from nnunet_transfer.architectures.registry import architecture_entry
 from nnunet_transfer.training.schedule import ResolvedPhase
 from nnunet_transfer.training.step_cost import phases_of, time_training_steps
 from nnunet_transfer.training.strategies import (
-    ALL_STRATEGIES, SCHEDULED_STRATEGIES, SCRATCH, Pretrained, Strategy)
+    ONE_PHASE_STRATEGIES, SCHEDULED_STRATEGIES, SCRATCH, Pretrained, Strategy)
 
 TOLERANCE = 1e-6
 UNET_CLASS = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
@@ -174,8 +174,8 @@ def measure_step(setting: Setting, label: str, network, strategy: Strategy,
 
 
 def step_rows(setting: Setting) -> list[Row]:
-    compiled = (SCRATCH, next(s for s in ALL_STRATEGIES if "encoder" in s.frozen_parts))
-    jobs = [(s.name, setting.unet, s, False, None) for s in ALL_STRATEGIES]
+    compiled = (SCRATCH, next(s for s in ONE_PHASE_STRATEGIES if "encoder" in s.frozen_parts))
+    jobs = [(s.name, setting.unet, s, False, None) for s in ONE_PHASE_STRATEGIES]
     # a schedule's phases, each set up as the trainer sets it up (adapters, LR groups)
     jobs += [(f"{s.name}: {phase.name}", setting.unet, s, False, phase)
              for s in SCHEDULED_STRATEGIES for phase in phases_of(s, setting.unet())]

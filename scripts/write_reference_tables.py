@@ -81,7 +81,7 @@ def strategies_table() -> str:
 def knobs_table() -> str:
     from nnunet_transfer.training.budget import KNOBS
     return _table([{"variable": f"`{k.variable}`", "`env` option": f"`{k.option}`",
-                    "meaning (default)": k.help} for k in KNOBS])
+                    "meaning (default)": k.described} for k in KNOBS])
 
 
 def study_keys_table() -> str:

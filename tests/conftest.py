@@ -198,14 +198,14 @@ def strategy_runs(workspace, source, target, same_labels_target) -> dict:
     run is mostly start-up and nnU-Net's final validation) and predicted on its test images
     (one at a time: nnUNetv2_predict takes every core)."""
     from concurrent.futures import ThreadPoolExecutor
-    from nnunet_transfer.training.strategies import ALL_STRATEGIES
+    from nnunet_transfer.training.strategies import ONE_PHASE_STRATEGIES
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {s: pool.submit(
             _train, workspace, source,
             same_labels_target if s.name in NEEDS_SOURCE_LABELS else target, s)
-            for s in ALL_STRATEGIES}
+            for s in ONE_PHASE_STRATEGIES}
         runs = {s.name: future.result() for s, future in futures.items()}
-    for strategy in ALL_STRATEGIES:
+    for strategy in ONE_PHASE_STRATEGIES:
         run = runs[strategy.name]
         run["predictions"] = _predict(workspace, run["target"], strategy)
     return runs

@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 from nnunet_transfer.analysis.measure import NULL, parse_measures
-from nnunet_transfer.analysis.outputs import Notes, Output, markdown_table, write_output
+from nnunet_transfer.analysis.outputs import Notes, Output, summary_table, write_output
 from nnunet_transfer.analysis.reuse import reuse_table
 from nnunet_transfer.analysis.runs import (
     AnalysedRun,
@@ -170,7 +170,7 @@ def test_output_is_written_atomically_with_notes_on_stderr(tmp_path, capsys):
                          {"l1": Summary(0.1, 0.01, 3)}, "value", "title")
     output = Output("Title", tables={"": pd.DataFrame([{"x": 1}]),
                                      "summary": pd.DataFrame([{"y": 2}])},
-                    figures={"": figure}, sections=[markdown_table(["a", "b"], [[1, "x|y"]])])
+                    figures={"": figure}, sections=[summary_table([[1, "x|y"]], ["a", "b"])])
     paths = write_output("kind", str(tmp_path / "out"), output, notes, "nnunet-transfer x")
     names = sorted(os.path.basename(p) for p in paths)
     assert names == ["kind.csv", "kind.md", "kind.png", "kind_summary.csv"]

@@ -21,7 +21,7 @@ import pytest
 
 from nnunet_transfer.architectures.registry import ARCHITECTURES
 from nnunet_transfer.training.strategies import (
-    ALL_STRATEGIES, FROZEN_DECODER_AND_HEAD, FROZEN_ENCODER, SCRATCH, Pretrained)
+    ONE_PHASE_STRATEGIES, FROZEN_DECODER_AND_HEAD, FROZEN_ENCODER, SCRATCH, Pretrained)
 
 from conftest import ONE_THREAD, SMALL_PLANS, SOURCE_ID
 from run_checks import (assert_frozen_identical_and_trainable_changed,
@@ -32,7 +32,7 @@ BUDGET = {"NNUNET_TRANSFER_EPOCHS": "1", "NNUNET_TRANSFER_ITERS": "2",
           "NNUNET_TRANSFER_SEED": "3", "nnUNet_n_proc_DA": "0"}
 NEEDS_SOURCE_LABELS = {"FrozenDecoderAndHead"}
 EVERY_ARCHITECTURE = (SCRATCH, FROZEN_ENCODER, FROZEN_DECODER_AND_HEAD)
-IN_TURN = [s for s in ALL_STRATEGIES if s not in EVERY_ARCHITECTURE]
+IN_TURN = [s for s in ONE_PHASE_STRATEGIES if s not in EVERY_ARCHITECTURE]
 # (architecture, strategy) pairs trained: Scratch first (the pretraining of the others)
 MATRIX = [(a, s) for s in EVERY_ARCHITECTURE for a in ARCHITECTURES] + [
     (ARCHITECTURES[(2 * i + 1) % len(ARCHITECTURES)], s) for i, s in enumerate(IN_TURN)]

@@ -21,9 +21,9 @@ def test_missing_seed_is_drawn_and_recorded():
 
 @pytest.mark.parametrize("variable, value, words", [
     ("NNUNET_TRANSFER_EPOCHS", "ten", "is not a number"),
-    ("NNUNET_TRANSFER_EPOCHS", "0", "positive whole number"),
-    ("NNUNET_TRANSFER_LR", "-0.1", "positive number"),
-    ("NNUNET_TRANSFER_LOAD", "decoder", "one of all, encoder"),
+    ("NNUNET_TRANSFER_EPOCHS", "0", "is not a whole number >= 1"),
+    ("NNUNET_TRANSFER_LR", "-0.1", "is not a number > 0"),
+    ("NNUNET_TRANSFER_LOAD", "decoder", "is not known (did you mean encoder?); choose from all, encoder"),
 ])
 def test_bad_values_name_the_variable_and_the_fix(variable, value, words):
     with pytest.raises(UserError) as error:

@@ -32,7 +32,7 @@ def test_env_points_nnunet_at_the_trainers(workspace):
 
 def test_env_rejects_bad_budget(workspace):
     _refused(workspace.run("nnunet-transfer", "env", "--iters", "0", ok=False),
-             "--iters 0", "positive whole number")
+             "--iters 0", "is not a whole number >= 1")
 
 
 def test_plans_transfer_unknown_dataset(workspace, source):

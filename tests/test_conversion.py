@@ -488,7 +488,7 @@ def test_convert_command_and_its_mistakes(tmp_path, capsys):
     root = tmp_path / "src"
     _three_cases(root)
     raw = str(tmp_path / "raw")
-    base = ["convert", "--id", "50", "--name", "Cmd", "--raw", raw, "--labels", "background",
+    base = ["convert", "--id", "50", "--name", "Cmd", "--raw", raw, "--label-names", "background",
             "organ", "core", "--channels", "MRI"]
     status, out, _ = run_command(base + ["--folder", str(root), "--images",
                                          "images/{case}.nii.gz", "--label",
@@ -506,6 +506,7 @@ def test_convert_command_and_its_mistakes(tmp_path, capsys):
               "labels/{case}.nii.gz", "--label-map", "4"], "give SOURCE=TARGET")):
         status, _, err = run_command(base + extra, capsys)
         assert status == 2 and words in err and "Traceback" not in err, err
+    # --labels: the old spelling of --label-names, still accepted
     status, _, err = run_command(["convert", "--id", "51", "--name", "Bad", "--raw", raw,
                                   "--labels", "background=0", "organ=2", "--channels", "MRI",
                                   "--csv", "x.csv"], capsys)

@@ -12,7 +12,7 @@ import os
 import pytest
 import torch
 
-from nnunet_transfer.training.strategies import ALL_STRATEGIES, Pretrained
+from nnunet_transfer.training.strategies import ONE_PHASE_STRATEGIES, Pretrained
 
 from run_checks import (assert_frozen_identical_and_trainable_changed,
                         assert_predictions_match_images, assert_starts_from_source,
@@ -23,13 +23,13 @@ def runs(strategy_runs):
     return strategy_runs
 
 
-@pytest.mark.parametrize("strategy", ALL_STRATEGIES, ids=lambda s: s.name)
+@pytest.mark.parametrize("strategy", ONE_PHASE_STRATEGIES, ids=lambda s: s.name)
 def test_frozen_parts_identical_and_trainable_parts_changed(runs, strategy):
     assert_frozen_identical_and_trainable_changed(runs[strategy.name]["folder"],
                                                   strategy.frozen_parts)
 
 
-@pytest.mark.parametrize("strategy", [s for s in ALL_STRATEGIES
+@pytest.mark.parametrize("strategy", [s for s in ONE_PHASE_STRATEGIES
                                       if s.pretrained is Pretrained.REQUIRED],
                          ids=lambda s: s.name)
 def test_pretrained_run_starts_from_source_weights(runs, source, strategy):
@@ -56,7 +56,7 @@ def test_same_seed_gives_same_initialisation(runs):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-@pytest.mark.parametrize("strategy", ALL_STRATEGIES, ids=lambda s: s.name)
+@pytest.mark.parametrize("strategy", ONE_PHASE_STRATEGIES, ids=lambda s: s.name)
 def test_bookkeeping_files(runs, strategy):
     folder = os.path.join(runs[strategy.name]["folder"], "transfer")
     settings = json.load(open(os.path.join(folder, "settings.json")))
@@ -82,7 +82,7 @@ def test_bookkeeping_files(runs, strategy):
         "epoch_0000.pth", "epoch_0001.pth", "epoch_0002.pth"]
 
 
-@pytest.mark.parametrize("strategy", ALL_STRATEGIES, ids=lambda s: s.name)
+@pytest.mark.parametrize("strategy", ONE_PHASE_STRATEGIES, ids=lambda s: s.name)
 def test_predict_writes_segmentations_of_image_shape(runs, workspace, strategy):
     target = runs[strategy.name]["target"]
     assert_predictions_match_images(os.path.join(workspace.raw, target["name"], "imagesTs"),

@@ -315,7 +315,7 @@ def test_labels_from_dataset_json_with_regions(tmp_path):
     assert (labels.ignore_label, labels.file_ending) == (4, ".nrrd")
     assert [(s.name, s.values) for s in labels_from_items(["1", "b=2", "u=1,2"]).structures] == [
         ("1", (1,)), ("b", (2,)), ("u", (1, 2))]
-    with pytest.raises(UserError, match="--labels 'x=a'"):
+    with pytest.raises(UserError, match="--label-values 'x=a'"):
         labels_from_items(["x=a"])
     with pytest.raises(UserError, match="given twice"):
         labels_from_items(["a=1", "a=2"])
@@ -551,7 +551,7 @@ def test_evaluate_and_compare_commands(folders, tmp_path, capsys):
     assert (info["lesion_rule"], info["labels_from"]) == ("iou:0.5", str(preds / "dataset.json"))
 
     run_command(["evaluate", str(preds), str(refs), "-o", str(tmp_path / "e2"),
-                 "--labels", "whole=1,2"])
+                 "--label-values", "whole=1,2"])
     per_case = pd.read_csv(tmp_path / "e2" / PER_CASE_FILE)
     assert list(per_case["structure"].unique()) == ["whole"]
 
@@ -580,6 +580,7 @@ def test_command_line_mistakes_give_messages(folders, tmp_path, capsys):
     with pytest.raises(UserError, match="no dataset.json .* give --dataset-json or the labels"):
         run_command(["evaluate", str(preds), str(refs), "-o", str(tmp_path / "x")])
     with pytest.raises(UserError, match="reference folder .* does not exist"):
+        # --labels: the old spelling of --label-values, still accepted
         run_command(["evaluate", str(preds), str(tmp_path / "nowhere"), "-o", str(tmp_path),
                      "--labels", "1"])
     with pytest.raises(UserError, match="cannot read the per-case results"):

@@ -334,18 +334,18 @@ def test_submitit_local_cancel(tmp_path):
 
 def test_wrong_settings_name_the_option_and_the_fix(tmp_path, monkeypatch):
     folder = str(tmp_path / "ex")
-    with pytest.raises(UserError, match="unknown kind 'sge'.*local, slurm, submitit-local"):
+    with pytest.raises(UserError, match="executor: 'sge' is not known.*local, slurm, submitit-local"):
         make_executor("sge", folder=folder)
     for jobs in (0, -1, "2", 1.5, True):
-        with pytest.raises(UserError, match="jobs: must be a whole number >= 1"):
+        with pytest.raises(UserError, match="jobs: .* is not a whole number >= 1"):
             make_executor("local", jobs=jobs, folder=folder, gpus=0)
     with pytest.raises(UserError) as error:
         make_executor("submitit-local", folder=folder, gpus=0,
                       slurm={"partiton": "gpu", "time_min": "a day", "cpus_per_task": 0})
     message = str(error.value)
     assert "slurm.partiton: unknown option" in message and "partition" in message
-    assert "slurm.time_min: must be the wall-time limit" in message
-    assert "slurm.cpus_per_task: must be a whole number >= 1" in message
+    assert "slurm.time_min: 'a day' is not a number > 0 (the wall-time limit" in message
+    assert "slurm.cpus_per_task: 0 is not a whole number >= 1" in message
 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(UserError, match="sbatch.*not found.*executor: local.*submitit-local"):

@@ -60,15 +60,15 @@ def test_every_mistake_is_reported_with_its_line():
         "mine.yaml:2: pretrained: 'maybe' is not known",
         "mine.yaml:4: phases.0: give the phase's length",
         "mine.yaml:6: phases.0.train.0.parts: 'encodr' is not known (did you mean encoder?)",
-        "mine.yaml:7: phases.0.train.0.lr: -1 is out of range",
+        "mine.yaml:7: phases.0.train.0.lr: -1 is not a number >= 0",
         "mine.yaml:8: phases.1.name: 'probe' is the name of phase 1 too",
-        "mine.yaml:9: phases.1.fraction: 1.5 is out of range",
+        "mine.yaml:9: phases.1.fraction: 1.5 is not a number > 0 and <= 1",
         "mine.yaml:11: phases.1.warmup_fraction: give warmup_epochs or warmup_fraction",
         "mine.yaml:12: phases.1.per_stage: 'head' is not known",
         "mine.yaml:14: phases.1.train.0.kinds: 'bias' is not known (did you mean biases?)",
-        "mine.yaml:15: phases.1.train.0.stages: expected stage indices",
+        "mine.yaml:15: phases.1.train.0.stages: 'first' is not a list of stage indices",
         "mine.yaml:16: phases.1.train.0.color: unknown key",
-        "mine.yaml:17: phases.1.adapters.rank: 0 is out of range",
+        "mine.yaml:17: phases.1.adapters.rank: 0 is not a whole number >= 1",
     ]
     for line in expected:
         assert line in message, line

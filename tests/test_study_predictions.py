@@ -81,9 +81,9 @@ def test_prediction_mistakes_are_reported_with_their_lines(tmp_path):
     text = str(error.value)
     assert "5 mistakes" not in text and "4 mistakes" in text
     first = len(textwrap.dedent(GOOD).splitlines()) + 2
-    assert f"study.yaml:{first}: prediction.step_size: expected a number above 0 and at most " \
-           "1" in text
-    assert f"study.yaml:{first + 1}: prediction.disable_tta: expected true or false" in text
+    assert f"study.yaml:{first}: prediction.step_size: 1.5 is not a number > 0 and <= 1 " \
+           "(nnU-Net's default 0.5" in text
+    assert f"study.yaml:{first + 1}: prediction.disable_tta: 'yes please' is not true or false" in text
     assert f"study.yaml:{first + 2}: prediction.checkpoint: 'checkpoint_latest.pth' is not " \
            "known" in text and "checkpoint_final.pth, checkpoint_best.pth" in text
     assert f"study.yaml:{first + 3}: prediction.tta: unknown key" in text

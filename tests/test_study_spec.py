@@ -90,13 +90,13 @@ def test_every_mistake_is_reported_with_its_line(tmp_path):
     message = str(caught.value)
     expected = [
         (2, "executor.kind: 'slurmm' is not known (did you mean slurm?)"),
-        (2, "executor.jobs: 0 is below"),
-        (4, "datasets.src.synthetic.cases: 1 is below"),
+        (2, "executor.jobs: 0 is not a whole number from 1 to 1024"),
+        (4, "datasets.src.synthetic.cases: 1 is not a whole number >= 2"),
         (5, "id 801 is also used by dataset 'src'"),
         (5, "unknown dataset 'scr' (did you mean src?)"),
         (7, "target: 'tgtt' is not a key of datasets (did you mean tgt?)"),
         (9, "'Finetune' is not known (did you mean FineTune?)"),
-        (10, "budget.epochs: -1 is below"),
+        (10, "budget.epochs: -1 is not a whole number >= 1"),
         (10, "budget.iters: unknown key (did you mean iterations?)"),
         (11, "similarity compares networks within a strategy: it needs at least two seeds"),
         (12, "colour: unknown key"),

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nnunet_transfer.training.strategies import ALL_STRATEGIES
+from nnunet_transfer.training.strategies import ONE_PHASE_STRATEGIES
 from nnunet_transfer_trainers import nnUNetTrainer_transfer as trainers
 
 from conftest import BUDGET
@@ -30,7 +30,7 @@ def make_trainer(workspace, target, monkeypatch, tmp_path):
     return make
 
 
-@pytest.mark.parametrize("strategy", ALL_STRATEGIES, ids=lambda s: s.name)
+@pytest.mark.parametrize("strategy", ONE_PHASE_STRATEGIES, ids=lambda s: s.name)
 def test_optimizer_holds_exactly_the_trainable_parts(make_trainer, strategy):
     trainer = make_trainer(strategy.trainer_name)
     in_optimizer = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}

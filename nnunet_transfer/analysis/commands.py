@@ -1,5 +1,5 @@
 """`nnunet-transfer analyze <kind>` (`register` adds it to the CLI), a subcommand per kind of
-`kinds.KINDS`.
+`kinds.ANALYSIS_KINDS`.
 
 Each kind writes <kind>.csv (and <kind>_*.csv), <kind>*.png and <kind>.md into -o. torch, pandas
 and matplotlib are imported by the handlers, not here: every `nnunet-transfer` command builds
@@ -12,8 +12,9 @@ import argparse
 import os
 import shlex
 
-from nnunet_transfer.analysis.kinds import KINDS
+from nnunet_transfer.analysis.kinds import ANALYSIS_KINDS
 from nnunet_transfer.analysis.options import RUN_HELP
+from nnunet_transfer.training.budget import KNOB_OF_FIELD, parse_knob
 
 
 def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
@@ -45,12 +46,11 @@ def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> s
 def _apply_cpu_threads() -> None:
     """NNUNET_TRANSFER_CPU_THREADS sets torch's CPU threads here as in training (runs and
     analyses sharing a machine)."""
-    text = os.environ.get("NNUNET_TRANSFER_CPU_THREADS")
+    knob = KNOB_OF_FIELD["cpu_threads"]
+    text = os.environ.get(knob.variable)
     if text:
         import torch
-        from nnunet_transfer.training.budget import KNOBS, parse_knob
-        knob = next(k for k in KNOBS if k.field == "cpu_threads")
-        torch.set_num_threads(parse_knob(knob, text, "NNUNET_TRANSFER_CPU_THREADS",
+        torch.set_num_threads(parse_knob(knob, text, knob.variable,
                                          "set a positive number"))
 
 
@@ -61,7 +61,7 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
     _apply_cpu_threads()
     notes = Notes()
     with notes.warnings_as_notes():
-        output = KINDS[args.kind].run(args, notes)
+        output = ANALYSIS_KINDS[args.kind].run(args, notes)
     paths = write_output(args.kind, args.o, output, notes, command_line(args.parser, args))
     print("wrote " + ", ".join(paths))
 
@@ -70,11 +70,11 @@ def register(subparsers) -> None:
     """Add `analyze` with its kinds to the `nnunet-transfer` subparsers."""
     analyze = subparsers.add_parser(
         "analyze", help="analyse finished runs: "
-                        + ", ".join(kind.summary for kind in KINDS.values()),
+                        + ", ".join(kind.summary for kind in ANALYSIS_KINDS.values()),
         description="Each kind writes <kind>.csv, <kind>*.png and a Markdown summary "
                     "<kind>.md into -o. " + RUN_HELP + ".")
     subcommands = analyze.add_subparsers(dest="kind", required=True)
-    for kind in KINDS.values():
+    for kind in ANALYSIS_KINDS.values():
         parser = subcommands.add_parser(kind.name, help=kind.help, description=kind.help)
         parser.add_argument("-o", required=True, help="output folder")
         parser.set_defaults(func=_cmd_analyze, parser=parser)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from nnunet_transfer.analysis import figures
-from nnunet_transfer.analysis.outputs import Output, markdown_table
+from nnunet_transfer.analysis.outputs import Output, summary_table
 from nnunet_transfer.analysis.runs import AnalysedRun
 from nnunet_transfer.analysis.summary import number_cell
 
@@ -65,7 +65,7 @@ def convergence_analysis(runs: Sequence[AnalysedRun], tolerance: float, column: 
         f"and {clock_text}. Convergence epoch: the first epoch whose {column} is within "
         f"{100 * tolerance:g} % of the run's maximum (value >= max - {tolerance:g} x |max|, "
         "Karimi et al.).",
-        markdown_table(header, body, align_right_from=2),
+        summary_table(body, header, align_right_from=2),
         "No null baseline applies: nothing here is a similarity.",
         "Per-epoch curves: `convergence_curves.csv`; figure: `convergence.png` (circles mark "
         "the convergence epochs, triangles the changes of training phase)."]

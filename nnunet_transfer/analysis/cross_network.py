@@ -13,7 +13,7 @@ import pandas as pd
 from nnunet_transfer.analysis import figures
 from nnunet_transfer.analysis.measure import (
     MEASURE_TITLES, NULL, CaptureOptions, Measurer, layer_summaries, null_by_layer, null_text)
-from nnunet_transfer.analysis.outputs import Notes, Output, markdown_table
+from nnunet_transfer.analysis.outputs import Notes, Output, summary_table
 from nnunet_transfer.analysis.palette import strategy_color
 from nnunet_transfer.analysis.runs import AnalysedRun, NetworkSet, check_unique
 from nnunet_transfer.analysis.summary import p_cell, summarize, welch_p
@@ -106,7 +106,7 @@ def similarity_analysis(groups: Mapping[str, Sequence[AnalysedRun]], options: Ca
         f"std over the pairs within each group and across each pair of groups (Karimi et al. "
         f"Table 8). Groups: {group_text}.",
         measurer.section(),
-        markdown_table(header, body, align_right_from=1),
+        summary_table(body, header, align_right_from=1),
         f"p: Welch's t-test (two-sided) of the within-group values against the across-group "
         f"values of the layer; * where p < {alpha:g}. Pairs share networks, so the values are "
         "not independent and the p-values are indicative (the papers' protocol).",

@@ -12,7 +12,7 @@ import pandas as pd
 from nnunet_transfer.analysis import figures
 from nnunet_transfer.analysis.measure import (
     MEASURE_TITLES, NULL, CaptureOptions, Measurer, null_by_layer, null_pairs, null_text)
-from nnunet_transfer.analysis.outputs import Notes, Output, integer_columns, markdown_table
+from nnunet_transfer.analysis.outputs import Notes, Output, integer_columns, summary_table
 from nnunet_transfer.analysis.runs import AnalysedRun, NetworkSet
 from nnunet_transfer.analysis.summary import number_cell
 
@@ -85,7 +85,7 @@ def evolution_analysis(runs: Sequence[AnalysedRun], options: CaptureOptions, tol
         measurer.section(),
         f"Similarity of the first snapshot (epoch 0: the weights the run started from) to the "
         f"reference snapshot, {MEASURE_TITLES[headline]}:",
-        markdown_table(header, body, align_right_from=1),
+        summary_table(body, header, align_right_from=1),
         null_text(options),
         "All values per snapshot: `evolution.csv`; figure: `evolution.png` (a subplot per "
         "layer, a curve per run, circles at the reference snapshot, the null baseline dashed "

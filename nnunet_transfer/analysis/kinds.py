@@ -1,10 +1,10 @@
-"""The analysis kinds of `nnunet-transfer analyze`, each declared once (`KINDS`).
+"""The analysis kinds of `nnunet-transfer analyze`, each declared once (`ANALYSIS_KINDS`).
 
 An `AnalysisKind` holds all that is known about a kind outside its own module: its name (the
 subcommand and the stem of its output files), its help, the title of its section in a study
 report, its command-line options, how it runs from parsed arguments, what a study job passes
 it, and which study grids it could not produce a number for. `commands` builds the CLI from
-`KINDS`; the study's spec check, jobs and report loop over it. Adding a kind is one
+`ANALYSIS_KINDS`; the study's spec check, jobs and report loop over it. Adding a kind is one
 declaration here plus the module of its analysis.
 
 The study side is given plain data (`StudyCell`, the study file's analysis settings, strategy
@@ -321,5 +321,5 @@ WEIGHTS = AnalysisKind(
     _weights_options, _run_weights, _first_seed_runs, (_seed_and_device,))
 
 
-KINDS: dict[str, AnalysisKind] = {
+ANALYSIS_KINDS: dict[str, AnalysisKind] = {
     kind.name: kind for kind in (CONVERGENCE, EVOLUTION, SIMILARITY, REUSE, WEIGHTS)}

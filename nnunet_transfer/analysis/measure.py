@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from nnunet_transfer.analysis.defaults import DEFAULT_BLOCKS
 from nnunet_transfer.analysis.blocks import BlockSampler
 from nnunet_transfer.analysis.capture import CapturedMoments, capture_moments
 from nnunet_transfer.analysis.moments import LOW_RATIO
@@ -44,7 +45,7 @@ class CaptureOptions:
         null_networks: untrained networks of the null baseline (k networks give k(k-1)/2 pairs).
     """
 
-    blocks: int = 16
+    blocks: int = DEFAULT_BLOCKS
     voxels_per_block: int | None = 1000
     seed: int = 0
     cases: tuple[str, ...] | None = None

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from nnunet_transfer.arguments import case_ids, count_or_all, fraction, non_negative_float, \
+from nnunet_transfer.analysis.defaults import CONVERGENCE_TOLERANCE, DEFAULT_BLOCKS, TOLERANCE
+from nnunet_transfer.arguments import argparse_type, case_ids, count_or_all, fraction, \
     positive_int
 from nnunet_transfer.errors import UserError
 
@@ -32,17 +33,20 @@ def add_alpha(parser: argparse.ArgumentParser) -> None:
 
 
 def add_convergence_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tolerance", type=non_negative_float, default=0.005,
+    parser.add_argument("--tolerance", type=argparse_type(TOLERANCE, "_tolerance"),
+                        default=CONVERGENCE_TOLERANCE,
                         help="convergence: first epoch within this relative distance of the "
-                             "run's maximum (0.005 = 0.5 %%, Karimi et al.)")
+                             f"run's maximum ({CONVERGENCE_TOLERANCE} = "
+                             f"{100 * CONVERGENCE_TOLERANCE:g} %%, Karimi et al.)")
     parser.add_argument("--column", default="pseudo_dice",
                         choices=["pseudo_dice", "ema_pseudo_dice"],
                         help="validation score the convergence rule reads (pseudo_dice)")
 
 
 def add_capture_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--blocks", type=positive_int, default=16,
-                        help="input blocks of the patch size at seeded random locations (16)")
+    parser.add_argument("--blocks", type=positive_int, default=DEFAULT_BLOCKS,
+                        help="input blocks of the patch size at seeded random locations "
+                             f"({DEFAULT_BLOCKS})")
     parser.add_argument("--voxels-per-block", type=count_or_all, default=1000,
                         help="voxels kept per block and layer, a seeded subset, or 'all' (1000)")
     add_data_options(parser)

@@ -137,10 +137,11 @@ def _version() -> str:
         return "not installed"
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]],
-                   align_right_from: int = 1) -> str:
-    """An analysis summary's table (the document's writer): cells formatted by the caller,
-    only `|` and line breaks escaped, columns from `align_right_from` on right-aligned."""
+def summary_table(rows: Sequence[Sequence[object]], header: Sequence[str],
+                  align_right_from: int = 1) -> str:
+    """An analysis summary's table, written by `document.markdown_table` (rows, then columns,
+    as there): cells formatted by the caller, only `|` and line breaks escaped, columns from
+    `align_right_from` on right-aligned."""
     align = [None if i < align_right_from else "right" for i in range(len(header))]
     return document.markdown_table(rows, header, as_text=str, escape=document.escape_pipes,
                                    align=align, end="")

@@ -15,7 +15,7 @@ from nnunet_transfer.analysis import figures
 from nnunet_transfer.analysis.measure import (
     MEASURE_TITLES, NULL, CaptureOptions, Measurer, layer_summaries, null_by_layer, null_pairs,
     null_summary, null_text)
-from nnunet_transfer.analysis.outputs import Notes, Output, integer_columns, markdown_table
+from nnunet_transfer.analysis.outputs import Notes, Output, integer_columns, summary_table
 from nnunet_transfer.analysis.palette import strategy_color
 from nnunet_transfer.analysis.runs import AnalysedRun, NetworkSet, check_unique
 from nnunet_transfer.analysis.summary import Summary, p_cell, summarize, welch_p
@@ -107,7 +107,7 @@ def reuse_analysis(transfer: Sequence[AnalysedRun], scratch: Sequence[AnalysedRu
         "scratch keeps of its random one. Transfer: "
         f"{', '.join(r.label for r in transfer)}; scratch: {', '.join(r.label for r in scratch)}.",
         measurer.section(),
-        markdown_table(header, body, align_right_from=1),
+        summary_table(body, header, align_right_from=1),
         f"p: Welch's t-test (two-sided) of the transfer runs' values against the scratch runs'; "
         f"* where p < {alpha:g}.",
         null_text(options),

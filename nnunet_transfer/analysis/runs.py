@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nnunet_transfer.analysis.defaults import CONVERGENCE_TOLERANCE
 from nnunet_transfer.analysis.blocks import preprocessed_folder
 from nnunet_transfer.analysis.weights import (
     RUN_SNAPSHOT,
@@ -98,7 +99,7 @@ class AnalysedRun:
     def convergence(self, tolerance: float, column: str) -> Convergence:
         return convergence_epoch(self.record.epochs_path, tolerance, column)
 
-    def epoch_spec(self, text: str | int, tolerance: float = 0.005,
+    def epoch_spec(self, text: str | int, tolerance: float = CONVERGENCE_TOLERANCE,
                    column: str = "pseudo_dice") -> int:
         """A snapshot epoch from `final`, `convergence` (the first snapshot at or after the
         convergence epoch) or a number of epochs done (which must have a snapshot)."""

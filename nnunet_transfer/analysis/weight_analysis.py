@@ -16,10 +16,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from nnunet_transfer.analysis.defaults import CONVERGENCE_TOLERANCE
 from nnunet_transfer.analysis import figures
 from nnunet_transfer.analysis.blocks import BlockSampler
 from nnunet_transfer.analysis.layers import default_layers, find_layer
-from nnunet_transfer.analysis.outputs import Notes, Output, markdown_table
+from nnunet_transfer.analysis.outputs import Notes, Output, summary_table
 from nnunet_transfer.analysis.runs import AnalysedRun, block_cases, data_spec, slug
 from nnunet_transfer.analysis.weights import RUN_SNAPSHOT, LayerWeightChange, weight_changes
 from nnunet_transfer.architectures.checkpoint import Checkpoint
@@ -110,7 +111,8 @@ def _feature_maps(networks: Sequence[nn.Module], layer: str, block: np.ndarray,
 
 
 def weights_analysis(runs: Sequence[AnalysedRun], start: str, end: str, pictures: PictureOptions,
-                     notes: Notes, tolerance: float = 0.005, column: str = "pseudo_dice"
+                     notes: Notes, tolerance: float = CONVERGENCE_TOLERANCE,
+                     column: str = "pseudo_dice"
                      ) -> Output:
     """Weight change of every convolution of each run between snapshots `start` and `end`
     (epochs done, "final" or "convergence"), and the filter and feature-map pictures."""
@@ -189,7 +191,7 @@ def _sections(table: pd.DataFrame, runs: Sequence[AnalysedRun], pictures: Pictur
         "output filters f of | ||W1_f|| - ||W0_f|| | / ||W0_f|| (Frobenius norms). The table "
         "gives their means over the convolutions of each part, in %. Frozen parts stay at 0. "
         "Karimi et al. found filter-norm changes mostly below 25 % at convergence.",
-        markdown_table(header, body, align_right_from=2),
+        summary_table(body, header, align_right_from=2),
         f"No null baseline applies: nothing here is a similarity. Figures: `weights.png` (both "
         f"changes per convolution, a line per run); per run `weights_filters_<run>.png` "
         f"({pictures.filters} filters of {pictures.filter_layer or 'the first encoder convolution'}"

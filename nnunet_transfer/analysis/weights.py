@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nnunet_transfer.analysis.defaults import CONVERGENCE_TOLERANCE
 from nnunet_transfer.architectures.checkpoint import Checkpoint, CheckpointUse
 from nnunet_transfer.architectures.parts import partition, unwrap
 from nnunet_transfer.errors import UserError
@@ -273,7 +274,7 @@ def _float(text: str | None) -> float:
         return math.nan
 
 
-def convergence_epoch(epochs_csv: str, tolerance: float = 0.005,
+def convergence_epoch(epochs_csv: str, tolerance: float = CONVERGENCE_TOLERANCE,
                       column: str = "pseudo_dice") -> Convergence:
     """The first epoch whose validation score is within `tolerance` (relative) of the run's
     maximum: value >= maximum - tolerance * |maximum| (Karimi et al.: 0.5 % of the maximum DSC).

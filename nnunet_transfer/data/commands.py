@@ -48,7 +48,7 @@ def _cmd_convert_msd(args):
         raise UserError(f"cannot tell the dataset name from {args.source}; give --name")
     out = dataset_folder(_raw_folder(args), args.id, name)
     report = convert_msd(args.source, out,
-                         parse_label_names(args.labels) if args.labels else None,
+                         parse_label_names(args.label_names) if args.label_names else None,
                          parse_channel_names(args.channels) if args.channels else None,
                          _tolerance(args))
     _print_report(report, args.id)
@@ -63,7 +63,7 @@ def _cmd_convert(args):
     from nnunet_transfer.data.volumes import Hdf5Layout
     if bool(args.folder) == bool(args.csv):
         raise UserError("give either --folder (with --images and --label) or --csv")
-    labels = parse_label_names(args.labels)
+    labels = parse_label_names(args.label_names)
     channels = parse_channel_names(args.channels)
     if args.folder:
         if not args.images or not args.label:
@@ -200,8 +200,10 @@ def register(subparsers) -> None:
     _target_options(msd)
     msd.add_argument("--name", default=None,
                      help="dataset name (default: from dataset.json or TaskNN_Name)")
-    msd.add_argument("--labels", nargs="+", default=None, metavar="NAME[=VALUE]",
-                     help="label names (default: MSD's dataset.json)")
+    msd.add_argument("--label-names", "--labels", dest="label_names", nargs="+", default=None,
+                     metavar="NAME[=VALUE]",
+                     help="label names (default: MSD's dataset.json); --labels is the old, "
+                          "deprecated spelling")
     msd.add_argument("--channels", nargs="+", default=None, metavar="NAME",
                      help="channel names, e.g. MRI or CT (default: MSD's dataset.json)")
     _check_options(msd)
@@ -225,9 +227,10 @@ def register(subparsers) -> None:
                         help="case ids become <site>_<case> (when ids repeat across sites)")
     _target_options(conv)
     conv.add_argument("--name", required=True, help="dataset name, e.g. Prostate")
-    conv.add_argument("--labels", nargs="+", required=True, metavar="NAME[=VALUE]",
+    conv.add_argument("--label-names", "--labels", dest="label_names", nargs="+",
+                      required=True, metavar="NAME[=VALUE]",
                       help="label names, e.g. background liver tumour (values 0, 1, 2) or "
-                           "background=0 liver=1")
+                           "background=0 liver=1; --labels is the old, deprecated spelling")
     conv.add_argument("--channels", nargs="+", required=True, metavar="NAME",
                       help="channel names in order, e.g. T1 T2 (CT selects CT normalisation)")
     conv.add_argument("--label-map", nargs="+", default=None, metavar="SOURCE=TARGET",

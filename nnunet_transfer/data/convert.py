@@ -26,7 +26,7 @@ from nnunet_transfer.data.geometry import GeometryTolerance, adopt_grid, compare
 from nnunet_transfer.data.raw_dataset import case_id_problem
 from nnunet_transfer.data.raw_dataset_writer import RawDatasetWriter, settings_digest, \
     source_stamp
-from nnunet_transfer.data.sources import Finding, FoundCases, SourceCase
+from nnunet_transfer.data.sources import CaseRemark, FoundCases, SourceCase
 from nnunet_transfer.data.volumes import Hdf5Layout, VolumeError, read_volume, split_channels, \
     strip_ending
 from nnunet_transfer.errors import UserError
@@ -57,8 +57,8 @@ class ConversionReport:
     written: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
-    skipped: list[Finding] = field(default_factory=list)
-    notes: list[Finding] = field(default_factory=list)
+    skipped: list[CaseRemark] = field(default_factory=list)
+    notes: list[CaseRemark] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
 
     def training_cases(self) -> list[str]:
@@ -220,13 +220,14 @@ def convert_cases(found: FoundCases, out_folder: str, settings: ConversionSettin
     for case in found.cases:
         problem = case_id_problem(case.case)
         if problem:
-            report.skipped.append(Finding(case.case, problem))
+            report.skipped.append(CaseRemark(case.case, problem))
             continue
         try:
             stamp = source_stamp(case.images + ([case.label] if case.label else []),
                                  settings_digest({**common, "label_map": case.label_map}))
         except OSError as error:
-            report.skipped.append(Finding(case.case, f"{_short(error.filename)}: file not found"))
+            report.skipped.append(CaseRemark(case.case,
+                                             f"{_short(error.filename)}: file not found"))
             continue
         key = RawDatasetWriter.key(case.split, case.case)
         if writer.is_current(case.split, case.case, stamp):
@@ -242,7 +243,7 @@ def convert_cases(found: FoundCases, out_folder: str, settings: ConversionSettin
             try:
                 loaded = load_case(case, settings)
             except _CaseProblems as error:
-                report.skipped.append(Finding(case.case, "; ".join(error.problems)))
+                report.skipped.append(CaseRemark(case.case, "; ".join(error.problems)))
                 sites.pop(case.case, None)
                 continue
             if transform is not None:
@@ -250,7 +251,7 @@ def convert_cases(found: FoundCases, out_folder: str, settings: ConversionSettin
             writer.write_case(case.split, case.case, loaded.channel_outputs(),
                               loaded.label_output(), stamp)
             report.written.append(RawDatasetWriter.key(case.split, case.case))
-            report.notes += [Finding(case.case, n) for n in loaded.notes]
+            report.notes += [CaseRemark(case.case, n) for n in loaded.notes]
             keep.add(RawDatasetWriter.key(case.split, case.case))
         if not any(k.startswith("Tr/") for k in keep):
             raise UserError(f"no training case of {source} could be converted; first problems: "
@@ -265,7 +266,7 @@ def convert_cases(found: FoundCases, out_folder: str, settings: ConversionSettin
     return report
 
 
-def duplicate_files(found: FoundCases) -> list[Finding]:
+def duplicate_files(found: FoundCases) -> list[CaseRemark]:
     """Notes for files with identical bytes under different names (a copy filed as another case:
     a leak between training and test if left in). Only files of equal size are hashed."""
     paths = {p for c in found.cases for p in c.images + ([c.label] if c.label else [])}
@@ -287,7 +288,7 @@ def duplicate_files(found: FoundCases) -> list[Finding]:
         if len(same) > 1:
             names = [_display(p, found.root) for p in same]
             cases = sorted({case_of.get(p, strip_ending(os.path.basename(p))) for p in same})
-            notes.append(Finding(", ".join(cases), f"{' and '.join(names)} have identical "
+            notes.append(CaseRemark(", ".join(cases), f"{' and '.join(names)} have identical "
                                  "content (a copy filed under another name?)", names))
     return notes
 

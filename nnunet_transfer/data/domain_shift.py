@@ -31,6 +31,7 @@ from nnunet_transfer.data.raw_dataset import name_of
 from nnunet_transfer.data.sources import SourceCase, find_raw_dataset_cases
 from nnunet_transfer.data.synthetic import LOW_QUALITY_DOMAIN, Domain, acquisition_shift
 from nnunet_transfer.errors import UserError
+from nnunet_transfer.value_rules import NON_NEGATIVE_NUMBER, NotAllowed
 
 
 def degrade_volume(image: np.ndarray, domain: Domain, rng: np.random.Generator) -> np.ndarray:
@@ -51,8 +52,10 @@ OPTIONS = {"contrast": "--contrast", "noise": "--noise", "blur_sigma": "--blur",
 
 def check_domain(domain: Domain) -> None:
     for name, value in asdict(domain).items():
-        if not np.isfinite(value) or value < 0:
-            raise UserError(f"{OPTIONS[name]} {value:g}: must be a number >= 0")
+        try:
+            NON_NEGATIVE_NUMBER.check(value)
+        except NotAllowed as refusal:
+            raise UserError(f"{OPTIONS[name]} {refusal}") from None
     if domain.contrast == 0:
         raise UserError("--contrast 0 would erase the image; give a factor above 0 (e.g. 0.6)")
 

@@ -17,7 +17,7 @@ class LabelValueError(ValueError):
     """A label array that cannot be used as it is; the message names the values."""
 
 
-def parse_label_names(items: list[str], option: str = "--labels") -> dict[str, int]:
+def parse_label_names(items: list[str], option: str = "--label-names") -> dict[str, int]:
     """`["background=0", "liver=1"]` or the names in value order `["background", "liver"]`."""
     labels: dict[str, int] = {}
     for position, item in enumerate(items):

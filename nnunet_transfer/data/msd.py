@@ -60,7 +60,7 @@ def _read_msd_dataset_json(folder: str) -> dict:
             info["channel_names"] = {int(k): str(v) for k, v in content["modality"].items()}
     except (OSError, ValueError, AttributeError, TypeError) as error:
         raise UserError(f"cannot use {path} ({error}); fix it, or move it away and give "
-                        "--labels and --channels") from None
+                        "--label-names and --channels") from None
     for key in ("name", "description", "reference", "licence", "release"):
         if isinstance(content.get(key), str):
             info[key] = content[key]
@@ -76,7 +76,7 @@ def convert_msd(source_folder: str, out_folder: str, labels: dict[str, int] | No
     channel_names = channel_names or info.get("channel_names")
     if not labels or not channel_names:
         raise UserError(f"{source_folder} has no dataset.json declaring labels and modalities; "
-                        "give them, e.g. --labels background anterior posterior --channels MRI")
+                        "give them, e.g. --label-names background anterior posterior --channels MRI")
     settings = ConversionSettings(labels, channel_names, tolerance or GeometryTolerance())
     fields = {k: info[k] for k in ("description", "reference", "release") if k in info}
     if "licence" in info:

@@ -16,12 +16,15 @@ import os
 import re
 
 from nnunet_transfer.errors import UserError
+from nnunet_transfer.value_rules import NotAllowed, whole_number
 
 MANIFEST_NAME = "nnunet_transfer_manifest.json"
 SITES_NAME = "sites.json"
 FILE_ENDING = ".nii.gz"
 CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# nnU-Net names a dataset DatasetXXX_Name: three digits.
+DATASET_ID = whole_number(1, 999)
 SPLIT_FOLDERS = {"Tr": ("imagesTr", "labelsTr"), "Ts": ("imagesTs", None)}
 
 
@@ -34,8 +37,10 @@ def case_id_problem(case: str) -> str | None:
 
 def dataset_folder(raw_folder: str, dataset_id: int, name: str) -> str:
     """`raw_folder`/DatasetXXX_Name, refusing a bad id or name and an id another dataset uses."""
-    if not isinstance(dataset_id, int) or not 1 <= dataset_id <= 999:
-        raise UserError(f"dataset id {dataset_id} must be a whole number from 1 to 999")
+    try:
+        DATASET_ID.check(dataset_id)
+    except NotAllowed as refusal:
+        raise UserError(f"dataset id {refusal}") from None
     if not DATASET_NAME.fullmatch(name or ""):
         raise UserError(f"dataset name {name!r}: use letters, digits, '_' and '-' (e.g. "
                         "Hippocampus)")

@@ -42,7 +42,7 @@ class SourceCase:
 
 
 @dataclass
-class Finding:
+class CaseRemark:
     """A problem (the case is skipped) or a note (it is converted) about a case or files."""
     case: str
     message: str
@@ -53,7 +53,7 @@ class Finding:
 class FoundCases:
     """The cases found in a source, and what was set aside before reading anything."""
     cases: list[SourceCase]
-    skipped: list[Finding]          # unpaired files, found before reading anything
+    skipped: list[CaseRemark]          # unpaired files, found before reading anything
     ignored: list[str]              # files that match no template, relative to the root
     root: str
 
@@ -155,7 +155,7 @@ def find_pairs_in_folder(root: str, image_templates: list[str], label_template: 
             missing.insert(0, f"a label (expected {label_path})")
         if missing:
             present = [os.path.join(root, p) for p in channels]
-            skipped.append(Finding(case, f"image {path} without {' and '.join(missing)}",
+            skipped.append(CaseRemark(case, f"image {path} without {' and '.join(missing)}",
                                    [p for p in present if os.path.isfile(p)]))
             continue
         cases.append(SourceCase(case, [os.path.join(root, p) for p in channels],
@@ -166,7 +166,7 @@ def find_pairs_in_folder(root: str, image_templates: list[str], label_template: 
             continue
         role = "label" if template is label else f"channel {images.index(template)}"
         header = read_header(os.path.join(root, path))
-        skipped.append(Finding(_case_id(groups, prefix_site),
+        skipped.append(CaseRemark(_case_id(groups, prefix_site),
                                f"{role} {path} without an image (expected "
                                f"{images[0].fill(groups)}){'; ' + header if header else ''}",
                                [os.path.join(root, path)]))
@@ -204,7 +204,7 @@ def find_pairs_in_csv(csv_path: str, prefix_site: bool = False) -> FoundCases:
         if prefix_site and site:
             case = f"{site}_{case}"
         if not all(images) or not row["label"].strip():
-            skipped.append(Finding(case or f"row {line}", f"row {line} of {csv_path} has an "
+            skipped.append(CaseRemark(case or f"row {line}", f"row {line} of {csv_path} has an "
                                    "empty image or label cell"))
             continue
         if case in rows_of:

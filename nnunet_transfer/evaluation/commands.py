@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from nnunet_transfer.arguments import add_command, positive_int
+from nnunet_transfer.arguments import add_command, fraction, positive_int
 from nnunet_transfer.errors import UserError
 
 
@@ -23,7 +23,7 @@ def _lesion_rule(text: str):
 
 def _labels(args: argparse.Namespace, predictions: str, references: str):
     from nnunet_transfer.evaluation.labels import resolve_labels
-    return resolve_labels(predictions, references, args.dataset_json, args.labels)
+    return resolve_labels(predictions, references, args.dataset_json, args.label_values)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -63,7 +63,7 @@ def _cmd_generalize(args: argparse.Namespace) -> None:
     from nnunet_transfer.evaluation.labels import labels_from_dataset_json, labels_from_items
     from nnunet_transfer.evaluation.stats import parse_run_item, to_markdown
     models = [resolve_model(*parse_run_item(item), args.f, args.chk) for item in args.models]
-    labels = labels_from_items(args.labels) if args.labels else \
+    labels = labels_from_items(args.label_values) if args.label_values else \
         labels_from_dataset_json(args.dataset_json) if args.dataset_json else None
     table = generalize(models, args.i, args.references, args.o, labels=labels,
                        reference=args.reference, checkpoint=args.chk, device=args.device,
@@ -78,9 +78,10 @@ def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-json", default=None,
                         help="nnU-Net dataset.json giving the labels / regions (default: the one "
                              "in the prediction folder, else next to the reference folder)")
-    parser.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
-                        help="labels instead of a dataset.json: VALUE, NAME=VALUE or a region "
-                             "NAME=V1,V2")
+    parser.add_argument("--label-values", "--labels", dest="label_values", nargs="+",
+                        default=None, metavar="LABEL",
+                        help="the labels' values instead of a dataset.json: VALUE, NAME=VALUE "
+                             "or a region NAME=V1,V2; --labels is the old, deprecated spelling")
     parser.add_argument("--lesion-rule", type=_lesion_rule, default="any",
                         help="when a predicted lesion detects a reference lesion: any (overlap, "
                              "default), iou:T or dsc:T (IoU / DSC of the two >= T)")
@@ -126,7 +127,7 @@ def register(subparsers) -> None:
     co.add_argument("-o", required=True, help="output folder")
     co.add_argument("--metrics", nargs="+", default=None,
                     help="metrics to tabulate (default dsc iou hd95_mm assd_mm lesion_f1)")
-    co.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+    co.add_argument("--alpha", type=fraction, default=0.05, help="significance level (0.05)")
     _add_test_options(co)
 
     ge = add_command(

@@ -59,11 +59,11 @@ def labels_from_dataset_json(path: str) -> LabelSet:
             dataset = json.load(f)
     except (OSError, json.JSONDecodeError) as error:
         raise UserError(f"cannot read dataset.json {path} ({error}); give a valid nnU-Net "
-                        "dataset.json or the labels with --labels") from None
+                        "dataset.json or the labels with --label-values") from None
     labels = dataset.get("labels") if isinstance(dataset, dict) else None
     if not isinstance(labels, dict):
         raise UserError(f"{path} has no \"labels\" mapping (name -> value); give an nnU-Net v2 "
-                        "dataset.json or the labels with --labels")
+                        "dataset.json or the labels with --label-values")
     structures, ignore = [], None
     for name, value in labels.items():
         where = f"{path}, label {name!r}"
@@ -88,12 +88,13 @@ def labels_from_items(items: list[str]) -> LabelSet:
         try:
             values = tuple(int(v) for v in values_text.split(","))
         except ValueError:
-            raise UserError(f"--labels {item!r}: give VALUE, NAME=VALUE or NAME=V1,V2 (a "
+            raise UserError(f"--label-values {item!r}: give VALUE, NAME=VALUE or NAME=V1,V2 (a "
                             "region) with whole-number values") from None
         if any(v <= 0 for v in values):
-            raise UserError(f"--labels {item!r}: label values must be > 0 (0 is background)")
+            raise UserError(f"--label-values {item!r}: label values must be > 0 (0 is "
+                            f"background)")
         structures.append(Structure(name or str(values[0]), tuple(dict.fromkeys(values))))
-    return LabelSet(_checked(structures, "--labels"), None, None, "--labels")
+    return LabelSet(_checked(structures, "--label-values"), None, None, "--label-values")
 
 
 def find_dataset_json(prediction_folder: str, reference_folder: str) -> str | None:
@@ -115,10 +116,11 @@ def resolve_labels(prediction_folder: str, reference_folder: str, dataset_json: 
     if dataset_json:
         if not os.path.isfile(dataset_json):
             raise UserError(f"--dataset-json {dataset_json} does not exist; give the dataset.json "
-                            "of the dataset or the labels with --labels")
+                            "of the dataset or the labels with --label-values")
         return labels_from_dataset_json(dataset_json)
     found = find_dataset_json(prediction_folder, reference_folder)
     if found is None:
         raise UserError(f"no dataset.json in {prediction_folder} or next to {reference_folder}; "
-                        "give --dataset-json or the labels with --labels (e.g. --labels 1 2)")
+                        "give --dataset-json or the labels with --label-values (e.g. "
+                        "--label-values 1 2)")
     return labels_from_dataset_json(found)

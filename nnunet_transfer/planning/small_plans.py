@@ -9,6 +9,7 @@ import math
 from nnunet_transfer.atomic_files import atomic_write_json
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.planning.plans_files import dataset_name, load_plans, plans_path
+from nnunet_transfer.value_rules import NotAllowed, whole_number
 
 
 # Per-stage lists in dynamic_network_architectures' U-Net kwargs (encoder and decoder side).
@@ -52,8 +53,10 @@ def make_small_plans(dataset: str | int, base_plans: str = "nnUNetPlans",
     for option, value, least in (("--features", base_features, 1),
                                  ("--max-features", max_features, base_features),
                                  ("--batch", batch_size, 1), ("--stages", max_stages, 2)):
-        if value < least:
-            raise UserError(f"{option} {value}: must be at least {least}")
+        try:
+            whole_number(least).check(value)
+        except NotAllowed as refusal:
+            raise UserError(f"{option} {refusal}") from None
     base_patch = config["patch_size"]
     patch = patch_size or [min(p, 32) for p in base_patch]
     if len(patch) != len(base_patch) or min(patch) < 1:

@@ -3,7 +3,8 @@
 The modules, in the order a study goes through them:
 
 - `study_file` reads and checks the study file (YAML, every mistake with its line through
-  `yaml_lines`, single values through `value_checks`) into a `spec.StudySpec`, which holds the
+  `yaml_lines`, single values through the rules of `value_rules` and the study's own kinds of
+  value in `value_checks`) into a `spec.StudySpec`, which holds the
   datasets, the `Strategy` objects, the architectures and the trainings' budget;
 - `grid` expands the spec into pretrainings and runs, with their keys and folders;
 - `setup` makes the datasets, plans and preprocesses, writes the splits and the test folder;

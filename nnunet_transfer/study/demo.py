@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from nnunet_transfer.analysis.defaults import CONVERGENCE_TOLERANCE
 from nnunet_transfer.atomic_files import atomic_write_bytes
 from nnunet_transfer.errors import UserError
 
@@ -56,7 +57,7 @@ architectures: [unet]      # add karimi, hrnet, unetpp, tiramisu, autofocus, vne
 budget: {{epochs: {epochs}, iterations: {iters}, val_iterations: 2, snapshot_every: 1,
          source_epochs: {source_epochs}}}
 analyses: [convergence, evolution, similarity, reuse, weights]
-analysis: {{blocks: 8, voxels_per_block: 2048, tolerance: 0.005}}
+analysis: {{blocks: 8, voxels_per_block: 2048, tolerance: {tolerance}}}
 """
 
 
@@ -65,7 +66,8 @@ def study_text(name: str, epochs: int = 8, iters: int = 25, jobs: int = 2,
     datasets = HIPPOCAMPUS_DATASETS.format(msd=os.path.abspath(hippocampus)) if hippocampus \
         else SYNTHETIC_DATASETS
     return STUDY.format(name=name, jobs=jobs, datasets=datasets.rstrip("\n"), epochs=epochs,
-                        iters=iters, source_epochs=2 * epochs)
+                        iters=iters, source_epochs=2 * epochs,
+                        tolerance=CONVERGENCE_TOLERANCE)
 
 
 def example_study() -> str:

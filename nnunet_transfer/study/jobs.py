@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nnunet_transfer.analysis.kinds import KINDS, CellRun, StudyCell
+from nnunet_transfer.analysis.kinds import ANALYSIS_KINDS, CellRun, StudyCell
 from nnunet_transfer.discovery import console_script
 from nnunet_transfer.study.executors.base import CommandJob
 from nnunet_transfer.study.grid import (
@@ -146,7 +146,7 @@ class StudyJobs:
                         after=evaluate, runs=(run,))
 
     def analysis_job(self, name: str, cell: tuple) -> StudyJob:
-        kind = KINDS[name]
+        kind = ANALYSIS_KINDS[name]
         runs = tuple(r for r in self.runs if r.cell == cell)
         key = f"analyze_{name}__{cell[0]}__{cell[1]}__n{cell[2]}"
         out = os.path.join(self.layout.cell_folder("analysis", cell), name)

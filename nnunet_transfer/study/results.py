@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from nnunet_transfer.analysis.accuracy_figure import accuracy_figure
-from nnunet_transfer.analysis.kinds import KINDS
+from nnunet_transfer.analysis.kinds import ANALYSIS_KINDS
 from nnunet_transfer.atomic_files import atomic_write_bytes
 from nnunet_transfer.document import Section, markdown_table, md_escape, write_report
 from nnunet_transfer.document.markdown import md_code
@@ -228,7 +228,7 @@ def analysis_sections(layout: StudyLayout, spec: StudySpec, runs: list[Run]) -> 
                     glob.glob(os.path.join(folder, "*.csv")))],
                 details=[("the analysis' tables, notes and command",
                           _demote_headings(text))]))
-        sections.append(Section(KINDS[kind].title, subsections=subsections, key=kind))
+        sections.append(Section(ANALYSIS_KINDS[kind].title, subsections=subsections, key=kind))
     return sections
 
 
@@ -242,7 +242,7 @@ def convergence_figures(layout: StudyLayout, runs: list[Run]) -> list[tuple[str,
 
 def _figure_caption(kind: str, path: str) -> str:
     name = os.path.splitext(os.path.basename(path))[0]
-    return KINDS[kind].title if name == kind else name.replace("_", " ")
+    return ANALYSIS_KINDS[kind].title if name == kind else name.replace("_", " ")
 
 
 def _demote_headings(markdown: str) -> str:

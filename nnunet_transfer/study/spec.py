@@ -17,7 +17,8 @@ from nnunet_transfer.training.strategies import Strategy
 UNET = "unet"
 ALL = "all"
 DATASET_KINDS = ("synthetic", "msd", "subset", "degrade", "pool", "existing")
-EXECUTORS = ("local", "submitit-local", "slurm")
+# how a study runs its jobs: here, through SLURM, or through submitit on this machine
+EXECUTOR_KINDS = ("local", "slurm", "submitit-local")
 DEVICES = ("auto", "cpu", "cuda")
 # the checkpoints a finished run keeps (nnU-Net deletes checkpoint_latest.pth at its end)
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_best.pth")

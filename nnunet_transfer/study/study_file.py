@@ -46,25 +46,31 @@ from __future__ import annotations
 
 import os
 
-from nnunet_transfer.analysis.kinds import KINDS
+from nnunet_transfer.analysis.kinds import ANALYSIS_KINDS
+from nnunet_transfer.data.raw_dataset import DATASET_ID
 from nnunet_transfer.errors import UserError
+from nnunet_transfer import value_rules as rules
+from nnunet_transfer.analysis.defaults import CONVERGENCE_TOLERANCE, DEFAULT_BLOCKS, TOLERANCE
 from nnunet_transfer.study import value_checks as checks
 from nnunet_transfer.study.executors.slurm import check_slurm_options
 from nnunet_transfer.study.spec import (
-    ALL, CHECKPOINTS, DATASET_KINDS, DEVICES, EXECUTORS, UNET, DatasetSpec, ExecutorSpec,
+    ALL, CHECKPOINTS, DATASET_KINDS, DEVICES, EXECUTOR_KINDS, UNET, DatasetSpec, ExecutorSpec,
     PredictionSpec, StudyBudget, StudySpec)
-from nnunet_transfer.training.strategies import ALL_STRATEGIES
-from nnunet_transfer.yaml_lines import Problems as _Problems, Reader as _Reader, load_with_lines
+from nnunet_transfer.training.budget import KNOB_OF_FIELD
+from nnunet_transfer.training.strategies import ONE_PHASE_STRATEGIES
+from nnunet_transfer.yaml_lines import Problems as _Problems, Reader as _Reader, load_with_lines, \
+    suggest as _suggest
 
-ANALYSES = tuple(KINDS)
-# the budget's keys in the study file -> (the knob's name in the code, its check)
+ANALYSES = tuple(ANALYSIS_KINDS)
+# the budget's keys in the study file -> (the knob's name in the code, its check); the knobs'
+# rules are the trainer's own
 BUDGET_KEYS = {
-    "epochs": ("epochs", checks.whole_number(1)),
-    "iterations": ("iters", checks.whole_number(1)),
-    "val_iterations": ("val_iters", checks.whole_number(1)),
-    "snapshot_every": ("snapshot_every", checks.whole_number(0)),
-    "source_epochs": ("source_epochs", checks.whole_number(1)),
-    "source_iterations": ("source_iters", checks.whole_number(1)),
+    "epochs": ("epochs", KNOB_OF_FIELD["epochs"].rule),
+    "iterations": ("iters", KNOB_OF_FIELD["iters"].rule),
+    "val_iterations": ("val_iters", KNOB_OF_FIELD["val_iters"].rule),
+    "snapshot_every": ("snapshot_every", KNOB_OF_FIELD["snapshot_every"].rule),
+    "source_epochs": ("source_epochs", KNOB_OF_FIELD["epochs"].rule),
+    "source_iterations": ("source_iters", KNOB_OF_FIELD["iters"].rule),
 }
 
 # Every top-level key of a study file and what it means (docs/reference/study_file.md is
@@ -114,8 +120,8 @@ def _read_dataset(problems: _Problems, key: str, value, base: str) -> DatasetSpe
     path = ("datasets", key)
     known = {"id", "name", *DATASET_KINDS, "count", "exclude", "seed", "labels"}
     reader = _Reader(problems, value, path, known)
-    dataset_id = reader.get("id", checks.whole_number(1, 999), required=True)
-    name = reader.get("name", checks.name, required=True)
+    dataset_id = reader.get("id", DATASET_ID, required=True)
+    name = reader.get("name", rules.NAME, required=True)
     kinds = [k for k in DATASET_KINDS if k in reader.value]
     if len(kinds) != 1:
         problems.add(path, "give exactly one way of making the dataset "
@@ -128,32 +134,32 @@ def _read_dataset(problems: _Problems, key: str, value, base: str) -> DatasetSpe
         syn = _Reader(problems, reader.value["synthetic"], path + ("synthetic",),
                       {"cases", "test_cases", "shape", "low_quality", "core", "seed"})
         options["synthetic"] = {
-            "cases": syn.get("cases", checks.whole_number(2), 10),
-            "test_cases": syn.get("test_cases", checks.whole_number(0), 0),
+            "cases": syn.get("cases", rules.whole_number(2), 10),
+            "test_cases": syn.get("test_cases", rules.NON_NEGATIVE_WHOLE_NUMBER, 0),
             "shape": syn.get("shape", checks.shape, (32, 32, 32)),
-            "low_quality": syn.get("low_quality", checks.boolean, False),
-            "core": syn.get("core", checks.boolean, False),
-            "seed": syn.get("seed", checks.whole_number(0), 0)}
+            "low_quality": syn.get("low_quality", rules.BOOLEAN, False),
+            "core": syn.get("core", rules.BOOLEAN, False),
+            "seed": syn.get("seed", rules.NON_NEGATIVE_WHOLE_NUMBER, 0)}
     elif kind == "msd":
-        folder = reader.get("msd", checks.text)
+        folder = reader.get("msd", rules.TEXT)
         if folder is not None:
             folder = os.path.normpath(os.path.join(base, os.path.expanduser(folder)))
             if not os.path.isdir(folder):
                 problems.add(path + ("msd",), f"the MSD folder {folder} does not exist")
         options["msd"] = folder
     elif kind in ("subset", "degrade"):
-        options[kind] = reader.get(kind, checks.text)
-        options["seed"] = reader.get("seed", checks.whole_number(0), 0)
+        options[kind] = reader.get(kind, rules.TEXT)
+        options["seed"] = reader.get("seed", rules.NON_NEGATIVE_WHOLE_NUMBER, 0)
         if kind == "subset":
-            options["count"] = reader.get("count", checks.whole_number(1))
-            options["exclude"] = reader.get("exclude", checks.text)
+            options["count"] = reader.get("count", rules.POSITIVE_WHOLE_NUMBER)
+            options["exclude"] = reader.get("exclude", rules.TEXT)
             if options["count"] is None and options["exclude"] is None:
                 problems.add(path, "a subset needs count: N (cases drawn with seed) or exclude: "
                              "KEY (every case not in that dataset), or both")
     elif kind == "pool":
-        options["pool"] = reader.get("pool", checks.list_of(checks.text))
+        options["pool"] = reader.get("pool", rules.list_of(rules.TEXT))
     elif kind == "existing":
-        if reader.get("existing", checks.boolean) is not True:
+        if reader.get("existing", rules.BOOLEAN) is not True:
             problems.add(path + ("existing",), "write existing: true for a dataset that is "
                          "already in nnU-Net's raw folder")
     for stray in ("count", "exclude") if kind != "subset" else ():
@@ -174,7 +180,7 @@ def _check_dataset_graph(problems: _Problems, datasets: dict[str, DatasetSpec]) 
         for other in spec.inputs:
             if other not in datasets:
                 problems.add(("datasets", key), f"refers to the unknown dataset {other!r}"
-                             + checks.suggest(other, sorted(datasets)))
+                             + _suggest(other, sorted(datasets)))
             elif other == key:
                 problems.add(("datasets", key), "refers to itself")
     # a cycle (a made from b made from a) can never be made
@@ -202,7 +208,7 @@ def _dataset_key(problems: _Problems, path: tuple, value, datasets: dict) -> str
         return None
     if value not in datasets:
         problems.add(path, f"{value!r} is not a key of datasets"
-                     + checks.suggest(value, sorted(datasets)))
+                     + _suggest(value, sorted(datasets)))
         return None
     return value
 
@@ -223,14 +229,14 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
     base = os.path.dirname(os.path.abspath(path))
     top = _Reader(problems, document.value, (), set(TOP_LEVEL_KEYS))
 
-    name = top.get("study", checks.name, required=True) or "study"
+    name = top.get("study", rules.NAME, required=True) or "study"
     workdir = os.path.normpath(os.path.join(base, os.path.expanduser(
-        top.get("workdir", checks.text, name))))
+        top.get("workdir", rules.TEXT, name))))
     nn = _Reader(problems, top.value.get("nnunet"), ("nnunet",), {"raw", "preprocessed", "results"})
     nnunet = {k: os.path.normpath(os.path.join(base, os.path.expanduser(
-        nn.get(k, checks.text, os.path.join(workdir, f"nnUNet_{k}"))))) for k in
+        nn.get(k, rules.TEXT, os.path.join(workdir, f"nnUNet_{k}"))))) for k in
         ("raw", "preprocessed", "results")}
-    device = top.get("device", checks.choice(DEVICES), "auto")
+    device = top.get("device", rules.choice(DEVICES), "auto")
 
     ex = _Reader(problems, top.value.get("executor"), ("executor",), {"kind", "jobs", "slurm",
                                                                    "attempts"})
@@ -239,9 +245,9 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
         problems.add(("executor", "slurm"), "expected a mapping of submitit's slurm options, e.g. "
                      "{partition: gpu, timeout_min: 240, gpus_per_node: 1}")
         slurm = {}
-    executor = ExecutorSpec(ex.get("kind", checks.choice(EXECUTORS), "local"),
-                            ex.get("jobs", checks.whole_number(1, 1024), None), dict(slurm),
-                            ex.get("attempts", checks.whole_number(1, 100), 3))
+    executor = ExecutorSpec(ex.get("kind", rules.choice(EXECUTOR_KINDS), "local"),
+                            ex.get("jobs", rules.whole_number(1, 1024), None), dict(slurm),
+                            ex.get("attempts", rules.whole_number(1, 100), 3))
     try:   # the SLURM options as the executor will check them, before anything runs
         check_slurm_options(slurm, require_time=executor.kind == "slurm")
     except UserError as error:
@@ -256,7 +262,7 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
         raw_datasets = {}
     for key, value in raw_datasets.items():
         try:
-            checks.name(key)
+            rules.NAME(key)
         except ValueError as error:
             problems.add(("datasets", key), str(error))
             continue
@@ -265,65 +271,65 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
             datasets[key] = spec
     _check_dataset_graph(problems, datasets)
 
-    sources = top.get("source", checks.list_of(checks.text, allow_single=True), (),
+    sources = top.get("source", rules.list_of(rules.TEXT, allow_single=True), (),
                       required=True)
     sources = tuple(k for i, k in enumerate(sources)
                     if _dataset_key(problems, ("source",) + ((i,) if len(sources) > 1 else ()),
                                     k, datasets))
-    target = _dataset_key(problems, ("target",), top.get("target", checks.text, required=True),
+    target = _dataset_key(problems, ("target",), top.get("target", rules.TEXT, required=True),
                           datasets)
     if target is not None and target in sources:
         problems.add(("target",), "the target is also a source; pretrain on another dataset")
     generalization = _dataset_key(problems, ("generalization",),
-                                  top.get("generalization", checks.text), datasets)
-    test_cases = top.get("test_cases", checks.whole_number(1), 4)
-    test_seed = top.get("test_seed", checks.whole_number(0), 0)
-    validation_cases = top.get("validation_cases", checks.whole_number(1))
+                                  top.get("generalization", rules.TEXT), datasets)
+    test_cases = top.get("test_cases", rules.POSITIVE_WHOLE_NUMBER, 4)
+    test_seed = top.get("test_seed", rules.NON_NEGATIVE_WHOLE_NUMBER, 0)
+    validation_cases = top.get("validation_cases", rules.POSITIVE_WHOLE_NUMBER)
 
     pl = _Reader(problems, top.value.get("plans"), ("plans",),
                  {"identifier", "configuration", "small"})
-    plans = pl.get("identifier", checks.text, "nnUNetPlans")
-    configuration = pl.get("configuration", checks.text, "3d_fullres")
+    plans = pl.get("identifier", rules.TEXT, "nnUNetPlans")
+    configuration = pl.get("configuration", rules.TEXT, "3d_fullres")
     small = None
     if pl.value.get("small") is not None:
         sm = _Reader(problems, pl.value["small"], ("plans", "small"),
                      {"patch", "features", "max_features", "batch", "stages"})
         small = {"patch": sm.get("patch", checks.shape),
-                 "features": sm.get("features", checks.whole_number(1), 8),
-                 "max_features": sm.get("max_features", checks.whole_number(1), 64),
-                 "batch": sm.get("batch", checks.whole_number(1), 2),
-                 "stages": sm.get("stages", checks.whole_number(2), 4)}
+                 "features": sm.get("features", rules.POSITIVE_WHOLE_NUMBER, 8),
+                 "max_features": sm.get("max_features", rules.POSITIVE_WHOLE_NUMBER, 64),
+                 "batch": sm.get("batch", rules.POSITIVE_WHOLE_NUMBER, 2),
+                 "stages": sm.get("stages", rules.whole_number(2), 4)}
     if configuration != "3d_fullres" and not configuration.startswith("3d"):
         problems.add(("plans", "configuration"), f"{configuration!r}: the study trains 3D "
                      "configurations (e.g. 3d_fullres)")
 
-    sizes = top.get("sizes", checks.list_of(checks.size), (ALL,))
-    seeds = top.get("seeds", checks.list_of(checks.whole_number(0)), (0,))
-    strategies = top.get("strategies", checks.list_of(lambda v: checks.strategy(v, base)),
-                         ALL_STRATEGIES)
+    sizes = top.get("sizes", rules.list_of(checks.size), (ALL,))
+    seeds = top.get("seeds", rules.list_of(rules.NON_NEGATIVE_WHOLE_NUMBER), (0,))
+    strategies = top.get("strategies", rules.list_of(lambda v: checks.strategy(v, base)),
+                         ONE_PHASE_STRATEGIES)
     if sum(bool(s.file) for s in strategies or ()) > 1:   # they share nnUNetTrainer_Custom's folder
         problems.add(("strategies",), "give at most one custom strategy file per study")
-    architectures = top.get("architectures", checks.list_of(checks.architecture), (UNET,))
+    architectures = top.get("architectures", rules.list_of(checks.architecture), (UNET,))
 
     bu = _Reader(problems, top.value.get("budget"), ("budget",), set(BUDGET_KEYS))
     given = {knob: bu.get(key, check) for key, (knob, check) in BUDGET_KEYS.items()}
     budget = StudyBudget.of(**{knob: value for knob, value in given.items() if value is not None})
 
-    analyses = top.get("analyses", checks.list_of(checks.choice(ANALYSES)), ANALYSES)
+    analyses = top.get("analyses", rules.list_of(rules.choice(ANALYSES)), ANALYSES)
     an = _Reader(problems, top.value.get("analysis"), ("analysis",),
                  {"blocks", "voxels_per_block", "seed", "layers", "tolerance"})
-    analysis = {"blocks": an.get("blocks", checks.whole_number(1), 8),
-                "voxels_per_block": an.get("voxels_per_block", checks.whole_number(1)),
-                "seed": an.get("seed", checks.whole_number(0), 0),
-                "layers": an.get("layers", checks.list_of(checks.text)),
-                "tolerance": an.get("tolerance", checks.fraction, 0.005)}
+    analysis = {"blocks": an.get("blocks", rules.POSITIVE_WHOLE_NUMBER, DEFAULT_BLOCKS),
+                "voxels_per_block": an.get("voxels_per_block", rules.POSITIVE_WHOLE_NUMBER),
+                "seed": an.get("seed", rules.NON_NEGATIVE_WHOLE_NUMBER, 0),
+                "layers": an.get("layers", rules.list_of(rules.TEXT)),
+                "tolerance": an.get("tolerance", TOLERANCE, CONVERGENCE_TOLERANCE)}
     pr = _Reader(problems, top.value.get("prediction"), ("prediction",),
                  {"step_size", "disable_tta", "checkpoint"})
     default = PredictionSpec()
     prediction = PredictionSpec(
-        step_size=pr.get("step_size", checks.step_size, default.step_size),
-        disable_tta=pr.get("disable_tta", checks.boolean, default.disable_tta),
-        checkpoint=pr.get("checkpoint", checks.choice(CHECKPOINTS), default.checkpoint))
+        step_size=pr.get("step_size", checks.STEP_SIZE, default.step_size),
+        disable_tta=pr.get("disable_tta", rules.BOOLEAN, default.disable_tta),
+        checkpoint=pr.get("checkpoint", rules.choice(CHECKPOINTS), default.checkpoint))
     # by name: the analyses' checks name the strategies as the study file does
     _check_analyses(problems, analyses, tuple(s.name for s in strategies or ()), seeds or ())
     problems.raise_if_any()
@@ -339,7 +345,7 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
 
 def _check_analyses(problems: _Problems, analyses, strategies, seeds) -> None:
     """Analyses that could not produce a number with this grid are mistakes, found now."""
-    for kind in KINDS.values():
+    for kind in ANALYSIS_KINDS.values():
         problem = kind.grid_problem(strategies, seeds) if kind.name in analyses else None
         if problem:
             problems.add(("analyses",), problem)

@@ -9,8 +9,9 @@
 - `strategy_file`: a custom strategy read from YAML (`nnUNetTrainer_Custom`).
 - `adapter_files`: LoRA adapters and their untouched base saved beside nnU-Net's checkpoints.
 - `inspection`: `nnunet-transfer inspect`: what a checkpoint is and which strategies it feeds.
-- `budget`: the budget knobs (`KNOBS`, one table): read from the environment by the trainer,
-  printed by `env`, written into a study job's environment by `Budget.environment`.
+- `budget`: the budget knobs, declared once as the fields of `Budget` (`KNOBS` lists them):
+  read from the environment by the trainer, offered and printed by `env`, written into a
+  study job's environment by `Budget.environment`.
 - `freezing`: freezing parts (no gradient, not in the optimizer, norms in eval mode).
 - `pretrained`: loading `-pretrained_weights` tensor by tensor, and when a load is refused.
 - `pretrained_routing`: nnU-Net's `-pretrained_weights` sent to the transfer trainers, checked at

@@ -9,26 +9,35 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, fields
-from typing import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Iterable, Mapping
 
-from nnunet_transfer.arguments import (
-    NotAllowed,
-    non_negative_whole_number,
-    one_of,
-    positive_number,
-    positive_whole_number,
-)
 from nnunet_transfer.errors import UserError
+from nnunet_transfer.value_rules import (
+    NON_NEGATIVE_WHOLE_NUMBER,
+    NotAllowed,
+    PATH,
+    POSITIVE_NUMBER,
+    POSITIVE_WHOLE_NUMBER,
+    ValueRule,
+    choice,
+)
 
 ENV_PREFIX = "NNUNET_TRANSFER_"
+
+
+def _knob(rule: ValueRule, help: str, default=None):
+    """A field of Budget that is a knob: its rule and its help travel in the field's metadata,
+    so that the knob is declared once, here, and KNOBS, `env` and the docs read it."""
+    return field(default=default, metadata={"rule": rule, "help": help})
 
 
 @dataclass(frozen=True)
 class Knob:
     field: str
-    parse: Callable[[str], object]
+    rule: ValueRule
     help: str
+    default: object
 
     @property
     def variable(self) -> str:
@@ -38,64 +47,57 @@ class Knob:
     def option(self) -> str:
         return "--" + self.field.replace("_", "-")
 
-
-KNOBS = (
-    Knob("epochs", positive_whole_number, "number of epochs (nnU-Net: 1000)"),
-    Knob("iters", positive_whole_number, "training iterations per epoch (nnU-Net: 250)"),
-    Knob("val_iters", positive_whole_number, "validation iterations per epoch (nnU-Net: 50)"),
-    Knob("lr", positive_number,
-         "initial learning rate; default: nnU-Net's 0.01 times the strategy's factor"),
-    Knob("snapshot_every", non_negative_whole_number,
-         "keep the weights every K epochs besides epoch 0 and the final ones (default 50; "
-         "0 keeps only those two)"),
-    Knob("seed", non_negative_whole_number,
-         "seed of the network initialisation (default: drawn at random and recorded)"),
-    Knob("load", one_of("all", "encoder"),
-         "what -pretrained_weights loads: the whole network or the encoder only (default all)"),
-    Knob("head", one_of("auto", "reinit"),
-         "the output layer(s): 'auto' matches their channels by label name (a label the "
-         "source has keeps its trained channel, a new one starts from random), 'reinit' "
-         "always starts them from random (default auto)"),
-    Knob("cpu_threads", positive_whole_number,
-         "torch threads of a run on the CPU (default: nnU-Net's, every core); set 1 when "
-         "several runs share the machine"),
-    Knob("layerwise_decay", positive_number,
-         "LR factor per stage from the head down, of LayerwiseLR and of custom strategies whose "
-         "decay is 'knob' (default 0.5)"),
-    Knob("lora_rank", positive_whole_number,
-         "rank of the low-rank adapters of LoRA and of custom strategies whose rank is 'knob' "
-         "(default 4)"),
-    Knob("strategy_file", os.path.abspath,
-         "the YAML file of nnUNetTrainer_Custom's strategy (docs/how_to/add_a_strategy_file.md)"),
-)
-
-
-KNOB_OF_FIELD = {knob.field: knob for knob in KNOBS}
+    @property
+    def described(self) -> str:
+        """The help with the default, where the knob has one (`env --help`, the docs)."""
+        return self.help if self.default is None else f"{self.help} (default {self.default})"
 
 
 def parse_knob(knob: Knob, text: str, given_as: str, fix: str) -> object:
     """The value of `knob` written as `text`, or a UserError naming how it was given."""
     try:
-        return knob.parse(text)
+        return knob.rule.parse(text)
     except ValueError as error:
         reason = str(error) if isinstance(error, NotAllowed) else "is not a number"
-        raise UserError(f"{given_as} {reason} ({knob.help}); {fix}") from None
+        raise UserError(f"{given_as} {reason} ({knob.described}); {fix}") from None
 
 
 @dataclass(frozen=True)
 class Budget:
-    epochs: int | None = None
-    iters: int | None = None
-    val_iters: int | None = None
-    lr: float | None = None
-    snapshot_every: int = 50
-    seed: int | None = None
-    load: str = "all"
-    head: str = "auto"
-    cpu_threads: int | None = None
-    layerwise_decay: float = 0.5
-    lora_rank: int = 4
-    strategy_file: str | None = None
+    """The budget knobs of a run; each field is one knob (NNUNET_TRANSFER_<FIELD>, `env
+    --<field>`), its rule and help given where it is declared."""
+    epochs: int | None = _knob(POSITIVE_WHOLE_NUMBER, "number of epochs (nnU-Net: 1000)")
+    iters: int | None = _knob(POSITIVE_WHOLE_NUMBER,
+                              "training iterations per epoch (nnU-Net: 250)")
+    val_iters: int | None = _knob(POSITIVE_WHOLE_NUMBER,
+                                  "validation iterations per epoch (nnU-Net: 50)")
+    lr: float | None = _knob(
+        POSITIVE_NUMBER, "initial learning rate; default: nnU-Net's 0.01 times the strategy's "
+                         "factor")
+    snapshot_every: int = _knob(
+        NON_NEGATIVE_WHOLE_NUMBER, "keep the weights every K epochs besides epoch 0 and the "
+                                   "final ones; 0 keeps only those two", 50)
+    seed: int | None = _knob(
+        NON_NEGATIVE_WHOLE_NUMBER,
+        "seed of the network initialisation (default: drawn at random and recorded)")
+    load: str = _knob(choice(("all", "encoder")),
+                      "what -pretrained_weights loads: the whole network or the encoder only",
+                      "all")
+    head: str = _knob(choice(("auto", "reinit")),
+                      "the output layer(s): 'auto' matches their channels by label name (a "
+                      "label the source has keeps its trained channel, a new one starts from "
+                      "random), 'reinit' always starts them from random", "auto")
+    cpu_threads: int | None = _knob(
+        POSITIVE_WHOLE_NUMBER, "torch threads of a run on the CPU (default: nnU-Net's, every "
+                               "core); set 1 when several runs share the machine")
+    layerwise_decay: float = _knob(
+        POSITIVE_NUMBER, "LR factor per stage from the head down, of LayerwiseLR and of custom "
+                         "strategies whose decay is 'knob'", 0.5)
+    lora_rank: int = _knob(
+        POSITIVE_WHOLE_NUMBER, "rank of the low-rank adapters of LoRA and of custom strategies "
+                               "whose rank is 'knob'", 4)
+    strategy_file: str | None = _knob(
+        PATH, "the YAML file of nnUNetTrainer_Custom's strategy (docs/how_to/add_a_strategy_file.md)")
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None,
@@ -129,3 +131,8 @@ class Budget:
             raise ValueError(f"not budget knobs: {sorted(unknown)}")
         return {knob.variable: str(getattr(self, knob.field)) for knob in KNOBS
                 if knob.field in chosen and getattr(self, knob.field) is not None}
+
+
+KNOBS = tuple(Knob(f.name, f.metadata["rule"], f.metadata["help"], f.default)
+              for f in fields(Budget))
+KNOB_OF_FIELD = {knob.field: knob for knob in KNOBS}

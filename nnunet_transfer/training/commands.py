@@ -54,7 +54,7 @@ def register(subparsers) -> None:
                     "the budget knobs the trainers read.")
     for knob in KNOBS:
         env.add_argument(knob.option, dest=knob.field, default=None,
-                         help=f"{knob.help} (sets {knob.variable})")
+                         help=f"{knob.described}; sets {knob.variable}")
     add_command(subparsers, "strategies", _cmd_strategies,
                 help="list the strategies and their trainer names")
     inspect = add_command(

@@ -5,7 +5,7 @@ Everything is read offline by `Checkpoint.read` (every format it knows, no pickl
 The network is rebuilt from the checkpoint's plans where it has them, and split into
 encoder / decoder / head as training splits it, so that the parameter counts and the parts
 the file provides are those a strategy would see. The strategies are those of
-`ALL_STRATEGIES`, judged by what each declares (pretrained weights needed, parts frozen).
+`ONE_PHASE_STRATEGIES`, judged by what each declares (pretrained weights needed, parts frozen).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from nnunet_transfer.architectures.checkpoint import Checkpoint
 from nnunet_transfer.architectures.checkpoint_content import FORMAT_NNSSL
 from nnunet_transfer.architectures.parts import PARTS, partition
 from nnunet_transfer.planning.transfer import transferred_plans_name
-from nnunet_transfer.training.strategies import ALL_STRATEGIES, Strategy
+from nnunet_transfer.training.strategies import ONE_PHASE_STRATEGIES, Strategy
 
 
 def _join(values, separator: str = " x ") -> str:
@@ -154,7 +154,7 @@ def inspect_text(path: str, target: str | None = None) -> str:
     lines += [f"{'note:':<15}{n}" for n in _notes(checkpoint)]
     lines += ["", "Strategies it can feed:"]
     lines += [f"  {s.trainer_name:<38}{strategy_verdict(s, checkpoint, coverage)}"
-              for s in ALL_STRATEGIES]
+              for s in ONE_PHASE_STRATEGIES]
     if target is not None:
         lines += ["", f"Next commands for target {target}:"]
         lines += [f"  {c}" for c in next_commands(checkpoint, path, target, None)]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 from nnunet_transfer.architectures.parts import PARTS
 
-KINDS = ("weights", "biases", "norms")
+PARAMETER_KINDS = ("weights", "biases", "norms")
 """Kinds of parameter a rule selects: weights of convolutions (and any other layer but norms),
 biases of those layers, the affine weight and bias of normalisation layers."""
 
@@ -36,12 +36,13 @@ KNOB = "knob"
 class Rule:
     parts: tuple[str, ...] = PARTS
     stages: tuple[int, ...] | None = None   # indices in data-flow order, negative from the end
-    kinds: tuple[str, ...] = KINDS
+    kinds: tuple[str, ...] = PARAMETER_KINDS
     lr: float = 1.0                         # multiplier of the run's initial LR; 0 = frozen
     decay: float | str | None = None        # per stage away from the head; KNOB: the knob
 
     def __post_init__(self):
-        for values, allowed, what in ((self.parts, PARTS, "part"), (self.kinds, KINDS, "kind")):
+        for values, allowed, what in ((self.parts, PARTS, "part"),
+                                      (self.kinds, PARAMETER_KINDS, "kind")):
             unknown = set(values) - set(allowed)
             if unknown:
                 raise ValueError(f"unknown {what} {sorted(unknown)}; choose from {allowed}")

@@ -2,7 +2,7 @@
 network set up for it (requires_grad, the modules kept in eval mode, the skip-gradient shortcut).
 
 A parameter's place is its part, its stage within the part (the architecture's declaration, see
-architectures/parts.py) and its kind (`schedule.KINDS`). Adapter parameters (LoRA) are not
+architectures/parts.py) and its kind (`schedule.PARAMETER_KINDS`). Adapter parameters (LoRA) are not
 selected by rules: a phase's `adapters` gives them their multiplier; the weights they adapt
 follow the rules like any other weight (the built-in LoRA freezes them).
 """

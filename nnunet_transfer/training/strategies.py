@@ -2,7 +2,7 @@
 
 A strategy says whether it starts from pretrained weights, how its initial learning rate relates
 to nnU-Net's, and its schedule (`schedule.py`): which parameters train at which multiplier of
-that learning rate, phase by phase. The seven strategies of ALL_STRATEGIES are one phase each,
+that learning rate, phase by phase. The seven strategies of ONE_PHASE_STRATEGIES are one phase each,
 given by their frozen parts; SCHEDULED_STRATEGIES have several phases or finer selections.
 `trainers/` makes one trainer class per strategy declared here, and nnUNetTrainer_Custom reads
 one from a file (`strategy_file.py`).
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from nnunet_transfer.architectures.parts import PARTS
+from nnunet_transfer.training.budget import KNOB_OF_FIELD
 from nnunet_transfer.training.schedule import (
     KNOB, Adapters, Phase, Rule, Schedule, one_phase)
 
@@ -95,7 +96,7 @@ HEAD_ONLY = _strategy(
     "HeadOnly", ("encoder", "decoder"), Pretrained.REQUIRED, 1.0,
     "everything but the output layer(s) frozen: a linear probe of the pretrained features")
 
-ALL_STRATEGIES: tuple[Strategy, ...] = (
+ONE_PHASE_STRATEGIES: tuple[Strategy, ...] = (
     SCRATCH, FINE_TUNE, FROZEN_RANDOM_ENCODER, FROZEN_ENCODER, FROZEN_DECODER,
     FROZEN_DECODER_AND_HEAD, HEAD_ONLY,
 )
@@ -120,10 +121,11 @@ GRADUAL_UNFREEZE = _scheduled(
     Phase("head", (Rule(parts=("head",)),), fraction=0.1),
     Phase("decoder", (Rule(parts=("decoder", "head")),), fraction=0.1),
     Phase("encoder", (Rule(parts=("decoder", "head")),), per_stage="encoder"))
+_DECAY, _RANK = KNOB_OF_FIELD["layerwise_decay"], KNOB_OF_FIELD["lora_rank"]
 LAYERWISE_LR = _scheduled(
     "LayerwiseLR", Pretrained.REQUIRED, 1.0,
-    "all layers; the LR is multiplied by NNUNET_TRANSFER_LAYERWISE_DECAY (0.5) per stage from "
-    "the head down to the first encoder stage (discriminative fine-tuning)",
+    f"all layers; the LR is multiplied by {_DECAY.variable} ({_DECAY.default}) per stage "
+    "from the head down to the first encoder stage (discriminative fine-tuning)",
     Phase("train", (Rule(decay=KNOB),)))
 WARMUP_FINE_TUNE = _scheduled(
     "WarmupFineTune", Pretrained.REQUIRED, 1.0,
@@ -137,15 +139,15 @@ NORM_AND_BIAS = _scheduled(
                     Rule(parts=("head",)))))
 LORA = _scheduled(
     "LoRA", Pretrained.REQUIRED, 1.0,
-    "the pretrained network frozen; low-rank adapters (rank NNUNET_TRANSFER_LORA_RANK, 4) on "
-    "its convolutions and the head train (Hu et al. 2021)",
+    f"the pretrained network frozen; low-rank adapters (rank {_RANK.variable}, "
+    f"{_RANK.default}) on its convolutions and the head train (Hu et al. 2021)",
     Phase("train", (Rule(parts=("head",)),), adapters=Adapters()))
 
 SCHEDULED_STRATEGIES: tuple[Strategy, ...] = (
     LINEAR_PROBE_THEN_FINE_TUNE, GRADUAL_UNFREEZE, LAYERWISE_LR, WARMUP_FINE_TUNE,
     NORM_AND_BIAS, LORA,
 )
-STRATEGIES = ALL_STRATEGIES + SCHEDULED_STRATEGIES
-"""Every built-in strategy (ALL_STRATEGIES: the seven one-phase ones, trained by the
+STRATEGIES = ONE_PHASE_STRATEGIES + SCHEDULED_STRATEGIES
+"""Every built-in strategy (ONE_PHASE_STRATEGIES: the seven one-phase ones, trained by the
 `strategy_runs` fixture and the architecture matrix)."""
 BY_TRAINER_NAME = {s.trainer_name: s for s in STRATEGIES}

@@ -28,75 +28,62 @@ strategy in this format.
 from __future__ import annotations
 
 import os
-import re
 
 from nnunet_transfer.architectures.parts import PARTS
 from nnunet_transfer.errors import UserError
-from nnunet_transfer.training.schedule import KINDS, KNOB, Adapters, Phase, Rule, Schedule
+from nnunet_transfer.training.schedule import KNOB, PARAMETER_KINDS, Adapters, Phase, Rule, \
+    Schedule
 from nnunet_transfer.training.strategies import CUSTOM_TRAINER, Pretrained, Strategy
-from nnunet_transfer.yaml_lines import Problems, Reader, load_with_lines, suggest
+from nnunet_transfer.value_rules import (
+    NAME,
+    NON_NEGATIVE_NUMBER,
+    NON_NEGATIVE_WHOLE_NUMBER,
+    NotAllowed,
+    POSITIVE_NUMBER,
+    POSITIVE_WHOLE_NUMBER,
+    choice,
+    number,
+)
+from nnunet_transfer.yaml_lines import Problems, Reader, load_with_lines
 
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-
-
-def _number(low: float, high: float | None = None, whole: bool = False, open_low=False):
-    def check(value):
-        kind = int if whole else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kind):
-            raise ValueError(f"expected {'a whole number' if whole else 'a number'}, got {value!r}")
-        if value < low or (open_low and value == low) or (high is not None and value > high):
-            bounds = f"{'above' if open_low else 'at least'} {low}" + (
-                f" and at most {high}" if high is not None else "")
-            raise ValueError(f"{value!r} is out of range: give a number {bounds}")
-        return value
-    return check
+_PHASE_FRACTION = number(above=0, at_most=1)
+_WARMUP_FRACTION = number(at_least=0, at_most=1)
+_PER_STAGE = choice(("encoder", "decoder"))
+_PRETRAINED = choice(("required", "refused"))
 
 
 def _or_knob(check):
     return lambda value: KNOB if value == KNOB else check(value)
 
 
-def _choice(*choices):
-    def check(value):
-        if value not in choices:
-            raise ValueError(f"{value!r} is not known" + suggest(value, choices))
-        return value
-    return check
-
-
 def _names(allowed):
     """A list of choices (or one choice), as a tuple."""
-    return lambda value: tuple(map(_choice(*allowed),
-                                   value if isinstance(value, list) else [value]))
+    one = choice(allowed)
+    return lambda value: tuple(map(one, value if isinstance(value, list) else [value]))
 
 
 def _stages(value):
     values = value if isinstance(value, list) else [value]
     if not values or any(isinstance(v, bool) or not isinstance(v, int) for v in values):
-        raise ValueError(f"expected stage indices (whole numbers, -1 for the last), got {value!r}")
+        raise NotAllowed(f"{value!r} is not a list of stage indices (whole numbers, -1 for "
+                         f"the last)")
     return tuple(values)
-
-
-def _name(value):
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise ValueError(f"{value!r}: use letters, digits, _ and -, starting with a letter")
-    return value
 
 
 def _rule(problems: Problems, value, path: tuple) -> Rule | None:
     reader = Reader(problems, value, path, {"parts", "stages", "kinds", "lr", "decay"})
     return Rule(parts=reader.get("parts", _names(PARTS), PARTS),
                 stages=reader.get("stages", _stages),
-                kinds=reader.get("kinds", _names(KINDS), KINDS),
-                lr=reader.get("lr", _number(0), 1.0),
-                decay=reader.get("decay", _or_knob(_number(0, open_low=True))))
+                kinds=reader.get("kinds", _names(PARAMETER_KINDS), PARAMETER_KINDS),
+                lr=reader.get("lr", NON_NEGATIVE_NUMBER, 1.0),
+                decay=reader.get("decay", _or_knob(POSITIVE_NUMBER)))
 
 
 def _phase(problems: Problems, value, path: tuple, last: bool) -> Phase | None:
     known = {"name", "epochs", "fraction", "warmup_epochs", "warmup_fraction", "train",
              "adapters", "per_stage"}
     reader = Reader(problems, value, path, known)
-    name = reader.get("name", _name, required=True)
+    name = reader.get("name", NAME, required=True)
     lengths = [k for k in ("epochs", "fraction") if k in reader.value]
     if len(lengths) > 1 or not (lengths or last):
         problems.add(path, "give the phase's length as epochs or as fraction (only the last "
@@ -111,17 +98,17 @@ def _phase(problems: Problems, value, path: tuple, last: bool) -> Phase | None:
     if reader.value.get("adapters") is not None:
         ad = Reader(problems, reader.value["adapters"], path + ("adapters",),
                     {"rank", "parts", "lr"})
-        adapters = Adapters(rank=ad.get("rank", _or_knob(_number(1, whole=True)), KNOB),
+        adapters = Adapters(rank=ad.get("rank", _or_knob(POSITIVE_WHOLE_NUMBER), KNOB),
                             parts=ad.get("parts", _names(PARTS), ("encoder", "decoder")),
-                            lr=ad.get("lr", _number(0, open_low=True), 1.0))
+                            lr=ad.get("lr", POSITIVE_NUMBER, 1.0))
     return Phase(
         name=name or "?", rules=tuple(_rule(problems, rule, path + ("train", i))
                                       for i, rule in enumerate(rules)),
-        epochs=reader.get("epochs", _number(1, whole=True)),
-        fraction=reader.get("fraction", _number(0, 1, open_low=True)),
-        warmup_epochs=reader.get("warmup_epochs", _number(0, whole=True)),
-        warmup_fraction=reader.get("warmup_fraction", _number(0, 1)),
-        adapters=adapters, per_stage=reader.get("per_stage", _choice("encoder", "decoder")))
+        epochs=reader.get("epochs", POSITIVE_WHOLE_NUMBER),
+        fraction=reader.get("fraction", _PHASE_FRACTION),
+        warmup_epochs=reader.get("warmup_epochs", NON_NEGATIVE_WHOLE_NUMBER),
+        warmup_fraction=reader.get("warmup_fraction", _WARMUP_FRACTION),
+        adapters=adapters, per_stage=reader.get("per_stage", _PER_STAGE))
 
 
 def parse_strategy(text: str, where: str) -> Strategy:
@@ -131,9 +118,9 @@ def parse_strategy(text: str, where: str) -> Strategy:
                         consequence="fix it and start again")
     top = Reader(problems, document.value, (), {"name", "summary", "pretrained", "lr", "phases"})
     stem = os.path.splitext(os.path.basename(where))[0]
-    name = top.get("name", _name, stem if _NAME.match(stem) else "Custom")
-    pretrained = top.get("pretrained", _choice("required", "refused"), "required")
-    lr_factor = top.get("lr", _number(0, open_low=True), 1.0)
+    name = top.get("name", NAME, stem if NAME.allows(stem) else "Custom")
+    pretrained = top.get("pretrained", _PRETRAINED, "required")
+    lr_factor = top.get("lr", POSITIVE_NUMBER, 1.0)
     phases = top.value.get("phases")
     if not isinstance(phases, list) or not phases:
         problems.add(("phases",), "give a list of one or more phases (- name: ...)")

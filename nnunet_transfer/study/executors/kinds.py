@@ -16,8 +16,14 @@ from nnunet_transfer.study.executors.sharing import detect_gpus, visible_gpu_ids
 from nnunet_transfer.study.executors.slurm import check_slurm_options
 from nnunet_transfer.study.executors.submitit_executor import (
     DEFAULT_SLURM_IN_FLIGHT, SubmititExecutor)
+from nnunet_transfer.study.spec import EXECUTOR_KINDS
+from nnunet_transfer.value_rules import NON_NEGATIVE_WHOLE_NUMBER, NotAllowed, \
+    POSITIVE_WHOLE_NUMBER, choice
 
-KINDS = ("local", "slurm", "submitit-local")
+_KIND = choice(EXECUTOR_KINDS, hint="local runs the jobs on this machine, slurm submits them "
+                                    "to SLURM")
+_JOBS = POSITIVE_WHOLE_NUMBER.explained("how many jobs run at once, e.g. jobs: 2")
+_CPUS = POSITIVE_WHOLE_NUMBER
 
 
 def jobs_in_flight(kind: str, jobs: int | None) -> int:
@@ -40,17 +46,14 @@ def make_executor(kind: str, *, jobs: int | None = None, folder: str,
     the SLURM jobs (`SLURM_OPTIONS`), validated for every kind. cpus / gpus: the cores and GPUs
     of this machine to share (default: this process's CPU affinity, torch.cuda.device_count()).
     """
-    if kind not in KINDS:
-        raise UserError(f"executor: unknown kind {kind!r}; use one of {', '.join(KINDS)} "
-                        f"(local runs the jobs on this machine, slurm submits them to SLURM)")
-    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
-        raise UserError(f"jobs: must be a whole number >= 1 (how many jobs run at once), got "
-                        f"{jobs!r}; e.g. jobs: 2")
-    for name, value in (("cpus", cpus), ("gpus", gpus)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < (1 if name == "cpus" else 0)):
-            raise UserError(f"{name}: must be a whole number >= {1 if name == 'cpus' else 0}, "
-                            f"got {value!r}")
+    checks = ((kind, _KIND, "executor"), (jobs, _JOBS, "jobs"), (cpus, _CPUS, "cpus"),
+              (gpus, NON_NEGATIVE_WHOLE_NUMBER, "gpus"))
+    for value, rule, name in checks:
+        if value is not None:
+            try:
+                rule.check(value)
+            except NotAllowed as refusal:
+                raise UserError(f"{name}: {refusal}") from None
     options = check_slurm_options(slurm, require_time=kind == "slurm")
     if kind == "local":
         return LocalExecutor(jobs, cpus=cpus, gpus=gpus)

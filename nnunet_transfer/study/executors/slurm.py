@@ -15,47 +15,42 @@ import subprocess
 from typing import Any, Mapping
 
 from nnunet_transfer.errors import UserError
+from nnunet_transfer.value_rules import NON_EMPTY_TEXT, NON_NEGATIVE_WHOLE_NUMBER, NotAllowed, \
+    POSITIVE_NUMBER, POSITIVE_WHOLE_NUMBER, ValueRule
 
 
-def _positive_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and math.isfinite(v)
+_SHELL_LINES = ValueRule(
+    "a list of shell lines run before the job (e.g. module load ...)",
+    lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v))
+_SBATCH_OPTIONS = ValueRule("a mapping of further sbatch options, e.g. {mail-type: END}",
+                            lambda v: isinstance(v, Mapping))
 
-
-def _whole(minimum: int):
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
-
-
-def _text(v: Any) -> bool:
-    return isinstance(v, str) and v.strip() != ""
-
-
-# option -> (check, what it must be, submitit's SlurmExecutor parameter)
-SLURM_OPTIONS: dict[str, tuple[Any, str, str]] = {
-    "partition": (_text, "a partition name", "partition"),
-    "time_min": (_positive_number, "the wall-time limit of one job in minutes, e.g. 1440",
-                 "time"),
-    "gpus_per_node": (_whole(0), "a whole number >= 0", "gpus_per_node"),
-    "cpus_per_task": (_whole(1), "a whole number >= 1", "cpus_per_task"),
-    "mem_gb": (_positive_number, "a positive number of GB", "mem"),
-    "array_parallelism": (_whole(1), "a whole number >= 1 (array jobs running at once)",
+# option -> (its rule, submitit's SlurmExecutor parameter)
+SLURM_OPTIONS: dict[str, tuple[ValueRule, str]] = {
+    "partition": (NON_EMPTY_TEXT.explained("a partition name"), "partition"),
+    "time_min": (POSITIVE_NUMBER.explained("the wall-time limit of one job in minutes, e.g. "
+                                           "1440"), "time"),
+    "gpus_per_node": (NON_NEGATIVE_WHOLE_NUMBER, "gpus_per_node"),
+    "cpus_per_task": (POSITIVE_WHOLE_NUMBER, "cpus_per_task"),
+    "mem_gb": (POSITIVE_NUMBER.explained("GB"), "mem"),
+    "array_parallelism": (POSITIVE_WHOLE_NUMBER.explained("array jobs running at once"),
                           "array_parallelism"),
-    "account": (_text, "an account name", "account"),
-    "qos": (_text, "a quality-of-service name", "qos"),
-    "constraint": (_text, "a node feature constraint", "constraint"),
-    "exclude": (_text, "a node list", "exclude"),
-    "setup": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
-              "a list of shell lines run before the job (e.g. module load ...)", "setup"),
-    "additional_parameters": (lambda v: isinstance(v, Mapping),
-                              "a mapping of further sbatch options, e.g. {mail-type: END}",
-                              "additional_parameters"),
+    "account": (NON_EMPTY_TEXT.explained("an account name"), "account"),
+    "qos": (NON_EMPTY_TEXT.explained("a quality-of-service name"), "qos"),
+    "constraint": (NON_EMPTY_TEXT.explained("a node feature constraint"), "constraint"),
+    "exclude": (NON_EMPTY_TEXT.explained("a node list"), "exclude"),
+    "setup": (_SHELL_LINES, "setup"),
+    "additional_parameters": (_SBATCH_OPTIONS, "additional_parameters"),
 }
 DEFAULT_ARRAY_SIZE = 256
 # Options of the executor itself, not of one SLURM job: checked here, never given to submitit.
-EXECUTOR_OPTIONS: dict[str, tuple[Any, str]] = {
-    "array_size": (_whole(1), f"a whole number >= 1 (jobs per job array; default "
-                              f"{DEFAULT_ARRAY_SIZE})"),
-    "by_kind": (lambda v: isinstance(v, Mapping) and all(isinstance(o, Mapping) for o in v.values()),
-                "a mapping kind -> options of that kind's jobs, e.g. {train: {gpus_per_node: 1}}"),
+EXECUTOR_OPTIONS: dict[str, tuple[ValueRule]] = {
+    "array_size": (POSITIVE_WHOLE_NUMBER.explained(
+        f"jobs per job array; default {DEFAULT_ARRAY_SIZE}"),),
+    "by_kind": (ValueRule("a mapping kind -> options of that kind's jobs, e.g. "
+                          "{train: {gpus_per_node: 1}}",
+                          lambda v: isinstance(v, Mapping)
+                          and all(isinstance(o, Mapping) for o in v.values())),),
 }
 
 # SLURM job states (sacct) in which the job may still run; UNKNOWN is submitit's answer before
@@ -158,9 +153,10 @@ def _option_problems(options: Mapping[str, Any], where: str, known: Mapping) -> 
             problems.append(f"{where}.{key}: unknown option; the options are "
                             f"{', '.join(sorted(known))}")
             continue
-        check, what = known[key][:2]
-        if not check(value):
-            problems.append(f"{where}.{key}: must be {what}, got {value!r}")
+        try:
+            known[key][0].check(value)
+        except NotAllowed as refusal:
+            problems.append(f"{where}.{key}: {refusal}")
     return problems
 
 
@@ -181,7 +177,7 @@ def slurm_parameters(options: Mapping[str, Any]) -> dict:
     for key, value in options.items():
         if key not in SLURM_OPTIONS:
             continue
-        name = SLURM_OPTIONS[key][2]
+        name = SLURM_OPTIONS[key][1]
         if key == "mem_gb":
             value = f"{int(value)}GB" if value == int(value) else f"{int(value * 1024)}MB"
         elif key == "time_min":
