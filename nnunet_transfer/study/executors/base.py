@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import abc
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Mapping, Sequence
@@ -66,7 +65,8 @@ class Executor(abc.ABC):
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        _HANDLE_KINDS[cls.handle_kind] = cls
+        if "handle_kind" in cls.__dict__:   # the class that follows the handles of that kind
+            _HANDLE_KINDS[cls.handle_kind] = cls
 
     @abc.abstractmethod
     def submit(self, job: CommandJob) -> dict:
@@ -76,14 +76,19 @@ class Executor(abc.ABC):
         """Start several jobs (a job array on SLURM); handles in the same order."""
         return [self.submit(job) for job in jobs]
 
+    def owns(self, handle: dict) -> bool:
+        """Whether `handle` is of the kind this executor follows itself."""
+        return handle.get("kind") == self.handle_kind
+
     def status(self, handle: dict) -> JobStatus:
         """Works for handles made by an earlier process, and by an executor of another kind."""
-        if handle.get("kind") != self.handle_kind:
+        if not self.owns(handle):
             return follower_for(handle).status(handle)
         return self._status(handle)
 
     def cancel(self, handle: dict) -> None:
-        if handle.get("kind") != self.handle_kind:
+        """Returns once nothing of the job runs any more (on SLURM: once SLURM was told)."""
+        if not self.owns(handle):
             return follower_for(handle).cancel(handle)
         return self._cancel(handle)
 
@@ -106,7 +111,7 @@ class Executor(abc.ABC):
 
     def describe_job(self, handle: dict) -> str:
         """The state of one job in the executor's words, for `study status`."""
-        if handle.get("kind") != self.handle_kind:
+        if not self.owns(handle):
             return follower_for(handle).describe_job(handle)
         return self.status(handle).state
 
@@ -191,16 +196,3 @@ def signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def child_ended(proc: subprocess.Popen) -> bool:
-    """Whether our child `proc` ended, without reaping it: while it is a zombie its pid, and so
-    its process-group id, cannot be given to another process."""
-    if proc.returncode is not None:
-        return True
-    try:
-        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
-    except AttributeError:  # no waitid (not Linux)
-        return proc.poll() is not None

@@ -1,0 +1,160 @@
+"""Every process of a job, found and stopped by whoever cancels it.
+
+A cancelled job must leave nothing running (a training that outlives its cancel holds a GPU).
+Signalling the wrapper's process group and waiting for the wrapper to end is not enough: the
+wrapper ends (by SIGKILL, or because its command ended) while other processes of the job may
+still be alive, or be about to die with a SIGKILL not yet acted on, or have left the group
+(`setsid`). So the side that cancels makes sure itself, never trusting the wrapper to pass
+anything on:
+
+1. the job's processes are those that carry its mark: the wrapper puts
+   `run_job.JOB_MARK` = the job's exit path in its command's environment, and every process
+   the command starts inherits it (`/proc/PID/environ` is what a process was started with);
+   the wrapper itself is followed through its pid and start time;
+2. SIGTERM to each of their process groups and to the wrapper's, then up to `grace_s` for all
+   of them to end;
+3. SIGKILL to whatever still runs, repeated (a process may fork while it is signalled) until
+   none is alive, for at most `KILL_WAIT_S`;
+4. the processes still alive after that are returned, so that the caller can say so.
+
+A group is signalled only while it is known to be the job's: its leader is the wrapper (same
+pid and start time, a zombie included: the id stays reserved until it is reaped), or a marked
+process is in it. Without /proc (not Linux) only the wrapper's group is signalled, while the
+wrapper runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from nnunet_transfer.study.executors import run_job
+from nnunet_transfer.study.executors.base import process_alive, process_start_time, signal_group
+
+KILL_WAIT_S = 30.0
+POLL_S = 0.05
+
+
+class JobSurvivedCancel(RuntimeError):
+    """Processes of a cancelled job still ran KILL_WAIT_S after SIGKILL (stuck in the kernel,
+    e.g. in a GPU driver)."""
+
+    def __init__(self, key: str, pids: list[int]):
+        super().__init__(f"cancel: job {key} still has processes {pids} after SIGKILL; they "
+                         f"hold what they use (a GPU) until they end; stop them by hand")
+        self.key, self.pids = key, pids
+
+
+@dataclass(frozen=True)
+class JobProcess:
+    pid: int
+    pgid: int
+    start_time: int
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state letter, process group, start time) of `pid`, None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2:].split()   # fields 3, 5 and 22 of proc(5)
+    return fields[0], int(fields[2]), int(fields[19])
+
+
+def marked_processes(mark: str, started_after: int | None = None) -> list[JobProcess]:
+    """The live processes (zombies excluded) whose environment holds JOB_MARK=`mark`; only
+    those started at or after `started_after` (a start time) are looked at."""
+    entry = f"{run_job.JOB_MARK}={mark}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        stat = _stat(int(name))
+        if stat is None or stat[0] in ("Z", "X", "x"):
+            continue
+        if started_after is not None and stat[2] < started_after:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:   # gone, or another user's
+            continue
+        if entry in environ:
+            found.append(JobProcess(int(name), stat[1], stat[2]))
+    return found
+
+
+@dataclass(frozen=True)
+class JobToStop:
+    """What identifies a job's processes: its mark (the exit path), a start time none of them
+    is older than (the wrapper's, or the submitit controller's), and the wrapper leading a
+    group of its own where known (None under submitit, where the canceller does not know it)."""
+
+    mark: str
+    started_after: int | None = None
+    wrapper_pid: int | None = None
+    wrapper_start_time: int | None = None
+
+    def _wrapper_group_is_ours(self) -> bool:
+        """The wrapper's pid (its group's id) still names the wrapper, zombie or not."""
+        if self.wrapper_pid is None:
+            return False
+        if self.wrapper_start_time is None:   # no /proc: only while it runs
+            return process_alive(self.wrapper_pid, None)
+        return process_start_time(self.wrapper_pid) == self.wrapper_start_time
+
+    def alive(self) -> list[int]:
+        """The pids of the job that still run (the wrapper first, if it does)."""
+        pids = []
+        if self.wrapper_pid is not None and process_alive(self.wrapper_pid,
+                                                          self.wrapper_start_time):
+            pids.append(self.wrapper_pid)
+        if os.path.isdir("/proc/self"):
+            pids += [p.pid for p in marked_processes(self.mark, self.started_after)
+                     if p.pid not in pids]
+        return pids
+
+    def signal(self, signum: int) -> None:
+        groups = {self.wrapper_pid} if self._wrapper_group_is_ours() else set()
+        if os.path.isdir("/proc/self"):
+            marked = marked_processes(self.mark, self.started_after)
+            groups |= {p.pgid for p in marked}
+            if signum == signal.SIGKILL:   # also those that left for a group of an outsider
+                for process in marked:
+                    _kill(process.pid, signum)
+        for pgid in groups:
+            signal_group(pgid, signum)
+
+
+def _kill(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait_until_gone(job: JobToStop, seconds: float, repeat_signal: int | None = None) -> list[int]:
+    deadline = time.monotonic() + seconds
+    alive = job.alive()
+    while alive and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+        if repeat_signal is not None:
+            job.signal(repeat_signal)
+        alive = job.alive()
+    return alive
+
+
+def stop_job(job: JobToStop, grace_s: float) -> list[int]:
+    """SIGTERM, up to `grace_s`, SIGKILL until nothing of `job` runs (see the module doc);
+    the pids still alive after KILL_WAIT_S more (none, but for a process stuck in the kernel)."""
+    if not job.alive():
+        return []
+    job.signal(signal.SIGTERM)
+    if not _wait_until_gone(job, grace_s):
+        return []
+    job.signal(signal.SIGKILL)
+    return _wait_until_gone(job, KILL_WAIT_S, repeat_signal=signal.SIGKILL)
