@@ -99,7 +99,7 @@ class JobToStop:
     wrapper_pid: int | None = None
     wrapper_start_time: int | None = None
 
-    def _wrapper_group_is_ours(self) -> bool:
+    def wrapper_group_is_ours(self) -> bool:
         """The wrapper's pid (its group's id) still names the wrapper, zombie or not."""
         if self.wrapper_pid is None:
             return False
@@ -107,27 +107,43 @@ class JobToStop:
             return process_alive(self.wrapper_pid, None)
         return process_start_time(self.wrapper_pid) == self.wrapper_start_time
 
+
+class _Stopping:
+    """The processes of one job while it is being stopped: those marked now, and those seen
+    marked before that still run (an exiting process's environment can no longer be read, and
+    a large one, a training, may take seconds to exit)."""
+
+    def __init__(self, job: JobToStop):
+        self.job = job
+        self.known: dict[int, JobProcess] = {}
+
+    def _refresh(self) -> list[JobProcess]:
+        """The job's processes marked now (the others stay known while they run)."""
+        marked = []
+        if os.path.isdir("/proc/self"):
+            marked = marked_processes(self.job.mark, self.job.started_after)
+            self.known.update((p.pid, p) for p in marked)
+        self.known = {pid: p for pid, p in self.known.items() if process_alive(pid, p.start_time)}
+        return marked
+
     def alive(self) -> list[int]:
         """The pids of the job that still run (the wrapper first, if it does)."""
-        pids = []
-        if self.wrapper_pid is not None and process_alive(self.wrapper_pid,
-                                                          self.wrapper_start_time):
-            pids.append(self.wrapper_pid)
-        if os.path.isdir("/proc/self"):
-            pids += [p.pid for p in marked_processes(self.mark, self.started_after)
-                     if p.pid not in pids]
-        return pids
+        self._refresh()
+        job = self.job
+        wrapper = ([job.wrapper_pid] if job.wrapper_pid is not None
+                   and process_alive(job.wrapper_pid, job.wrapper_start_time) else [])
+        return wrapper + [pid for pid in self.known if pid not in wrapper]
 
     def signal(self, signum: int) -> None:
-        groups = {self.wrapper_pid} if self._wrapper_group_is_ours() else set()
-        if os.path.isdir("/proc/self"):
-            marked = marked_processes(self.mark, self.started_after)
-            groups |= {p.pgid for p in marked}
-            if signum == signal.SIGKILL:   # also those that left for a group of an outsider
-                for process in marked:
-                    _kill(process.pid, signum)
+        """`signum` to the wrapper's group while it is ours, to the groups of the marked
+        processes and to each known process (those that left for a group of their own)."""
+        groups = {p.pgid for p in self._refresh()}
+        if self.job.wrapper_group_is_ours():
+            groups.add(self.job.wrapper_pid)
         for pgid in groups:
             signal_group(pgid, signum)
+        for process in self.known.values():
+            _kill(process.pid, signum)
 
 
 def _kill(pid: int, signum: int) -> None:
@@ -137,24 +153,26 @@ def _kill(pid: int, signum: int) -> None:
         pass
 
 
-def _wait_until_gone(job: JobToStop, seconds: float, repeat_signal: int | None = None) -> list[int]:
+def _wait_until_gone(stopping: _Stopping, seconds: float,
+                     repeat_signal: int | None = None) -> list[int]:
     deadline = time.monotonic() + seconds
-    alive = job.alive()
+    alive = stopping.alive()
     while alive and time.monotonic() < deadline:
         time.sleep(POLL_S)
         if repeat_signal is not None:
-            job.signal(repeat_signal)
-        alive = job.alive()
+            stopping.signal(repeat_signal)
+        alive = stopping.alive()
     return alive
 
 
 def stop_job(job: JobToStop, grace_s: float) -> list[int]:
     """SIGTERM, up to `grace_s`, SIGKILL until nothing of `job` runs (see the module doc);
     the pids still alive after KILL_WAIT_S more (none, but for a process stuck in the kernel)."""
-    if not job.alive():
+    stopping = _Stopping(job)
+    if not stopping.alive():
         return []
-    job.signal(signal.SIGTERM)
-    if not _wait_until_gone(job, grace_s):
+    stopping.signal(signal.SIGTERM)
+    if not _wait_until_gone(stopping, grace_s):
         return []
-    job.signal(signal.SIGKILL)
-    return _wait_until_gone(job, KILL_WAIT_S, repeat_signal=signal.SIGKILL)
+    stopping.signal(signal.SIGKILL)
+    return _wait_until_gone(stopping, KILL_WAIT_S, repeat_signal=signal.SIGKILL)
