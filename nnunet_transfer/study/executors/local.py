@@ -11,10 +11,8 @@ describes.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
-import time
 
 from nnunet_transfer.study.executors.base import (
     CANCEL_GRACE_S, CommandJob, Executor, JobStatus, prepare_attempt, process_alive,
