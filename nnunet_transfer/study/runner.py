@@ -25,6 +25,7 @@ from collections.abc import Callable
 from nnunet_transfer.devices import resolve_device
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.study.executors.base import follower_for
+from nnunet_transfer.study.executors.job_processes import JobSurvivedCancel
 from nnunet_transfer.study.executors.kinds import jobs_in_flight, make_executor
 from nnunet_transfer.study.executors.slurm import NOT_AN_ATTEMPT, job_kind
 from nnunet_transfer.study.grid import StudyLayout
@@ -108,7 +109,10 @@ class StudyRunner:
         for job in jobs:
             record = state.get(job.key)
             if record["state"] == RUNNING and record.get("handle", {}).get("kind") == "local":
-                executor.cancel(record["handle"])
+                try:
+                    executor.cancel(record["handle"])
+                except JobSurvivedCancel as error:   # the others are still cancelled
+                    self.say(str(error))
                 state.update(job.key, state=PENDING, handle=None, note="interrupted")
 
     def _ready(self, job: StudyJob, by_key: dict, state: StudyState) -> bool:

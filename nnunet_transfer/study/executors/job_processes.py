@@ -34,7 +34,7 @@ from nnunet_transfer.study.executors import run_job
 from nnunet_transfer.study.executors.base import process_alive, process_start_time, signal_group
 
 KILL_WAIT_S = 30.0
-POLL_S = 0.05
+POLL_S = 0.1   # each look reads /proc/*/stat (cheap) and the environ of the newer ones
 
 
 class JobSurvivedCancel(RuntimeError):
