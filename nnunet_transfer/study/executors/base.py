@@ -30,6 +30,7 @@ from nnunet_transfer.study.executors import run_job
 
 WRAPPER = os.path.abspath(run_job.__file__)
 CANCEL_GRACE_S = 10.0
+ENDED_STATES = ("Z", "X", "x")   # /proc states of a process that has ended (zombie, dead)
 
 
 @dataclass(frozen=True)
@@ -155,33 +156,40 @@ def prepare_attempt(job: CommandJob) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(job.log_path)), exist_ok=True)
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks since boot) from /proc/<pid>/stat, or None."""
+@dataclass(frozen=True)
+class ProcStat:
+    """What /proc/<pid>/stat says of a process (fields 3, 5 and 22 of proc(5))."""
+
+    state: str          # R, S, D, Z (zombie), ...
+    pgid: int
+    start_time: int     # clock ticks since boot
+
+
+def proc_stat(pid: int) -> ProcStat | None:
+    """/proc/<pid>/stat of `pid`, None when there is no such process or no /proc."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read().decode(errors="replace")
-    except (FileNotFoundError, ProcessLookupError):
-        return None
     except OSError:
         return None
     fields = data[data.rindex(")") + 2:].split()  # the command name may contain spaces and ')'
-    return fields[0], int(fields[19])             # fields 3 and 22 of proc(5)
+    return ProcStat(fields[0], int(fields[2]), int(fields[19]))
 
 
 def process_start_time(pid: int) -> int | None:
     """The start time of `pid` (zombies included), None when there is no such process or no
     /proc: with the pid it identifies the process even after the pid is recycled."""
-    stat = _proc_stat(pid)
-    return None if stat is None else stat[1]
+    stat = proc_stat(pid)
+    return None if stat is None else stat.start_time
 
 
 def process_alive(pid: int, start_time: int | None) -> bool:
     """`pid` runs and is the process that had `start_time` (a zombie has ended)."""
     if os.path.isdir("/proc/self"):
-        stat = _proc_stat(pid)
-        if stat is None or stat[0] in ("Z", "X", "x"):
+        stat = proc_stat(pid)
+        if stat is None or stat.state in ENDED_STATES:
             return False
-        return start_time is None or stat[1] == start_time
+        return start_time is None or stat.start_time == start_time
     try:  # no /proc: only whether the pid exists
         os.kill(pid, 0)
     except ProcessLookupError:

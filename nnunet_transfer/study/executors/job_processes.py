@@ -10,7 +10,9 @@ anything on:
 1. the job's processes are those that carry its mark: the wrapper puts
    `run_job.JOB_MARK` = the job's exit path in its command's environment, and every process
    the command starts inherits it (`/proc/PID/environ` is what a process was started with);
-   the wrapper itself is followed through its pid and start time;
+   once seen, a process is followed through its pid and start time until it has ended (an
+   exiting process's environment can no longer be read, and a large one, a training, takes a
+   while to exit); the wrapper itself is followed that way from the start;
 2. SIGTERM to each of their process groups and to the wrapper's, then up to `grace_s` for all
    of them to end;
 3. SIGKILL to whatever still runs, repeated (a process may fork while it is signalled) until
@@ -31,7 +33,8 @@ import time
 from dataclasses import dataclass
 
 from nnunet_transfer.study.executors import run_job
-from nnunet_transfer.study.executors.base import process_alive, process_start_time, signal_group
+from nnunet_transfer.study.executors.base import (
+    ENDED_STATES, proc_stat, process_alive, process_start_time, signal_group)
 
 KILL_WAIT_S = 30.0
 POLL_S = 0.1   # each look reads /proc/*/stat (cheap) and the environ of the newer ones
@@ -54,17 +57,6 @@ class JobProcess:
     start_time: int
 
 
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state letter, process group, start time) of `pid`, None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    fields = data[data.rindex(")") + 2:].split()   # fields 3, 5 and 22 of proc(5)
-    return fields[0], int(fields[2]), int(fields[19])
-
-
 def marked_processes(mark: str, started_after: int | None = None) -> list[JobProcess]:
     """The live processes (zombies excluded) whose environment holds JOB_MARK=`mark`; only
     those started at or after `started_after` (a start time) are looked at."""
@@ -73,10 +65,10 @@ def marked_processes(mark: str, started_after: int | None = None) -> list[JobPro
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
-        stat = _stat(int(name))
-        if stat is None or stat[0] in ("Z", "X", "x"):
+        stat = proc_stat(int(name))
+        if stat is None or stat.state in ENDED_STATES:
             continue
-        if started_after is not None and stat[2] < started_after:
+        if started_after is not None and stat.start_time < started_after:
             continue
         try:
             with open(f"/proc/{name}/environ", "rb") as f:
@@ -84,7 +76,7 @@ def marked_processes(mark: str, started_after: int | None = None) -> list[JobPro
         except OSError:   # gone, or another user's
             continue
         if entry in environ:
-            found.append(JobProcess(int(name), stat[1], stat[2]))
+            found.append(JobProcess(int(name), stat.pgid, stat.start_time))
     return found
 
 
