@@ -278,6 +278,37 @@ def test_cancel_stops_the_process_group(tmp_path):
     assert executor.status(handle) == JobStatus("lost")  # and reaped by its parent
 
 
+def test_cancel_returns_once_nothing_of_the_job_runs(tmp_path):
+    """From an executor that did not start the job: the shell dies of SIGTERM (so the wrapper
+    ends by itself, well within the grace period) but leaves a child that ignores SIGTERM in
+    its group and another in a session of its own; and a command that holds memory, which
+    takes a while to exit after SIGKILL. `cancel` returns only when all of them are gone."""
+    executor = LocalExecutor(2, cpus=2, gpus=0)
+    other = LocalExecutor(2, cpus=2, gpus=0, cancel_grace_s=0.5)
+    pids = tmp_path / "pids"
+    stubborn = f"trap '' TERM; echo \\$\\$ >> {pids}; exec sleep 60"
+    leftovers = shell_job(tmp_path, "leftovers",
+                          f'sh -c "{stubborn}" & setsid sh -c "{stubborn}" & wait')
+    handle = executor.submit(leftovers)
+    children = wait_for(lambda: (lambda p: p if len(p) == 2 else None)(read_pids(pids)),
+                        what="the two pids")
+    other.cancel(handle)
+    assert [pid for pid in children + [handle["pid"]] if not dead(pid)] == []
+    assert other.status(handle) == JobStatus("failed", 128 + signal.SIGTERM)
+
+    holds = tmp_path / "holds"
+    script = ("import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+              f"b = b'x' * (512 << 20); open({str(holds)!r}, 'w').write(str(os.getpid())); "
+              "time.sleep(60)")
+    big = CommandJob("big", (sys.executable, "-c", script), {}, str(tmp_path / "big.log"),
+                     str(tmp_path / "big.exit"))
+    handle = executor.submit(big)
+    command_pid = wait_for(lambda: read_pids(holds), 30, what="pid file")[0]
+    other.cancel(handle)
+    assert dead(command_pid) and dead(handle["pid"])
+    assert executor.status(handle) == JobStatus("lost")
+
+
 # ---------------------------------------------------------------------------------------------
 # submitit (its LocalExecutor: the code path of SLURM)
 

@@ -141,6 +141,7 @@ def test_status_estimates_every_kind_that_has_a_finished_job(tmp_path):
     with open(os.path.join(spec.state_folder, "state.json"), "w") as f:
         json.dump({"jobs": jobs}, f)
     text = study_status(spec)
-    # 2 trainings x 200 s (median) + 3 predictions x 60 s, one job at a time
-    assert "about 10 min left at 1 job(s)" in text
-    assert "not counted yet (none finished): analyze_convergence" in text
+    # 2 trainings x 200 s (median) + 3 predictions x 60 s + 1 analysis x 100 s (the median of
+    # all finished jobs, none of its kind has finished), one job at a time: 680 s
+    assert "about 11 min left at 1 job(s)" in text
+    assert "analyze_convergence (none finished yet) at the median time of all finished" in text

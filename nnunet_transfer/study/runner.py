@@ -25,11 +25,12 @@ from collections.abc import Callable
 from nnunet_transfer.devices import resolve_device
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.study.executors.base import follower_for
+from nnunet_transfer.study.executors.job_processes import JobSurvivedCancel
 from nnunet_transfer.study.executors.kinds import jobs_in_flight, make_executor
-from nnunet_transfer.study.executors.slurm import NOT_AN_ATTEMPT
+from nnunet_transfer.study.executors.slurm import NOT_AN_ATTEMPT, job_kind
 from nnunet_transfer.study.grid import StudyLayout
 from nnunet_transfer.study.jobs import StudyJob, StudyJobs
-from nnunet_transfer.study.progress import StudyProgress
+from nnunet_transfer.study.progress import StudyProgress, estimate_time_left
 from nnunet_transfer.study.setup import StudySetup
 from nnunet_transfer.study.spec import StudySpec
 from nnunet_transfer.study.state import (
@@ -108,7 +109,10 @@ class StudyRunner:
         for job in jobs:
             record = state.get(job.key)
             if record["state"] == RUNNING and record.get("handle", {}).get("kind") == "local":
-                executor.cancel(record["handle"])
+                try:
+                    executor.cancel(record["handle"])
+                except JobSurvivedCancel as error:   # the others are still cancelled
+                    self.say(str(error))
                 state.update(job.key, state=PENDING, handle=None, note="interrupted")
 
     def _ready(self, job: StudyJob, by_key: dict, state: StudyState) -> bool:
@@ -217,40 +221,35 @@ def run_study(spec: StudySpec, say: Callable[[str], None] = print) -> str:
 
 
 def study_status(spec: StudySpec) -> str:
-    """What is done, running, failed and left, per kind of job, with an estimate of the time
-    left (median duration of the finished jobs of each kind, over the executor's capacity;
-    trainings, predictions with their evaluation, analyses: a kind none of whose jobs has
-    finished yet is named as not counted)."""
-    import statistics
+    """What is done, running, failed and left, per kind of job, with the estimate of the time
+    left of `progress.estimate_seconds_left` (as the progress line of `study run`)."""
     layout = StudyLayout(spec)
     if not os.path.isfile(layout.state_file):
         return f"{spec.name}: not started (no {layout.state_file}); run `nnunet-transfer study run`"
     state = StudyState(layout.state_file)
     kinds: dict[str, dict[str, list]] = {}
     for key, record in state.jobs.items():
-        kind = key.split("__", 1)[0]
-        kinds.setdefault(kind, {}).setdefault(record["state"], []).append((key, record))
+        kinds.setdefault(job_kind(key), {}).setdefault(record["state"], []).append((key, record))
     lines = [f"{'kind':<24}{'done':>6}{'running':>9}{'failed':>8}{'blocked':>9}{'left':>6}"]
-    seconds_left, capacity = 0.0, jobs_in_flight(spec.executor.kind, spec.executor.jobs)
-    failures, unknown = [], []
+    capacity = jobs_in_flight(spec.executor.kind, spec.executor.jobs)
+    failures = []
     for kind, by_state in sorted(kinds.items()):
         count = {s: len(by_state.get(s, [])) for s in (SUCCEEDED, RUNNING, FAILED, BLOCKED,
                                                         PENDING, SKIPPED)}
         lines.append(f"{kind:<24}{count[SUCCEEDED] + count[SKIPPED]:>6}{count[RUNNING]:>9}"
                      f"{count[FAILED]:>8}{count[BLOCKED]:>9}{count[PENDING]:>6}")
-        durations = [r["finished"] - r["started"] for _, r in by_state.get(SUCCEEDED, [])
-                     if r.get("finished") and r.get("started")]
-        if durations:
-            seconds_left += statistics.median(durations) * (count[PENDING] + count[RUNNING] / 2)
-        elif count[PENDING] + count[RUNNING]:
-            unknown.append(kind)
         failures += [(key, r) for key, r in by_state.get(FAILED, [])]
     total = sum(len(v) for by_state in kinds.values() for v in by_state.values())
     finished = sum(len(by_state.get(s, [])) for by_state in kinds.values() for s in TERMINAL)
+    left = estimate_time_left(state.jobs, capacity)
+    estimate = ("time left unknown until a job finishes" if left.seconds is None else
+                f"about {left.seconds / 60:.0f} min left at {capacity} job(s) at a time "
+                "(median time of the finished jobs of each kind)")
+    if left.guessed:
+        estimate += (f"; {', '.join(left.guessed)} (none finished yet) at the median time of "
+                     "all finished jobs")
     lines.append(f"\n{finished} of {total} jobs ended ({100 * finished / max(total, 1):.0f} %); "
-                 f"about {seconds_left / capacity / 60:.0f} min left at {capacity} job(s) at a "
-                 "time (median time of finished jobs of each kind)"
-                 + (f"; not counted yet (none finished): {', '.join(unknown)}" if unknown else ""))
+                 + estimate)
     for key, record in failures:
         lines.append(f"failed: {key}: {record.get('note')}; log {record.get('log')}")
     for key, record in state.jobs.items():   # in the executor's words: SLURM's job state

@@ -17,6 +17,8 @@ The modules, one idea each:
   nnU-Net's augmentation workers);
 - `local`: the "local" executor, processes of this machine;
 - `slurm`: the options of SLURM jobs and the job states of sacct;
-- `submitit_executor`: the "slurm" and "submitit-local" executors through submitit;
+- `job_processes`: every process of a job, found and stopped by whoever cancels it;
+- `submitit_executor`: what the executors through submitit share, `submitit_slurm` the
+  "slurm" one and `submitit_local` the "submitit-local" one;
 - `kinds`: the kinds a study names and `make_executor`.
 """

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import abc
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Mapping, Sequence
@@ -31,6 +30,7 @@ from nnunet_transfer.study.executors import run_job
 
 WRAPPER = os.path.abspath(run_job.__file__)
 CANCEL_GRACE_S = 10.0
+ENDED_STATES = ("Z", "X", "x")   # /proc states of a process that has ended (zombie, dead)
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,8 @@ class Executor(abc.ABC):
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        _HANDLE_KINDS[cls.handle_kind] = cls
+        if "handle_kind" in cls.__dict__:   # the class that follows the handles of that kind
+            _HANDLE_KINDS[cls.handle_kind] = cls
 
     @abc.abstractmethod
     def submit(self, job: CommandJob) -> dict:
@@ -76,14 +77,19 @@ class Executor(abc.ABC):
         """Start several jobs (a job array on SLURM); handles in the same order."""
         return [self.submit(job) for job in jobs]
 
+    def owns(self, handle: dict) -> bool:
+        """Whether `handle` is of the kind this executor follows itself."""
+        return handle.get("kind") == self.handle_kind
+
     def status(self, handle: dict) -> JobStatus:
         """Works for handles made by an earlier process, and by an executor of another kind."""
-        if handle.get("kind") != self.handle_kind:
+        if not self.owns(handle):
             return follower_for(handle).status(handle)
         return self._status(handle)
 
     def cancel(self, handle: dict) -> None:
-        if handle.get("kind") != self.handle_kind:
+        """Returns once nothing of the job runs any more (on SLURM: once SLURM was told)."""
+        if not self.owns(handle):
             return follower_for(handle).cancel(handle)
         return self._cancel(handle)
 
@@ -106,7 +112,7 @@ class Executor(abc.ABC):
 
     def describe_job(self, handle: dict) -> str:
         """The state of one job in the executor's words, for `study status`."""
-        if handle.get("kind") != self.handle_kind:
+        if not self.owns(handle):
             return follower_for(handle).describe_job(handle)
         return self.status(handle).state
 
@@ -150,33 +156,40 @@ def prepare_attempt(job: CommandJob) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(job.log_path)), exist_ok=True)
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks since boot) from /proc/<pid>/stat, or None."""
+@dataclass(frozen=True)
+class ProcStat:
+    """What /proc/<pid>/stat says of a process (fields 3, 5 and 22 of proc(5))."""
+
+    state: str          # R, S, D, Z (zombie), ...
+    pgid: int
+    start_time: int     # clock ticks since boot
+
+
+def proc_stat(pid: int) -> ProcStat | None:
+    """/proc/<pid>/stat of `pid`, None when there is no such process or no /proc."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read().decode(errors="replace")
-    except (FileNotFoundError, ProcessLookupError):
-        return None
     except OSError:
         return None
     fields = data[data.rindex(")") + 2:].split()  # the command name may contain spaces and ')'
-    return fields[0], int(fields[19])             # fields 3 and 22 of proc(5)
+    return ProcStat(fields[0], int(fields[2]), int(fields[19]))
 
 
 def process_start_time(pid: int) -> int | None:
     """The start time of `pid` (zombies included), None when there is no such process or no
     /proc: with the pid it identifies the process even after the pid is recycled."""
-    stat = _proc_stat(pid)
-    return None if stat is None else stat[1]
+    stat = proc_stat(pid)
+    return None if stat is None else stat.start_time
 
 
 def process_alive(pid: int, start_time: int | None) -> bool:
     """`pid` runs and is the process that had `start_time` (a zombie has ended)."""
     if os.path.isdir("/proc/self"):
-        stat = _proc_stat(pid)
-        if stat is None or stat[0] in ("Z", "X", "x"):
+        stat = proc_stat(pid)
+        if stat is None or stat.state in ENDED_STATES:
             return False
-        return start_time is None or stat[1] == start_time
+        return start_time is None or stat.start_time == start_time
     try:  # no /proc: only whether the pid exists
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -191,16 +204,3 @@ def signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def child_ended(proc: subprocess.Popen) -> bool:
-    """Whether our child `proc` ended, without reaping it: while it is a zombie its pid, and so
-    its process-group id, cannot be given to another process."""
-    if proc.returncode is not None:
-        return True
-    try:
-        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
-    except AttributeError:  # no waitid (not Linux)
-        return proc.poll() is not None

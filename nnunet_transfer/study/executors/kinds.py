@@ -1,7 +1,8 @@
 """The executor kinds a study names, and `make_executor`, which makes one: "local" runs the
-jobs as processes of this machine (`local`), "slurm" submits them to SLURM and "submitit-local"
-runs them through submitit on this machine (`submitit_executor`). Importing it makes every
-kind known, so that an executor of one kind can follow the handles of the others.
+jobs as processes of this machine (`local`), "slurm" submits them to SLURM (`submitit_slurm`)
+and "submitit-local" runs them through submitit on this machine (`submitit_local`). Importing
+it makes every kind known, so that an executor of one kind can follow the handles of the
+others.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from nnunet_transfer.study.executors.base import Executor
 from nnunet_transfer.study.executors.local import LocalExecutor
 from nnunet_transfer.study.executors.sharing import detect_gpus, visible_gpu_ids
 from nnunet_transfer.study.executors.slurm import check_slurm_options
-from nnunet_transfer.study.executors.submitit_executor import (
-    DEFAULT_SLURM_IN_FLIGHT, SubmititExecutor)
+from nnunet_transfer.study.executors.submitit_local import SubmititLocalExecutor
+from nnunet_transfer.study.executors.submitit_slurm import (
+    DEFAULT_SLURM_IN_FLIGHT, SubmititSlurmExecutor)
 from nnunet_transfer.study.spec import EXECUTOR_KINDS
 from nnunet_transfer.value_rules import NON_NEGATIVE_WHOLE_NUMBER, NotAllowed, \
     POSITIVE_WHOLE_NUMBER, choice
@@ -65,5 +67,5 @@ def make_executor(kind: str, *, jobs: int | None = None, folder: str,
                 f"{' / '.join(missing)} {'was' if len(missing) == 1 else 'were'} not found on "
                 f"this machine; run the study on the cluster's login node, or use "
                 f"`executor: local` (or `submitit-local`) to run it here")
-        return SubmititExecutor("slurm", folder, jobs, options)
-    return SubmititExecutor("local", folder, jobs, options, cpus=cpus, gpus=gpus)
+        return SubmititSlurmExecutor(folder, jobs, options)
+    return SubmititLocalExecutor(folder, jobs, options, cpus=cpus, gpus=gpus)

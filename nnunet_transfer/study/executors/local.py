@@ -2,22 +2,22 @@
 
 Each wrapper starts in a session of its own (`start_new_session`), so Ctrl-C in the runner's
 terminal does not reach the trainings: they finish (or are cancelled) as the runner decides, and
-a restarted runner finds them through their handles. `cancel` sends SIGTERM to the job's process
-group and SIGKILL after a grace period. The machine is shared between the jobs as `sharing`
+a restarted runner finds them through their handles. `cancel` stops every process of the job,
+SIGTERM first and SIGKILL after a grace period, and returns once none runs (`job_processes`),
+whichever executor started the job. The machine is shared between the jobs as `sharing`
 describes.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
-import time
 
 from nnunet_transfer.study.executors.base import (
-    CANCEL_GRACE_S, CommandJob, Executor, JobStatus, child_ended, prepare_attempt,
-    process_alive, process_start_time, read_exit_status, signal_group)
+    CANCEL_GRACE_S, CommandJob, Executor, JobStatus, prepare_attempt, process_alive,
+    process_start_time, read_exit_status)
+from nnunet_transfer.study.executors.job_processes import JobSurvivedCancel, JobToStop, stop_job
 from nnunet_transfer.study.executors.sharing import (
     MachineShare, available_cpus, detect_gpus, visible_gpu_ids)
 
@@ -77,31 +77,15 @@ class LocalExecutor(Executor):
         return read_exit_status(handle["exit_path"]) or JobStatus("lost")
 
     def _cancel(self, handle: dict) -> None:
-        pid, pgid, start_time = handle["pid"], handle["pgid"], handle.get("start_time")
-        proc = self._children.get(pid)
-        if proc is not None:
-            ended = lambda: child_ended(proc)  # noqa: E731
-        else:
-            ended = lambda: not process_alive(pid, start_time)  # noqa: E731
-        if ended():
-            self._reap()
-            return
-        signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + self.cancel_grace_s
-        while not ended() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        # Whatever still runs in the group gets SIGKILL. Only while the group id is still ours:
-        # the wrapper is alive, or is our unreaped child (its zombie keeps the id reserved).
-        if proc is not None or not ended():
-            signal_group(pgid, signal.SIGKILL)
+        pid = handle["pid"]
+        survivors = stop_job(JobToStop(handle["exit_path"], handle.get("start_time"), pid,
+                                       handle.get("start_time")), self.cancel_grace_s)
+        proc = self._children.pop(pid, None)
         if proc is not None:
             proc.wait()
-            self._children.pop(pid, None)
-        else:
-            deadline = time.monotonic() + 5
-            while not ended() and time.monotonic() < deadline:
-                time.sleep(0.02)
         self.share.release(handle.get("slot"), pid)
+        if survivors:
+            raise JobSurvivedCancel(handle["key"], survivors)
 
     def describe(self) -> str:
         return f"local: {self.share.describe()}"

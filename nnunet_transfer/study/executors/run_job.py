@@ -17,7 +17,10 @@ them directly, once. The signals named in $NNUNET_TRANSFER_IGNORED_SIGNALS (comm
 are ignored by the command itself: SIGUSR2, which submitit asks SLURM to send 90 s before the
 time limit and which would end any command early as an ordinary exit. Only SIGKILL (or a crash) ends the wrapper early: then no exit file is
 written, and the command, which runs with "parent death signal" SIGKILL, dies with it, so "no
-exit file and no wrapper" means "not running" (the executors report it as lost).
+exit file and no wrapper" means "not running" (the executors report it as lost). Processes the
+command started itself do not die with the wrapper: they carry the job's mark in their
+environment ($NNUNET_TRANSFER_JOB = the exit path), by which a cancel finds and stops them
+(`job_processes`).
 
 Standard library only and run by its file path, so that it starts quickly and works whatever
 the job's working folder and Python path are.
@@ -76,6 +79,9 @@ def parent_death_signal(expected_parent: int | None = None):
 
 
 IGNORED_SIGNALS = "NNUNET_TRANSFER_IGNORED_SIGNALS"
+# Set to the exit path in the command's environment: every process of the job inherits it, so
+# that a cancel finds them all, wherever they are (`job_processes`).
+JOB_MARK = "NNUNET_TRANSFER_JOB"
 
 
 def _child_setup():
@@ -126,7 +132,8 @@ def run(exit_path: str, log_path: str, command: list[str]) -> int:
     start = time.monotonic()
     try:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=subprocess.STDOUT, preexec_fn=_child_setup())
+                                 stderr=subprocess.STDOUT, preexec_fn=_child_setup(),
+                                 env={**os.environ, JOB_MARK: os.path.abspath(exit_path)})
     except FileNotFoundError as error:
         note(f"cannot start the command: {error}")
         code = 127

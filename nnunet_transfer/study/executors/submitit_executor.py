@@ -1,49 +1,34 @@
-"""The executors through submitit: "slurm" and "submitit-local".
+"""The executors through submitit, a shared base and two small kinds: "slurm"
+(`submitit_slurm.SubmititSlurmExecutor`) and "submitit-local"
+(`submitit_local.SubmititLocalExecutor`).
 
-- "slurm": one SLURM job per command through submitit (`sbatch` + `srun`), `jobs` = how many
-  the runner keeps in flight (64 by default); `submit_many` submits the jobs of one kind as job
-  arrays of at most `array_size` jobs. The options (`slurm=`) are listed in
-  `slurm.SLURM_OPTIONS`, with `by_kind` overrides; `time_min` is required, because submitit
-  would otherwise ask for 5 minutes. The folder must be on a file system the compute nodes
-  share, and the runner's Python (`sys.executable`, with this package) must exist there.
-  submitit's automatic requeue on preemption is switched off: a job ends with an exit file or
-  is lost, and only the runner re-submits. A job that SLURM ended (scancel, time limit,
-  preemption, node failure: `slurm.SLURM_INTERRUPTED_STATES`) is "lost" even when its wrapper
-  wrote the exit code of the killed command, with SLURM's state as the reason.
-- "submitit-local": submitit's LocalExecutor, the same code path as "slurm" on this machine
-  (what the tests use). Its jobs are children of submitit's controller processes, which stay in
-  the runner's process group: Ctrl-C in the runner's terminal stops them too (use "local" for
-  real work on one machine). `slurm=` options other than `time_min` are ignored here. The
-  machine is shared between the jobs as `sharing` describes.
+What they share is here: submitit runs `run_submitted_job` in the job's process, which starts
+the job wrapper; jobs are submitted one by one or, per kind of job, as job arrays of at most
+`array_size` jobs; a job's end is read from its exit file first. What differs is what the
+subclasses override: how a job shares the machine (`_sharing`, `_after_submit`, `_release`),
+which submitit executor takes a kind's jobs (`_executor_for`, `_name_jobs`), whether a job may
+still run (`_active`), how a job that ended is judged (`_interrupted`, `_lost_reason`), cancel
+and the descriptions.
 
-In both, submitit runs `run_submitted_job` in the job's process, which starts the job wrapper.
+Handles keep the kind "submitit" with a "cluster" ("slurm" or "local"), as before the split,
+so that studies started earlier are followed as they were.
 """
 
 from __future__ import annotations
 
+import abc
 import os
 import signal
 import subprocess
 import sys
-import time
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 from nnunet_transfer.study.executors import run_job
 from nnunet_transfer.study.executors.base import (
-    CANCEL_GRACE_S, CommandJob, Executor, JobStatus, prepare_attempt, process_alive,
-    process_start_time, read_exit_status, signal_group)
-from nnunet_transfer.study.executors.sharing import (
-    MachineShare, available_cpus, detect_gpus, node_sharing_env, visible_gpu_ids)
-from nnunet_transfer.study.executors.slurm import (
-    DEFAULT_ARRAY_SIZE, SLURM_INTERRUPTED_STATES, check_slurm_options, job_kind,
-    options_of_kind, sacct_state, slurm_parameters, slurm_state_is_active, slurm_state_word,
-    squeue_states)
-
-DEFAULT_SLURM_IN_FLIGHT = 64
-DEFAULT_SUBMITIT_LOCAL_TIME_MIN = 7 * 24 * 60
-# One squeue answer serves the status of every job for this long: the runner asks about each
-# job in flight once per poll, and one call per poll is what a cluster's controller welcomes.
-QUEUE_ANSWER_S = 1.0
+    CANCEL_GRACE_S, CommandJob, Executor, JobStatus, prepare_attempt, read_exit_status,
+    signal_group)
+from nnunet_transfer.study.executors.sharing import node_sharing_env
+from nnunet_transfer.study.executors.slurm import check_slurm_options, job_kind
 
 
 def run_submitted_job(wrapper_argv: list[str], env: dict[str, str], cwd: str | None,
@@ -103,100 +88,105 @@ def run_submitted_job(wrapper_argv: list[str], env: dict[str, str], cwd: str | N
 
 
 class SubmititExecutor(Executor):
-    """Jobs through submitit: on SLURM ("slurm") or submitit's LocalExecutor ("submitit-local")."""
+    """The shared part of the executors through submitit (see the module doc)."""
 
     handle_kind = "submitit"
+    cluster: ClassVar[str]            # the handle's "cluster": "slurm" or "local"
+    on_cluster: ClassVar[bool]        # run_submitted_job's on_cluster
+    _by_cluster: ClassVar[dict[str, type["SubmititExecutor"]]] = {}
+    _followers: ClassVar[dict[tuple[str, str], "SubmititExecutor"]] = {}
 
-    def __init__(self, cluster: Literal["slurm", "local"], folder: str, jobs: int | None = None,
-                 options: Mapping[str, Any] | None = None, *, cpus: int | None = None,
-                 gpus: int | None = None, cancel_grace_s: float = CANCEL_GRACE_S):
-        import submitit
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        SubmititExecutor._by_cluster[cls.cluster] = cls
 
-        self.cluster = cluster
+    def __init__(self, folder: str, options: Mapping[str, Any] | None, *, require_time: bool,
+                 cancel_grace_s: float = CANCEL_GRACE_S):
         self.folder = os.path.abspath(folder)
-        self.options = check_slurm_options(options, require_time=cluster == "slurm")
+        self.options = check_slurm_options(options, require_time=require_time)
         self.cancel_grace_s = cancel_grace_s
-        self._jobs: dict[str, Any] = {}   # job id -> submitit Job made by this process
-        self._queue_answer: tuple[float, dict[str, str] | None] | None = None
+        self._jobs: dict[str, Any] = {}   # job id -> submitit Job made (or re-attached) here
         os.makedirs(self.folder, exist_ok=True)
-        if cluster == "slurm":
-            self.name = "slurm"
-            self.capacity = jobs if jobs is not None else DEFAULT_SLURM_IN_FLIGHT
-            self.share = None
-            self.array_size = self.options.get("array_size", DEFAULT_ARRAY_SIZE)
-            self._by_kind: dict[str, Any] = {}   # kind -> submitit.SlurmExecutor
-            self._executor = None
-        else:
-            self.name = "submitit-local"
-            gpu_ids = visible_gpu_ids(detect_gpus() if gpus is None else gpus)
-            self.capacity = jobs if jobs is not None else max(1, len(gpu_ids))
-            self.share = MachineShare(self.capacity, cpus or available_cpus(), gpu_ids)
-            self.array_size = self.capacity
-            self._executor = submitit.LocalExecutor(folder=self.folder)
-            self._executor.update_parameters(
-                timeout_min=self.options.get("time_min", DEFAULT_SUBMITIT_LOCAL_TIME_MIN))
+
+    def owns(self, handle: dict) -> bool:
+        return super().owns(handle) and handle.get("cluster", "slurm") == self.cluster
 
     @classmethod
     def follower(cls, handle: dict) -> "SubmititExecutor":
         """One that only follows (status, cancel) jobs submitted earlier to the handle's folder:
-        it needs no SLURM options and submits nothing; one per cluster and folder."""
+        it submits nothing; one per cluster and folder."""
         key = (handle.get("cluster", "slurm"), handle["folder"])
-        if key not in _FOLLOWERS:
-            self = cls.__new__(cls)
-            self.cluster, self.folder, self.options, self.share = *key, {}, None
-            self.name = "slurm" if self.cluster == "slurm" else "submitit-local"
-            self.capacity, self.cancel_grace_s, self._jobs, self._executor = (
-                0, CANCEL_GRACE_S, {}, None)
-            self._queue_answer = None
-            _FOLLOWERS[key] = self
-        return _FOLLOWERS[key]
+        if key not in cls._followers:
+            cls._followers[key] = cls._by_cluster[key[0]].following(key[1])
+        return cls._followers[key]
+
+    @classmethod
+    @abc.abstractmethod
+    def following(cls, folder: str) -> "SubmititExecutor":
+        """An executor of this cluster that follows the jobs of `folder`."""
+
+    # -- what the kinds do differently
+
+    @abc.abstractmethod
+    def _sharing(self, job: CommandJob) -> tuple[dict[str, str], int | None]:
+        """The job's variables and the GPU slot it takes."""
+
+    def _after_submit(self, handle: dict, slot: int | None) -> None:
+        """Note what the handle needs beyond the shared fields."""
+
+    def _release(self, slot: int | None, pid: int | None = None) -> None:
+        """Give back the slot of a job that did not start, or ended."""
+
+    @abc.abstractmethod
+    def _executor_for(self, kind: str):
+        """submitit's executor for the jobs of `kind`."""
+
+    def _name_jobs(self, executor, name: str) -> None:
+        """Name the jobs submitted next (where a queue shows names)."""
+
+    def _reap(self) -> None:
+        """Collect whatever ended processes this executor started."""
+
+    @abc.abstractmethod
+    def _active(self, handle: dict) -> bool:
+        """Whether the job may still run (it wrote no exit file yet)."""
+
+    def _note_running(self, handle: dict) -> None:
+        """A job seen running (maybe started by an earlier runner)."""
+
+    def _interrupted(self, handle: dict, finished: JobStatus) -> JobStatus:
+        """How a job with an exit file ended, in the executor's judgement."""
+        return finished
+
+    def _lost_reason(self, handle: dict) -> str | None:
+        """Why a job that ended without an exit file is lost, where known."""
+        return None
 
     # -- submission
 
     def _arguments(self, job: CommandJob) -> tuple[tuple, int | None]:
         prepare_attempt(job)
-        if self.share is not None:
-            env, slot = self.share.reserve(job)
-        else:
-            env, slot = dict(job.env), None
-        return (job.wrapper_argv(), env, job.cwd, job.uses_accelerator, self.cluster == "slurm"), slot
+        env, slot = self._sharing(job)
+        return (job.wrapper_argv(), env, job.cwd, job.uses_accelerator, self.on_cluster), slot
 
     def _handle(self, job: CommandJob, submitted: Any, slot: int | None) -> dict:
         job_id = str(submitted.job_id)
-        self._queue_answer = None   # taken before this job existed
         self._jobs[job_id] = submitted
         handle = {"kind": self.handle_kind, "cluster": self.cluster, "key": job.key,
                   "job_id": job_id, "folder": self.folder, "exit_path": os.path.abspath(job.exit_path),
                   "log_path": os.path.abspath(job.log_path), "slot": slot}
-        if self.cluster == "local":  # the job id is the pid of submitit's controller
-            handle["start_time"] = process_start_time(int(job_id))
-            if self.share is not None:
-                self.share.occupy(slot, int(job_id), handle["start_time"], job.exit_path)
+        self._after_submit(handle, slot)
         return handle
-
-    def _executor_for(self, kind: str):
-        """submitit's executor for the jobs of `kind`: one each, so that the options of one kind
-        (submitit keeps parameters once set) never leak into another's jobs."""
-        if self.cluster != "slurm":
-            return self._executor
-        if kind not in self._by_kind:
-            import submitit
-            executor = submitit.SlurmExecutor(folder=self.folder)
-            executor.update_parameters(**slurm_parameters(options_of_kind(self.options, kind)))
-            self._by_kind[kind] = executor
-        return self._by_kind[kind]
 
     def submit(self, job: CommandJob) -> dict:
         self._reap()
         executor = self._executor_for(job_kind(job.key))
         arguments, slot = self._arguments(job)
-        if self.cluster == "slurm":
-            executor.update_parameters(job_name=job.key)
+        self._name_jobs(executor, job.key)
         try:
             submitted = executor.submit(run_submitted_job, *arguments)
         except BaseException:
-            if self.share is not None:
-                self.share.release(slot)
+            self._release(slot)
             raise
         return self._handle(job, submitted, slot)
 
@@ -218,8 +208,7 @@ class SubmititExecutor(Executor):
             return [self.submit(jobs[0])]
         self._reap()
         executor = self._executor_for(kind)
-        if self.cluster == "slurm":
-            executor.update_parameters(job_name=f"nnunet-transfer-{kind}")
+        self._name_jobs(executor, f"nnunet-transfer-{kind}")
         prepared, submitted = [], []
         with executor.batch():
             for job in jobs:
@@ -230,125 +219,15 @@ class SubmititExecutor(Executor):
 
     # -- state
 
-    def _reap(self) -> None:
-        """Collect the controllers of finished submitit-local jobs (no zombies)."""
-        for job_id, sub in list(self._jobs.items()):
-            process = getattr(sub, "_process", None)
-            if process is not None and process.poll() is not None:
-                del self._jobs[job_id]
-
-    def _slurm_job(self, handle: dict):
-        import submitit
-
-        job = self._jobs.get(handle["job_id"])
-        if job is None:  # re-attach; kept so that submitit's watcher batches the sacct calls
-            job = submitit.SlurmJob(folder=handle["folder"], job_id=handle["job_id"])
-            self._jobs[handle["job_id"]] = job
-        return job
-
-    def _queue(self) -> dict[str, str] | None:
-        """squeue's answer (job id -> state), at most QUEUE_ANSWER_S old; None without one."""
-        now = time.monotonic()
-        if self._queue_answer is None or now - self._queue_answer[0] > QUEUE_ANSWER_S:
-            self._queue_answer = (now, squeue_states())
-        return self._queue_answer[1]
-
-    def _active(self, handle: dict) -> bool:
-        if handle.get("cluster") == "slurm":
-            queue = self._queue()
-            if queue is not None:   # slurmctld lists every job that may still run
-                return handle["job_id"] in queue
-            # slurmctld does not answer: submitit's batched sacct, confirmed if "ended"
-            batched = slurm_state_word(self._slurm_job(handle).state)
-            if slurm_state_is_active(batched) and batched != "UNKNOWN":
-                return True
-            return slurm_state_is_active(slurm_state_word(self.slurm_state(handle, "force")))
-        self._reap()
-        return process_alive(int(handle["job_id"]), handle.get("start_time"))
-
-    def slurm_state(self, handle: dict, mode: str = "standard") -> str:
-        """sacct's state of the job ("RUNNING", "CANCELLED by 0", ...); "standard" asks SLURM
-        at most every minute for long-running jobs (submitit batches the calls), "force" asks
-        sacct now about this job alone (submitit gives a task of an array whose pending rest
-        was cancelled the rest's state)."""
-        if mode == "force":
-            state = sacct_state(handle["job_id"])
-            if state is not None:
-                return state
-        job = self._slurm_job(handle)
-        return job.watcher.get_state(job.job_id, mode=mode)
-
     def _status(self, handle: dict) -> JobStatus:
         finished = read_exit_status(handle["exit_path"])
         if finished is not None:
             self._reap()
             return self._interrupted(handle, finished)
         if self._active(handle):
-            if self.share is not None and handle.get("cluster") == "local":
-                self.share.note_running(handle, int(handle["job_id"]))
+            self._note_running(handle)
             return JobStatus("running")
         finished = read_exit_status(handle["exit_path"])
         if finished is not None:
             return self._interrupted(handle, finished)
-        reason = slurm_state_word(self.slurm_state(handle, "force")) \
-            if handle.get("cluster") == "slurm" else None
-        return JobStatus("lost", None, reason if reason in SLURM_INTERRUPTED_STATES else None)
-
-    def _interrupted(self, handle: dict, finished: JobStatus) -> JobStatus:
-        """A command killed by a signal in a job that SLURM ended is lost, not failed: it is
-        run again."""
-        if handle.get("cluster") != "slurm" or finished.state != "failed" or \
-                (finished.exit_code or 0) < 128:
-            return finished
-        state = slurm_state_word(self.slurm_state(handle, "force"))
-        for _ in range(20):   # sacct may still say RUNNING / COMPLETING for a moment
-            if not slurm_state_is_active(state):
-                break
-            time.sleep(0.5)
-            state = slurm_state_word(self.slurm_state(handle, "force"))
-        if state in SLURM_INTERRUPTED_STATES:
-            return JobStatus("lost", finished.exit_code, state)
-        return finished
-
-    def describe_job(self, handle: dict) -> str:
-        if handle.get("cluster") != "slurm":
-            return super().describe_job(handle)
-        queued = (self._queue() or {}).get(handle["job_id"])
-        return f"SLURM job {handle['job_id']}: {queued or self.slurm_state(handle, 'force')}"
-
-    def _cancel(self, handle: dict) -> None:
-        if handle.get("cluster") == "slurm":
-            self._slurm_job(handle).cancel(check=False)  # scancel: SLURM signals every process
-            return
-        pid, start_time = int(handle["job_id"]), handle.get("start_time")
-        sub = self._jobs.get(handle["job_id"])
-        process = getattr(sub, "_process", None)
-        alive = ((lambda: process.poll() is None) if process is not None
-                 else (lambda: process_alive(pid, start_time)))
-        if not alive():
-            return
-        # submitit's own cancel: SIGINT to the controller, which passes it on and kills its
-        # task after a second; SIGKILL to the controller only if it does not end.
-        os.kill(pid, signal.SIGINT)
-        deadline = time.monotonic() + self.cancel_grace_s
-        while alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if alive():
-            os.kill(pid, signal.SIGKILL)
-            while alive():
-                time.sleep(0.02)
-        self._reap()
-        if self.share is not None:
-            self.share.release(handle.get("slot"), pid)
-
-    def describe(self) -> str:
-        if self.cluster == "slurm":
-            options = ", ".join(f"{k}={v}" for k, v in sorted(self.options.items())
-                                if k not in ("setup", "additional_parameters", "array_size"))
-            return (f"slurm: up to {self.capacity} jobs in flight, arrays of up to "
-                    f"{self.array_size} ({options}), "
-                    f"submitit folder {self.folder}")
-        return f"submitit-local: {self.share.describe()}, submitit folder {self.folder}"
-
-
-_FOLLOWERS: dict[tuple[str, str], SubmititExecutor] = {}
+        return JobStatus("lost", None, self._lost_reason(handle))
