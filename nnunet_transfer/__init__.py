@@ -10,7 +10,7 @@ no modules import each other in a circle (`layering.LAYERS` is the one written o
 1. `architectures` (the extra networks and their contract), `data` (conversion, pooling,
    domain shift, splits, synthetic datasets)
 2. `planning` (plans for transfer and small plans), `training` (strategies, budget, the
-   trainer)
+   trainer), `checkpoints` (reading saved networks in every format users bring, `inspect`)
 3. `evaluation` (metrics, comparison tables, generalisation)
 4. `analysis` (convergence, similarity, reuse, weight change, their figures)
 5. `study` (one file describes a study; one command runs it and writes the report)

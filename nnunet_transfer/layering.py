@@ -29,7 +29,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "atomic_files", "arguments", "devices", "discovery", "document", "layering",
      "yaml_lines"),
     ("architectures", "data"),
-    ("planning", "training"),
+    # checkpoints: the format readers, and `inspect`, which judges a file against the
+    # strategies (training) and the transferred plans (planning)
+    ("planning", "training", "checkpoints"),
     ("evaluation",),
     ("analysis",),
     ("study",),

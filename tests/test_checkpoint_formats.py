@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nnunet_transfer.architectures import partition
-from nnunet_transfer.architectures.checkpoint import Checkpoint
+from nnunet_transfer.checkpoints.reader import Checkpoint
 from nnunet_transfer.training.pretrained import plan_load
 
 from checkpoint_files import nnssl_checkpoint, v1_network, v1_plans, write_v1_model

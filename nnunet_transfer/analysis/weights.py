@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.checkpoint import Checkpoint, CheckpointUse
+from nnunet_transfer.checkpoints.reader import Checkpoint, CheckpointUse
 from nnunet_transfer.architectures.parts import partition, unwrap
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.training.bookkeeping import RunRecord

@@ -8,7 +8,6 @@
 - `phase_optimizer`: nnU-Net's SGD and poly schedule with one group per LR multiplier.
 - `strategy_file`: a custom strategy read from YAML (`nnUNetTrainer_Custom`).
 - `adapter_files`: LoRA adapters and their untouched base saved beside nnU-Net's checkpoints.
-- `inspection`: `nnunet-transfer inspect`: what a checkpoint is and which strategies it feeds.
 - `budget`: the budget knobs (`KNOBS`, one table): read from the environment by the trainer,
   printed by `env`, written into a study job's environment by `Budget.environment`.
 - `freezing`: freezing parts (no gradient, not in the optimizer, norms in eval mode).

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_transfer.architectures.checkpoint import Checkpoint
+from nnunet_transfer.checkpoints.reader import Checkpoint
 from nnunet_transfer.architectures.parts import PARTS, partition, unwrap
 from nnunet_transfer.atomic_files import written_whole
 from nnunet_transfer.errors import UserError, user_errors_exit
