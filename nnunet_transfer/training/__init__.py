@@ -12,8 +12,8 @@
   printed by `env`, written into a study job's environment by `Budget.environment`.
 - `freezing`: freezing parts (no gradient, not in the optimizer, norms in eval mode).
 - `pretrained`: loading `-pretrained_weights` tensor by tensor, and when a load is refused.
-- `pretrained_routing`: nnU-Net's `-pretrained_weights` sent to the transfer trainers, checked at
-  start-up.
+- `pretrained_routing`: nnU-Net's `-pretrained_weights` sent to the transfer trainers, installed
+  and checked by the trainer when nnU-Net makes it.
 - `tensor_matching`: the rules that fit a checkpoint tensor to the network's (output channels by
   label name, input channels by channel name, kernels, decoder levels by resolution).
 - `load_report`: each tensor's fate (loaded / adapted / fresh / unused), the preflight table.
