@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from nnunet_transfer.architectures import partition
-from nnunet_transfer.architectures.common import ConvSettings, cumulative_strides
+from nnunet_transfer.architectures.conv_settings import ConvSettings
+from nnunet_transfer.architectures.stage_settings import cumulative_strides
 from nnunet_transfer.architectures.hrnet import (DownPath, HRNet3D, ResidualBlock, SameStream,
                                                  UpPath)
 from nnunet_transfer.architectures.registry import architecture_entry, build_network, template
