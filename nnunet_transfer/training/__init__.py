@@ -19,9 +19,6 @@
 - `load_report`: each tensor's fate (loaded / adapted / fresh / unused), the preflight table.
 - `bookkeeping`: the run's snapshots, epochs.csv and settings.json.
 - `trainer`: `TransferTrainer`, the nnU-Net trainer all strategies share.
-- `step_cost`: timing training steps (the benchmarks, the GPU check), a network set up for one
-  phase.
-- `segmentation_loss`: nnU-Net's Dice + CE training loss in plain torch (steps without nnU-Net).
 - `low_rank`: low-rank adapters (LoRA) on convolution weights, as torch parametrizations.
 - `commands`: `env` and `strategies` on the command line.
 """
