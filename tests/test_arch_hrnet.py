@@ -15,7 +15,7 @@ from nnunet_transfer.architectures.hrnet import (DownPath, HRNet3D, ResidualBloc
 from nnunet_transfer.architectures.registry import architecture_entry, build_network, template
 from nnunet_transfer.errors import UserError
 
-from benchmarking_code import apply_strategy
+from script_modules import apply_strategy
 
 LAYERS = dict(conv_op="torch.nn.modules.conv.Conv3d",
               norm_op="torch.nn.modules.instancenorm.InstanceNorm3d",

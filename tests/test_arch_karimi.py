@@ -13,7 +13,7 @@ from nnunet_transfer.architectures.registry import architecture_entry, template
 from nnunet_transfer.errors import UserError
 
 from arch_helpers import assert_finite_logits_under_autocast
-from benchmarking_code import apply_strategy
+from script_modules import apply_strategy
 
 ISOTROPIC = dict(strides=[[1, 1, 1]] + [[2, 2, 2]] * 4, kernel_sizes=[[3, 3, 3]] * 5)
 

@@ -10,7 +10,7 @@ from nnunet_transfer.training.freezing import (
     stop_gradient_into_frozen_skips, trainable_parameters)
 from nnunet_transfer.training.strategies import ALL_STRATEGIES
 
-from benchmarking_code import apply_strategy
+from script_modules import apply_strategy
 from networks import batch, plain_unet, residual_unet
 
 

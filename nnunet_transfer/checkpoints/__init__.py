@@ -10,5 +10,5 @@
 - `safe_loading`: torch and pickle files read without running pickled code.
 - `inspection`: `nnunet-transfer inspect`: what a checkpoint is and which strategies it feeds.
   It judges the file against the strategies and the transferred plans, so the package shares
-  its layer with `training` and `planning` (see `layering.LAYERS`).
+  its layer with `training` and `planning` (see scripts/check_layering.py).
 """

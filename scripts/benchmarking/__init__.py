@@ -4,5 +4,5 @@ Dice + CE loss in plain torch, for machines without nnU-Net).
 
 A script imports it as `benchmarking` with its own folder first on sys.path
 (`sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))`), which also holds when the
-script is run through runpy; the tests import it through tests/benchmarking_code.py.
+script is run through runpy; the tests import it through tests/script_modules.py.
 """
