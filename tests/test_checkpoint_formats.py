@@ -186,6 +186,12 @@ def test_inspect_through_the_cli(tmp_path, v1_model):
     assert "encoder_only.pth is an nnssl checkpoint: it carries no nnU-Net plans" in err
 
 
+def _run_python(script: str) -> subprocess.CompletedProcess:
+    """`script` in a fresh interpreter, so that nnU-Net's functions start as nnU-Net made them."""
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+
+
 def test_importing_the_routing_changes_nothing_and_installing_it_routes():
     """Importing pretrained_routing (and the trainer) leaves nnU-Net's loader in place; the
     trainer's explicit call installs the routing, once."""
@@ -203,8 +209,7 @@ def test_importing_the_routing_changes_nothing_and_installing_it_routes():
         "print('routed' if routed is not before[0] and routed.routes_to_transfer_trainers\n"
         "      and routed.nnunet_loader is before[0] else 'not routed')\n"
         "print('once' if run_training.load_pretrained_weights is routed else 'twice')\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=300)
+    result = _run_python(script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["untouched", "routed", "once"]
 
@@ -224,8 +229,7 @@ def test_pretrained_routing_stops_on_an_nnunet_that_loads_elsewhere():
         "print('imported')\n"
         "install_pretrained_routing()\n"
         "print('not stopped')\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=300)
+    result = _run_python(script)
     assert result.returncode == 2 and result.stdout.split() == ["imported"]
     from importlib.metadata import version
     assert f"with nnunetv2 {version('nnunetv2')}" in result.stderr
