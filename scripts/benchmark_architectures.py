@@ -9,8 +9,8 @@ instance norm, batch 2. Reported per architecture:
 - parameters, and the share in the encoder (the part the frozen-encoder strategies freeze);
 - forward FLOPs of one batch (torch.utils.flop_counter, multiply-add = 2 FLOPs) and the
   encoder's share;
-- median training-step time (nnU-Net's loss, SGD, gradient clipping: step_cost.py) trained
-  from scratch and with the encoder frozen at its random init (FrozenRandomEncoder), and
+- median training-step time (nnU-Net's loss, SGD, gradient clipping:
+  benchmarking/step_cost.py) trained from scratch and with the encoder frozen at its random init (FrozenRandomEncoder), and
   their ratio. Karimi et al. measured 0.63 s vs 1.08 s (0.58x) on their network;
 - the encoder's share of the Scratch step time: its forward (timed by forward hooks) plus
   the work a frozen encoder skips (Scratch step minus FrozenRandomEncoder step: the encoder's
@@ -93,7 +93,7 @@ def static_figures(name: str) -> dict:
 
 def child(name: str, frozen: bool, steps: int, warmup: int) -> dict:
     import torch
-    from nnunet_transfer.training.step_cost import time_training_steps
+    from benchmarking.step_cost import time_training_steps
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     torch.manual_seed(0)
     times = time_training_steps(build(name), {"encoder"} if frozen else set(),

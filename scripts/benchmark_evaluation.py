@@ -7,8 +7,8 @@ image/label pairs), cannot be read or hold values that are not whole numbers are
 listed.
 
 Methods, each reading the files itself:
-  reference   a single-process loop over the cases of `evaluation.reference` (full-volume
-              surfaces and scipy distance transforms, pairwise lesion matching);
+  reference   a single-process loop over the cases of `tests/oracles/evaluation_reference`
+              (full-volume surfaces and scipy distance transforms, pairwise lesion matching);
   ours x1     `evaluate_folder(workers=1)` (MONAI surface distances, cropped to the foreground),
               CSV / JSON outputs included;
   ours xN     the same with the default process pool (nnUNet_def_n_proc, else the CPU count).
@@ -45,7 +45,7 @@ from nnunet_transfer.evaluation.evaluate import (  # noqa: E402
     read_label_map,
 )
 from nnunet_transfer.evaluation.labels import LabelSet, Structure  # noqa: E402
-from nnunet_transfer.evaluation.reference import reference_structure_metrics  # noqa: E402
+from tests.oracles.evaluation_reference import reference_structure_metrics  # noqa: E402
 
 DEFAULT_LABELS = "/work/shared/data/msd_hippocampus/labelsTr"
 HIPPOCAMPUS = LabelSet((Structure("anterior", (1,)), Structure("posterior", (2,))))

@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nnunet_transfer.analysis import pwcca  # noqa: E402
-from nnunet_transfer.analysis.svcca_reference import reference_pwcca  # noqa: E402
+from tests.oracles.svcca_reference import reference_pwcca  # noqa: E402
 
 # (channels per layer, voxels)
 CASES = [(64, 100_000), (64, 1_000_000), (256, 200_000)]

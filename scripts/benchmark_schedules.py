@@ -31,7 +31,7 @@ import subprocess
 import sys
 
 from benchmark_strategies import BATCH, PATCH, build_network, print_table, rss_bytes
-from nnunet_transfer.training.step_cost import phases_of
+from benchmarking.step_cost import phases_of
 
 NOMINAL_EPOCHS = 100  # the run length the schedules' fractions are resolved against
 
@@ -43,7 +43,7 @@ def strategy_named(name: str):
 
 def child(strategy_name: str, phase_name: str, args) -> dict:
     import torch
-    from nnunet_transfer.training.step_cost import time_training_steps
+    from benchmarking.step_cost import time_training_steps
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

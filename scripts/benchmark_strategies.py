@@ -53,7 +53,7 @@ def rss_bytes() -> int:
 
 def child(strategy_name: str, steps: int, warmup: int) -> dict:
     import torch
-    from nnunet_transfer.training.step_cost import time_training_steps
+    from benchmarking.step_cost import time_training_steps
     from nnunet_transfer.training.strategies import ONE_PHASE_STRATEGIES, Pretrained
 
     strategy = next(s for s in ONE_PHASE_STRATEGIES if s.name == strategy_name)

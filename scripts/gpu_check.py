@@ -8,8 +8,8 @@ strides 1-2-2-2, instance norm, leaky ReLU, patch 40x56x40, batch 9), it measure
 - the median training-step time and the peak GPU memory of every strategy relative to
   Scratch (each phase of a schedule on its own row), and of the `karimi` network
   (trained from scratch); torch.compile on for Scratch and one frozen strategy. The step is
-  nnUNetTrainer.train_step's (`training.step_cost`): mixed precision, gradient scaler, Dice +
-  CE with deep supervision, clipping at 12, SGD with nesterov over what trains;
+  nnUNetTrainer.train_step's (`benchmarking/step_cost.py`): mixed precision, gradient scaler,
+  Dice + CE with deep supervision, clipping at 12, SGD with nesterov over what trains;
 - that the frozen parts are bit-identical after the steps (and that the rest moved);
 - the analysis: PWCCA and linear CKA of 10 networks x 6 layers captured on the GPU against the
   same captured on the CPU (max difference, must be <= 1e-6), and from the same activations
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import pydoc
 import statistics
 import sys
@@ -41,6 +42,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+# the benchmark code in scripts/benchmarking/, also when run through runpy
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from benchmarking.step_cost import phases_of, time_training_steps  # noqa: E402
 from nnunet_transfer.analysis.blocks import Block
 from nnunet_transfer.analysis.capture import capture_moments
 from nnunet_transfer.analysis.moments import accumulate
@@ -48,7 +53,6 @@ from nnunet_transfer.analysis.pwcca import pwcca_from_moments
 from nnunet_transfer.analysis.svcca_cka import linear_cka_from_moments
 from nnunet_transfer.architectures.registry import architecture_entry
 from nnunet_transfer.training.schedule import ResolvedPhase
-from nnunet_transfer.training.step_cost import phases_of, time_training_steps
 from nnunet_transfer.training.strategies import (
     ONE_PHASE_STRATEGIES, SCHEDULED_STRATEGIES, SCRATCH, Pretrained, Strategy)
 

@@ -9,7 +9,7 @@ import SimpleITK as sitk
 import torch
 
 from nnunet_transfer.architectures import partition
-from nnunet_transfer.architectures.checkpoint import Checkpoint
+from nnunet_transfer.checkpoints.reader import Checkpoint
 
 
 def parts_by_key(checkpoint: dict) -> dict[str, str]:

@@ -18,7 +18,7 @@ from nnunet_transfer.analysis.weights import (
     snapshot_path,
     weight_changes,
 )
-from nnunet_transfer.architectures.checkpoint import Checkpoint
+from nnunet_transfer.checkpoints.reader import Checkpoint
 from nnunet_transfer.architectures.registry import architecture_entry
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.training.bookkeeping import EPOCH_COLUMNS, RunRecord

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from nnunet_transfer.architectures import partition
 from nnunet_transfer.architectures.autofocus import (AutofocusConv, AutofocusNet,
                                                      AutofocusOptions, dilated_conv3d)
-from nnunet_transfer.architectures.common import ConvSettings
+from nnunet_transfer.architectures.conv_settings import ConvSettings
 from nnunet_transfer.architectures.registry import architecture_entry
 from nnunet_transfer.errors import UserError
 

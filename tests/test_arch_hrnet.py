@@ -8,12 +8,14 @@ import torch
 from torch import nn
 
 from nnunet_transfer.architectures import partition
-from nnunet_transfer.architectures.common import ConvSettings, cumulative_strides
+from nnunet_transfer.architectures.conv_settings import ConvSettings
+from nnunet_transfer.architectures.stage_settings import cumulative_strides
 from nnunet_transfer.architectures.hrnet import (DownPath, HRNet3D, ResidualBlock, SameStream,
                                                  UpPath)
 from nnunet_transfer.architectures.registry import architecture_entry, build_network, template
 from nnunet_transfer.errors import UserError
-from nnunet_transfer.training.freezing import apply_strategy
+
+from script_modules import apply_strategy
 
 LAYERS = dict(conv_op="torch.nn.modules.conv.Conv3d",
               norm_op="torch.nn.modules.instancenorm.InstanceNorm3d",

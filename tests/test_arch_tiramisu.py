@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.common import ConvSettings
+from nnunet_transfer.architectures.conv_settings import ConvSettings
 from nnunet_transfer.architectures.registry import architecture_entry, template
 from nnunet_transfer.architectures.tiramisu import Tiramisu, TransitionUp
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nnunet_transfer.architectures import partition
-from nnunet_transfer.architectures.common import cumulative_strides
+from nnunet_transfer.architectures.stage_settings import cumulative_strides
 from nnunet_transfer.architectures.unetpp import UNetPlusPlus, node_name
 from nnunet_transfer.errors import UserError
 

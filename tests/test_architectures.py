@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from nnunet_transfer.architectures import partition
-from nnunet_transfer.architectures.common import TransferNetwork, cumulative_strides
+from nnunet_transfer.architectures.stage_settings import cumulative_strides
+from nnunet_transfer.architectures.transfer_network import TransferNetwork
 from nnunet_transfer.architectures.registry import (ARCHITECTURES, architecture_entry,
                                                     build_network, template)
 from nnunet_transfer.errors import UserError

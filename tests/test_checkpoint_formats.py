@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nnunet_transfer.architectures import partition
-from nnunet_transfer.architectures.checkpoint import Checkpoint
+from nnunet_transfer.checkpoints.reader import Checkpoint
 from nnunet_transfer.training.pretrained import plan_load
 
 from checkpoint_files import nnssl_checkpoint, v1_network, v1_plans, write_v1_model
@@ -186,9 +186,37 @@ def test_inspect_through_the_cli(tmp_path, v1_model):
     assert "encoder_only.pth is an nnssl checkpoint: it carries no nnU-Net plans" in err
 
 
+def _run_python(script: str) -> subprocess.CompletedProcess:
+    """`script` in a fresh interpreter, so that nnU-Net's functions start as nnU-Net made them."""
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_importing_the_routing_changes_nothing_and_installing_it_routes():
+    """Importing pretrained_routing (and the trainer) leaves nnU-Net's loader in place; the
+    trainer's explicit call installs the routing, once."""
+    script = (
+        "import nnunetv2.run.run_training as run_training\n"
+        "from nnunetv2.run import load_pretrained_weights as loading\n"
+        "before = (run_training.load_pretrained_weights, loading.load_pretrained_weights)\n"
+        "from nnunet_transfer.training import pretrained_routing\n"
+        "import nnunet_transfer.training.trainer\n"
+        "after_import = (run_training.load_pretrained_weights, loading.load_pretrained_weights)\n"
+        "print('untouched' if after_import == before else 'patched on import')\n"
+        "pretrained_routing.install_pretrained_routing()\n"
+        "routed = run_training.load_pretrained_weights\n"
+        "pretrained_routing.install_pretrained_routing()\n"
+        "print('routed' if routed is not before[0] and routed.routes_to_transfer_trainers\n"
+        "      and routed.nnunet_loader is before[0] else 'not routed')\n"
+        "print('once' if run_training.load_pretrained_weights is routed else 'twice')\n")
+    result = _run_python(script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["untouched", "routed", "once"]
+
+
 def test_pretrained_routing_stops_on_an_nnunet_that_loads_elsewhere():
     """A release whose run_training no longer calls load_pretrained_weights (simulated by
-    replacing maybe_load_checkpoint before the trainer module loads) stops a run with
+    replacing maybe_load_checkpoint before the routing is installed) stops a run with
     -pretrained_weights at start-up, naming the version, instead of loading all-or-nothing."""
     script = (
         "import sys\n"
@@ -197,11 +225,12 @@ def test_pretrained_routing_stops_on_an_nnunet_that_loads_elsewhere():
         "    trainer.load_checkpoint(weights)\n"
         "run_training.maybe_load_checkpoint = maybe_load_checkpoint\n"
         "sys.argv = ['nnUNetv2_train', '802', '3d_fullres', '0', '-pretrained_weights', 'x.pth']\n"
-        "import nnunet_transfer.training.trainer\n"
+        "from nnunet_transfer.training.pretrained_routing import install_pretrained_routing\n"
+        "print('imported')\n"
+        "install_pretrained_routing()\n"
         "print('not stopped')\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 2 and "not stopped" not in result.stdout
+    result = _run_python(script)
+    assert result.returncode == 2 and result.stdout.split() == ["imported"]
     from importlib.metadata import version
     assert f"with nnunetv2 {version('nnunetv2')}" in result.stderr
     assert "maybe_load_checkpoint does not call load_pretrained_weights" in result.stderr

@@ -8,7 +8,7 @@ import shlex
 import pytest
 import torch
 
-from nnunet_transfer.architectures.checkpoint import Checkpoint
+from nnunet_transfer.checkpoints.reader import Checkpoint
 
 from conftest import BUDGET, SMALL_PLANS, SOURCE_ID
 

@@ -2,8 +2,8 @@
 
 Expected values are computed by hand (boxes with known overlap, distances from the geometry of
 axis-aligned boxes), by MONAI's own reductions, by the independent implementation in
-`evaluation.reference` (zero-padded neighbour test + scipy distance transform), or by scipy.stats
-directly; never by the code under test. Arrays are (z, y, x), spacing (z, y, x) in mm, except
+`tests/oracles/evaluation_reference` (zero-padded neighbour test + scipy distance transform), or
+by scipy.stats directly; never by the code under test. Arrays are (z, y, x), spacing (z, y, x) in mm, except
 where SimpleITK takes (x, y, z).
 """
 
@@ -47,7 +47,7 @@ from nnunet_transfer.evaluation.metrics import (
     lesion_detection,
     structure_metrics,
 )
-from nnunet_transfer.evaluation.reference import reference_structure_metrics
+from oracles.evaluation_reference import reference_structure_metrics
 from nnunet_transfer.evaluation.stats import (
     RunSpec,
     collect_runs,

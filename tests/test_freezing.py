@@ -6,10 +6,11 @@ from torch import nn
 
 from nnunet_transfer.architectures import partition
 from nnunet_transfer.training.freezing import (
-    activate_zero_initialised_norms, apply_strategy, freeze, keep_frozen_in_eval_mode,
+    activate_zero_initialised_norms, freeze, keep_frozen_in_eval_mode,
     stop_gradient_into_frozen_skips, trainable_parameters)
 from nnunet_transfer.training.strategies import ONE_PHASE_STRATEGIES
 
+from script_modules import apply_strategy
 from networks import batch, plain_unet, residual_unet
 
 

@@ -1,9 +1,9 @@
-"""The package keeps its layer order (nnunet_transfer/layering.py) and has no import circles;
+"""The package keeps its layer order (scripts/check_layering.py) and has no import circles;
 and the check really finds an up-import, a circle and an uncovered module in small fake trees."""
 
 import textwrap
 
-from nnunet_transfer.layering import LAYERS, check_layering, layer_of
+from script_modules import LAYERS, check_layering, layer_of
 
 
 def test_the_package_keeps_its_layers():

@@ -12,8 +12,8 @@ import pytest
 import torch
 from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
 
-from nnunet_transfer.architectures.checkpoint import Checkpoint
-from nnunet_transfer.training.inspection import inspect_text
+from nnunet_transfer.checkpoints.reader import Checkpoint
+from nnunet_transfer.checkpoints.inspection import inspect_text
 
 from checkpoint_files import (
     V1_MISSING, nnssl_checkpoint, v1_available, v1_network, v1_plans, write_v1_model)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nnunet_transfer.architectures import partition
-from nnunet_transfer.architectures.checkpoint import Checkpoint
+from nnunet_transfer.checkpoints.reader import Checkpoint
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.training.pretrained import (
     PRETRAINED, adapt_input_channels, apply_load, plan_load, refusal_message)

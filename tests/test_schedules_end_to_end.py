@@ -19,7 +19,7 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_transfer.architectures import partition
-from nnunet_transfer.architectures.checkpoint import Checkpoint
+from nnunet_transfer.checkpoints.reader import Checkpoint
 from nnunet_transfer.training.low_rank import add_adapters, load_adapter_state_dict
 from nnunet_transfer.training.strategies import CUSTOM_TRAINER, SCHEDULED_STRATEGIES
 

@@ -26,7 +26,7 @@ from nnunet_transfer.analysis import (
     pwcca_from_moments,
     svcca,
 )
-from nnunet_transfer.analysis.svcca_reference import reference_pwcca
+from oracles.svcca_reference import reference_pwcca
 
 
 @pytest.fixture(scope="module")

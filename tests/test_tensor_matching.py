@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from nnunet_transfer.architectures import partition
-from nnunet_transfer.architectures.checkpoint import Checkpoint
+from nnunet_transfer.checkpoints.reader import Checkpoint
 from nnunet_transfer.training.pretrained import apply_load, frozen_part_refusal, plan_load
 from nnunet_transfer.training.tensor_matching import (
     fit_kernel, output_channel_names, stage_key)

@@ -85,3 +85,17 @@ def test_frozen_decoder_with_encoder_only_loading_is_refused(make_trainer, sourc
     with pytest.raises(SystemExit):
         trainer.load_pretrained_weights(source["checkpoint"])
     assert "freezes the decoder" in capsys.readouterr().err
+
+
+def test_making_a_trainer_routes_pretrained_weights_to_it(make_trainer, monkeypatch):
+    """The trainer installs the routing itself (importing it changes nothing), and nnU-Net's
+    -pretrained_weights call for its network then lands in its load_pretrained_weights."""
+    import nnunetv2.run.run_training as run_training
+    from nnunetv2.run.load_pretrained_weights import load_pretrained_weights as nnunet_loader
+    monkeypatch.setattr(run_training, "load_pretrained_weights", nnunet_loader)
+    trainer = make_trainer("nnUNetTrainer_Scratch")
+    assert run_training.load_pretrained_weights is not nnunet_loader
+    landed = []
+    monkeypatch.setattr(trainer, "load_pretrained_weights", landed.append)
+    run_training.load_pretrained_weights(trainer.network, "weights.pth", True)
+    assert landed == ["weights.pth"]

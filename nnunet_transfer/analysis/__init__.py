@@ -15,9 +15,9 @@ What the kinds read and measure:
   of many networks, streamed into moments) and `measure` (the capture, rows and null baseline
   the similarity kinds share).
 - Layer similarity from streamed second moments: `moments`, `pwcca` (PWCCA / RSIM),
-  `svcca_cka` (SVCCA, linear CKA) and `null_baseline`; `svcca_reference` is google/svcca's PWCCA
-  done in one shot, for tests and the benchmark. All activation arrays are (datapoints,
-  channels); google/svcca uses the transpose.
+  `svcca_cka` (SVCCA, linear CKA) and `null_baseline` (google/svcca's PWCCA done in one shot,
+  the tests' oracle, is tests/oracles/svcca_reference.py). All activation arrays are
+  (datapoints, channels); google/svcca uses the transpose.
 - `summary` (mean +- std, Welch's test, table cells) and `figures`.
 
 The similarity measures are re-exported here.

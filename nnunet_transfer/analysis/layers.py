@@ -4,8 +4,8 @@ Default layers (three in the encoder, three in the decoder, as the six layers of
 - an extra architecture of this package declares them itself (`analysis_layers()`);
 - nnU-Net's U-Nets (dynamic_network_architectures' PlainConvUNet, ResidualEncoderUNet and
   anything else with `encoder.stages` and `decoder.stages`) get the stage outputs evenly spread
-  over the path by the architectures' rule (`architectures.common.spread`): encoder shallow,
-  middle, deep (the bottleneck); decoder deep, middle, shallow.
+  over the path by the architectures' rule (`architectures.analysis_layer_rules.spread`):
+  encoder shallow, middle, deep (the bottleneck); decoder deep, middle, shallow.
   On a side with fewer than three stages, finer layers stand in (`with_stand_ins`): the stem
   or the first conv / residual block of the first encoder stage; the first transposed
   convolution, then the first block of the first decoder stage.
@@ -23,7 +23,7 @@ import difflib
 
 from torch import nn
 
-from nnunet_transfer.architectures.common import child_names, spread, with_stand_ins
+from nnunet_transfer.architectures.analysis_layer_rules import child_names, spread, with_stand_ins
 from nnunet_transfer.architectures.parts import unwrap
 from nnunet_transfer.errors import UserError
 

@@ -33,7 +33,7 @@ from nnunet_transfer.analysis.weights import (
     run_snapshots,
     snapshot_path,
 )
-from nnunet_transfer.architectures.checkpoint import Checkpoint
+from nnunet_transfer.checkpoints.reader import Checkpoint
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.training.bookkeeping import RunRecord
 

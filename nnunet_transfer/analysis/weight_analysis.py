@@ -23,7 +23,7 @@ from nnunet_transfer.analysis.layers import default_layers, find_layer
 from nnunet_transfer.analysis.outputs import Notes, Output, summary_table
 from nnunet_transfer.analysis.runs import AnalysedRun, block_cases, data_spec, slug
 from nnunet_transfer.analysis.weights import RUN_SNAPSHOT, LayerWeightChange, weight_changes
-from nnunet_transfer.architectures.checkpoint import Checkpoint
+from nnunet_transfer.checkpoints.reader import Checkpoint
 from nnunet_transfer.architectures.parts import PARTS
 from nnunet_transfer.devices import torch_device
 from nnunet_transfer.errors import UserError

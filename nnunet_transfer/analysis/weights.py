@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from nnunet_transfer.analysis.defaults import CONVERGENCE_TOLERANCE
-from nnunet_transfer.architectures.checkpoint import Checkpoint, CheckpointUse
+from nnunet_transfer.checkpoints.reader import Checkpoint, CheckpointUse
 from nnunet_transfer.architectures.parts import partition, unwrap
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.training.bookkeeping import RunRecord

@@ -1,8 +1,9 @@
-"""Network architectures: the seven extra networks and their shared contract (common.py), their
-registry, the encoder / decoder / head split every strategy relies on (parts.py), and the one
-checkpoint type that reads a saved network and rebuilds it (checkpoint.py; one reader module
-per format users bring: model_folder, checkpoint_v1 + plans_v1, checkpoint_nnssl, all loading
-through safe_loading)."""
+"""Network architectures: the seven extra networks, their shared contract (`TransferNetwork`,
+transfer_network.py) and what they build from (conv_settings: the plans' layer ops;
+stage_settings: per-stage kernels, strides, features and their checks; blocks: the residual
+block and the U-Net decoder; analysis_layer_rules: how each picks its default analysis
+layers), their registry, and the encoder / decoder / head split every strategy relies on
+(parts.py). Reading a saved network back is `nnunet_transfer.checkpoints`."""
 
 from nnunet_transfer.architectures.parts import NetworkParts, partition, unwrap
 

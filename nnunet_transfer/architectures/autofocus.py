@@ -9,9 +9,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nnunet_transfer.architectures.common import (ConvSettings, TransferNetwork,
-                                                  check_output_at_patch_size, cumulative_strides,
-                                                  outputs_of_each_stage, triple, with_stand_ins)
+from nnunet_transfer.architectures.analysis_layer_rules import with_stand_ins
+from nnunet_transfer.architectures.blocks import outputs_of_each_stage
+from nnunet_transfer.architectures.conv_settings import ConvSettings
+from nnunet_transfer.architectures.stage_settings import (
+    check_output_at_patch_size, cumulative_strides, triple)
+from nnunet_transfer.architectures.transfer_network import TransferNetwork
 from nnunet_transfer.errors import UserError
 
 PAPER_DILATIONS = (2, 6, 10, 14)

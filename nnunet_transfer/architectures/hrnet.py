@@ -8,8 +8,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nnunet_transfer.architectures.common import (ConvSettings, ResidualBlock, TransferNetwork,
-                                                  cumulative_strides, triple)
+from nnunet_transfer.architectures.blocks import ResidualBlock
+from nnunet_transfer.architectures.conv_settings import ConvSettings
+from nnunet_transfer.architectures.stage_settings import cumulative_strides, triple
+from nnunet_transfer.architectures.transfer_network import TransferNetwork
 from nnunet_transfer.errors import UserError
 
 UPSAMPLING_MODES = ("trilinear", "nearest")

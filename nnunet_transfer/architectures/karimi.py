@@ -8,10 +8,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.common import (ConvSettings, ResidualBlock, SkipDecoder,
-                                                  TransferNetwork, check_output_at_patch_size,
-                                                  child_names, outputs_of_each_stage, triple,
-                                                  with_stand_ins)
+from nnunet_transfer.architectures.analysis_layer_rules import child_names, with_stand_ins
+from nnunet_transfer.architectures.blocks import ResidualBlock, SkipDecoder, outputs_of_each_stage
+from nnunet_transfer.architectures.conv_settings import ConvSettings
+from nnunet_transfer.architectures.stage_settings import check_output_at_patch_size, triple
+from nnunet_transfer.architectures.transfer_network import TransferNetwork
 from nnunet_transfer.errors import UserError
 
 # Residual units per encoder stage at the paper's five stages: with the entry convolution of

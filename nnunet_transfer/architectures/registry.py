@@ -14,7 +14,7 @@ import json
 import pydoc
 from importlib import resources
 
-from nnunet_transfer.architectures.common import features_for_stages
+from nnunet_transfer.architectures.stage_settings import features_for_stages
 from nnunet_transfer.errors import UserError
 
 ARCHITECTURES = ("karimi", "hrnet", "unetpp", "tiramisu", "autofocus", "vnet", "weatheritt")

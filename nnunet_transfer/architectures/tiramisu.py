@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.common import (ConvSettings, TransferNetwork,
-                                                  check_counts_per_stage, child_names, spread,
-                                                  triple, with_stand_ins)
+from nnunet_transfer.architectures.analysis_layer_rules import child_names, spread, with_stand_ins
+from nnunet_transfer.architectures.conv_settings import ConvSettings
+from nnunet_transfer.architectures.stage_settings import check_counts_per_stage, triple
+from nnunet_transfer.architectures.transfer_network import TransferNetwork
 from nnunet_transfer.errors import UserError
 
 DEFAULT_GROWTH_RATE = 12

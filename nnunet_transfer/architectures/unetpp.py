@@ -7,9 +7,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.common import (ConvSettings, TransferNetwork,
-                                                  check_output_at_patch_size, triple,
-                                                  with_stand_ins)
+from nnunet_transfer.architectures.analysis_layer_rules import with_stand_ins
+from nnunet_transfer.architectures.conv_settings import ConvSettings
+from nnunet_transfer.architectures.stage_settings import check_output_at_patch_size, triple
+from nnunet_transfer.architectures.transfer_network import TransferNetwork
 
 
 def node_name(i: int, j: int) -> str:

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.common import (ConvSettings, SkipDecoder, TransferNetwork,
-                                                  check_counts_per_stage, child_names,
-                                                  outputs_of_each_stage, spread, triple,
-                                                  with_stand_ins)
+from nnunet_transfer.architectures.analysis_layer_rules import child_names, spread, with_stand_ins
+from nnunet_transfer.architectures.blocks import SkipDecoder, outputs_of_each_stage
+from nnunet_transfer.architectures.conv_settings import ConvSettings
+from nnunet_transfer.architectures.stage_settings import check_counts_per_stage, triple
+from nnunet_transfer.architectures.transfer_network import TransferNetwork
 from nnunet_transfer.errors import UserError
 
 PAPER_CONVS_PER_STAGE = (1, 2, 3, 3, 3)

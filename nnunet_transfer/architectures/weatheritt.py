@@ -7,9 +7,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.common import (ConvSettings, SkipDecoder, TransferNetwork,
-                                                  check_output_at_patch_size, child_names,
-                                                  cumulative_strides, triple, with_stand_ins)
+from nnunet_transfer.architectures.analysis_layer_rules import child_names, with_stand_ins
+from nnunet_transfer.architectures.blocks import SkipDecoder
+from nnunet_transfer.architectures.conv_settings import ConvSettings
+from nnunet_transfer.architectures.stage_settings import (
+    check_output_at_patch_size, cumulative_strides, triple)
+from nnunet_transfer.architectures.transfer_network import TransferNetwork
 from nnunet_transfer.errors import UserError
 
 

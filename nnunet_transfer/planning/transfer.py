@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import shutil
 
-from nnunet_transfer.architectures.checkpoint import Checkpoint
-from nnunet_transfer.architectures.checkpoint_content import FORMAT_NNSSL
+from nnunet_transfer.checkpoints.reader import Checkpoint
+from nnunet_transfer.checkpoints.content import FORMAT_NNSSL
 from nnunet_transfer.atomic_files import atomic_write_json
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.planning.plans_files import dataset_name, load_plans, plans_path, read_json

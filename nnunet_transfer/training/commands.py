@@ -41,7 +41,7 @@ def _cmd_strategies(args: argparse.Namespace) -> None:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> None:
-    from nnunet_transfer.training.inspection import inspect_text
+    from nnunet_transfer.checkpoints.inspection import inspect_text
     print(inspect_text(args.path, args.target))
 
 

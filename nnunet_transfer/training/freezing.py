@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.parts import NetworkParts, partition, unwrap
+from nnunet_transfer.architectures.parts import NetworkParts
 
 
 def freeze(parts: NetworkParts, frozen_parts: Iterable[str]) -> None:
@@ -100,24 +100,6 @@ def restore_skip_gradient(network: nn.Module) -> int:
             del module.forward, module.skip_gradient_stopped  # back to the class's forward
             count += 1
     return count
-
-
-def apply_strategy(network: nn.Module, frozen_parts: Iterable[str], random_init: bool
-                   ) -> NetworkParts:
-    """Partition `network`, freeze `frozen_parts` and make the frozen parts cheap.
-
-    `random_init`: the frozen parts stay at their random initialisation for good (no
-    pretrained weights), so identity-initialised residual norms are activated first.
-    """
-    frozen_parts = set(frozen_parts)
-    parts = partition(network)
-    if random_init:
-        for part in frozen_parts:
-            activate_zero_initialised_norms(parts, part)
-    freeze(parts, frozen_parts)
-    if "encoder" in frozen_parts:
-        stop_gradient_into_frozen_skips(unwrap(network))
-    return parts
 
 
 def trainable_parameters(network: nn.Module) -> list[nn.Parameter]:

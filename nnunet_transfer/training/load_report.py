@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from nnunet_transfer.architectures.checkpoint import Checkpoint
+from nnunet_transfer.checkpoints.reader import Checkpoint
 from nnunet_transfer.architectures.parts import PARTS
 
 STATUSES = ("loaded", "adapted", "fresh", "unused")

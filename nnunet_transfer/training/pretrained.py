@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.checkpoint import Checkpoint, CheckpointUse
+from nnunet_transfer.checkpoints.reader import Checkpoint, CheckpointUse
 from nnunet_transfer.architectures.parts import NetworkParts, unwrap
 from nnunet_transfer.training.load_report import KeyRow, LoadReport
 from nnunet_transfer.training.tensor_matching import (

@@ -3,8 +3,9 @@
 nnU-Net applies -pretrained_weights through a module-level function of run_training and gives
 the trainer no say. Routing the call to our trainer is what lets a strategy refuse or require
 weights, tolerate other classes or channels, and report a mismatch readably. Networks of other
-trainers still go to nnU-Net's own loader. Importing this module installs the routing, or stops
-a run with -pretrained_weights when the installed nnU-Net loads its weights some other way.
+trainers still go to nnU-Net's own loader. The trainer installs the routing when it is made
+(`install_pretrained_routing`), which stops a run with -pretrained_weights when the installed
+nnU-Net loads its weights some other way; importing this module changes nothing.
 """
 
 from __future__ import annotations
@@ -61,13 +62,19 @@ def routing_problem() -> str | None:
             "-pretrained_weights.")
 
 
-_ROUTING_PROBLEM = routing_problem()
-if _ROUTING_PROBLEM is not None:
-    if "-pretrained_weights" in sys.argv:
-        print(f"nnunet-transfer: {_ROUTING_PROBLEM}", file=sys.stderr)
-        sys.exit(2)
-elif not getattr(nnunet_run_training.load_pretrained_weights, "routes_to_transfer_trainers",
-                 False):
+def install_pretrained_routing() -> None:
+    """Route nnU-Net's -pretrained_weights through `route_pretrained_weights_of` from now on
+    (once per process). With an nnU-Net that loads elsewhere, a run given -pretrained_weights
+    stops here with exit status 2 and says why, before any training; other runs go on."""
+    problem = routing_problem()
+    if problem is not None:
+        if "-pretrained_weights" in sys.argv:
+            print(f"nnunet-transfer: {problem}", file=sys.stderr)
+            sys.exit(2)
+        return
+    if getattr(nnunet_run_training.load_pretrained_weights, "routes_to_transfer_trainers",
+               False):
+        return
     _route_pretrained_weights.nnunet_loader = nnunet_run_training.load_pretrained_weights
     _route_pretrained_weights.routes_to_transfer_trainers = True
     nnunet_run_training.load_pretrained_weights = _route_pretrained_weights

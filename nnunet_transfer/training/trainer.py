@@ -9,7 +9,8 @@ Everything else is nnU-Net's own training loop; this class hooks in where nnU-Ne
   at which learning rates, with what frozen; each epoch start moves to the next phase when it
   is due (the optimizer rebuilt, see phase_optimizer.py), and `load_checkpoint` (--c) sets up
   the phase of the checkpoint before nnU-Net loads the optimizer state into it;
-- `load_pretrained_weights`: `-pretrained_weights` lands here (see pretrained_routing.py),
+- `__init__` installs the routing of `-pretrained_weights` (pretrained_routing.py), and
+  `load_pretrained_weights` is where it lands,
   with a preflight report instead of nnU-Net's bare assertion;
 - the epoch hooks: frozen parts kept in eval mode, per-epoch log, snapshots, settings;
 - `perform_actual_validation`: skipped after training a fold-`all` (pretraining) run.
@@ -29,9 +30,9 @@ import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_transfer.architectures.checkpoint import Checkpoint
 from nnunet_transfer.architectures.parts import PARTS, partition, unwrap
 from nnunet_transfer.atomic_files import written_whole
+from nnunet_transfer.checkpoints.reader import Checkpoint
 from nnunet_transfer.errors import UserError, user_errors_exit
 from nnunet_transfer.training.adapter_files import AdapterFiles
 from nnunet_transfer.training.bookkeeping import RunRecord, package_versions, read_run_checkpoint
@@ -39,7 +40,8 @@ from nnunet_transfer.training.budget import Budget
 from nnunet_transfer.training.freezing import activate_zero_initialised_norms
 from nnunet_transfer.training.low_rank import has_adapters, merged_state_dict
 from nnunet_transfer.training.phase_optimizer import PhasePolyLR, describe_groups, phase_optimizer
-from nnunet_transfer.training.pretrained_routing import route_pretrained_weights_of
+from nnunet_transfer.training.pretrained_routing import (
+    install_pretrained_routing, route_pretrained_weights_of)
 from nnunet_transfer.training.pretrained import (
     PRETRAINED, apply_load, frozen_part_refusal, plan_load, refusal_message)
 from nnunet_transfer.training.schedule import ResolvedPhase, phase_at
@@ -70,6 +72,8 @@ class TransferTrainer(nnUNetTrainer):
     @user_errors_exit
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        # before nnU-Net's run_training loads -pretrained_weights into this trainer's network
+        install_pretrained_routing()
         continuing = bool(plans.get("continue_training"))  # nnU-Net's --c; popped by super()
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.record = RunRecord(self.output_folder)

@@ -1,4 +1,6 @@
 """The layer order of nnunet_transfer, written down once, and the check that every import keeps it.
+A developer tool, not part of the package: `python scripts/check_layering.py` prints what it
+finds (exit status 1 when an import breaks the order), `tests/test_layering.py` runs it.
 
 A module may import from its own layer or from a lower one, never from a higher one, and no
 modules may import each other in a circle (imports inside functions count: a late import hides
@@ -8,8 +10,7 @@ it exists. A listed name that does not exist (yet) is no mistake. The trainers n
 discovers (`trainers/`, shipped as `nnunet_transfer_trainers`) sit above every layer: they may
 import anything, nothing of the package may import them.
 
-The check reads the source with `ast` and imports nothing. `tests/test_layering.py` runs it;
-`python -m nnunet_transfer.layering` prints what it finds.
+The check reads the source with `ast` and imports nothing.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ PACKAGE = "nnunet_transfer"
 LAYERS: tuple[tuple[str, ...], ...] = (
     # the ground floor: errors, file writing, the value rules of user input and the argument
     # types made from them, device types, trainer discovery, the Markdown / HTML / table
-    # builder, this check, and YAML read with its lines
+    # builder, and YAML read with its lines
     ("errors", "atomic_files", "value_rules", "arguments", "devices", "discovery", "document",
-     "layering", "yaml_lines"),
+     "yaml_lines"),
     ("architectures", "data"),
-    ("planning", "training"),
+    # checkpoints: the format readers, and `inspect`, which judges a file against the
+    # strategies (training) and the transferred plans (planning)
+    ("planning", "training", "checkpoints"),
     ("evaluation",),
     ("analysis",),
     ("study",),
@@ -222,7 +225,7 @@ def check_layering(root: str | None = None, layers: tuple[tuple[str, ...], ...] 
                    package: str = PACKAGE, on_top: Mapping[str, str] = ON_TOP
                    ) -> LayeringReport:
     """Up-imports, import circles and uncovered modules of the source tree at `root` (the folder
-    holding `package/` and the `on_top` folders; default: the one this package lies in)."""
+    holding `package/` and the `on_top` folders; default: the repository this script lies in)."""
     root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     modules = find_modules(root, package, on_top)
     edges = import_edges(root, modules, on_top)

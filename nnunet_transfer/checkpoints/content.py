@@ -1,8 +1,8 @@
 """What a reader of one checkpoint format hands back: the pieces a `Checkpoint` is made of.
 
-The readers of the formats other than nnU-Net v2 (checkpoint_v1, checkpoint_nnssl) and the
+The readers of the formats other than nnU-Net v2 (nnunet_v1, nnssl) and the
 model-folder finder return this, and `Checkpoint.read` turns it into a Checkpoint; the readers
-thus need nothing of checkpoint.py and the imports run one way.
+thus need nothing of reader.py and the imports run one way.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ rebuilt from those plans.
 A `Checkpoint` comes from a file (`Checkpoint.read`: an nnU-Net checkpoint such as
 checkpoint_final.pth or a snapshot of nnunet-transfer's trainers, a bare state dict, an nnU-Net v1
 model, an nnssl encoder, or a model folder holding one; each other format has its reader module,
-checkpoint_v1 / checkpoint_nnssl / model_folder) or from what torch loaded (`Checkpoint.of`).
+nnunet_v1 / nnssl / model_folder) or from what torch loaded (`Checkpoint.of`).
 Files are read without running pickled code (safe_loading). Tensor names lose the prefixes of
 the wrappers they were saved under (`module.` of DistributedDataParallel, `_orig_mod.` of
 torch.compile). Training
@@ -26,13 +26,13 @@ from functools import cached_property
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.checkpoint_content import (
+from nnunet_transfer.checkpoints.content import (
     FORMAT_BARE, FORMAT_V2, Content)
-from nnunet_transfer.architectures.checkpoint_nnssl import is_nnssl, read_nnssl
-from nnunet_transfer.architectures.checkpoint_v1 import V1_SUFFIX, read_v1
-from nnunet_transfer.architectures.model_folder import (
+from nnunet_transfer.checkpoints.nnssl import is_nnssl, read_nnssl
+from nnunet_transfer.checkpoints.nnunet_v1 import V1_SUFFIX, read_v1
+from nnunet_transfer.checkpoints.model_folder import (
     checkpoint_file, folder_init_args, folds, trainer_folder_of, trainer_of_folder)
-from nnunet_transfer.architectures.safe_loading import load_torch
+from nnunet_transfer.checkpoints.safe_loading import load_torch
 from nnunet_transfer.errors import UserError
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -80,7 +80,7 @@ class Checkpoint:
             where the source had none); the preflight table shows it. {} for nnU-Net v2 files.
         encoder_only: the file holds an encoder (and stem) only, e.g. a self-supervised one:
             the decoder and head start fresh, as NNUNET_TRANSFER_LOAD=encoder makes them.
-        format: which kind of file it was (checkpoint_content's FORMAT_*).
+        format: which kind of file it was (content's FORMAT_*).
         details: what the format records beyond these attributes, for `inspect` (version,
             epoch, folds; a v1 model's stage; an nnssl adaptation plan's pretraining).
         plans, configuration, dataset_name, plans_name, labels, regions_class_order,

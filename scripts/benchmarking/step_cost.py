@@ -1,11 +1,12 @@
 """One nnU-Net training step of a network under a strategy, timed: the measurement behind the
-benchmark scripts (strategies, architectures).
+benchmark scripts (strategies, schedules, architectures) and the GPU check. Benchmark code,
+not part of the package: the scripts import it from scripts/benchmarking/.
 
 The step is nnUNetTrainer.train_step's: nnU-Net's Dice + CE loss (with its deep-supervision
 weights when the network has deep supervision), backward, gradient clipping at 12, SGD with
 nesterov momentum over the parameters that train, frozen parts in eval mode, exactly as the
-strategy trainers freeze them (`apply_strategy`), or set up for one phase of a schedule as the
-trainer sets it up (`set_up_phase`: adapters, per-group learning rates, modules kept in eval);
+strategy trainers freeze them (`apply_strategy`: a strategy's frozen parts at once), or set up
+for one phase of a schedule as the trainer sets it up (`set_up_phase`: adapters, per-group learning rates, modules kept in eval);
 on a GPU in mixed precision with a gradient scaler and optionally through torch.compile, as
 nnU-Net trains there.
 """
@@ -13,18 +14,40 @@ nnU-Net trains there.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from nnunet_transfer.architectures.parts import PARTS, partition
-from nnunet_transfer.training.freezing import apply_strategy, trainable_parameters
+from benchmarking.segmentation_loss import SegmentationLoss
+from nnunet_transfer.architectures.parts import PARTS, NetworkParts, partition, unwrap
+from nnunet_transfer.training.freezing import (
+    activate_zero_initialised_norms, freeze, stop_gradient_into_frozen_skips,
+    trainable_parameters)
 from nnunet_transfer.training.phase_optimizer import phase_optimizer
 from nnunet_transfer.training.schedule import ResolvedPhase
-from nnunet_transfer.training.segmentation_loss import SegmentationLoss
 from nnunet_transfer.training.selection import set_up_phase
 from nnunet_transfer.training.strategies import Strategy
+
+
+def apply_strategy(network: nn.Module, frozen_parts: Iterable[str], random_init: bool
+                   ) -> NetworkParts:
+    """Partition `network`, freeze `frozen_parts` and make the frozen parts cheap.
+
+    `random_init`: the frozen parts stay at their random initialisation for good (no
+    pretrained weights), so identity-initialised residual norms are activated first.
+    """
+    frozen_parts = set(frozen_parts)
+    parts = partition(network)
+    if random_init:
+        for part in frozen_parts:
+            activate_zero_initialised_norms(parts, part)
+    freeze(parts, frozen_parts)
+    if "encoder" in frozen_parts:
+        stop_gradient_into_frozen_skips(unwrap(network))
+    return parts
+
 
 
 def nnunet_loss(n_outputs: int) -> nn.Module:

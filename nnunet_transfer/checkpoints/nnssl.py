@@ -14,7 +14,7 @@ is set aside, and the checkpoint is `encoder_only`. (A PlainConvUNet keeps its s
 
 from __future__ import annotations
 
-from nnunet_transfer.architectures.checkpoint_content import FORMAT_NNSSL, Content
+from nnunet_transfer.checkpoints.content import FORMAT_NNSSL, Content
 from nnunet_transfer.errors import UserError
 
 ADAPTATION_PLAN = "nnssl_adaptation_plan"

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 
-from nnunet_transfer.architectures.checkpoint import Checkpoint
-from nnunet_transfer.architectures.checkpoint_content import FORMAT_NNSSL
+from nnunet_transfer.checkpoints.reader import Checkpoint
+from nnunet_transfer.checkpoints.content import FORMAT_NNSSL
 from nnunet_transfer.architectures.parts import PARTS, partition
 from nnunet_transfer.planning.transfer import transferred_plans_name
 from nnunet_transfer.training.strategies import ONE_PHASE_STRATEGIES, Strategy

@@ -33,9 +33,9 @@ import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from torch import nn
 
-from nnunet_transfer.architectures.checkpoint_content import FORMAT_V1, Content
-from nnunet_transfer.architectures.plans_v1 import v2_plans_from_v1
-from nnunet_transfer.architectures.safe_loading import load_pickle, load_torch
+from nnunet_transfer.checkpoints.content import FORMAT_V1, Content
+from nnunet_transfer.checkpoints.plans_v1 import v2_plans_from_v1
+from nnunet_transfer.checkpoints.safe_loading import load_pickle, load_torch
 from nnunet_transfer.errors import UserError
 
 V1_SUFFIX = ".model"
