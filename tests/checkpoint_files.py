@@ -149,7 +149,8 @@ def plain_arch_kwargs(features: list[int], patch_dims: int = 3) -> dict:
 
 def v2_plans(arch_kwargs: dict, patch: list, network_class: str = PLAIN_CONV_UNET,
              dataset_name: str = "Dataset123_Elsewhere", plans_name: str = "nnUNetPlans",
-             configuration: str = "3d_fullres") -> dict:
+             configuration: str = "3d_fullres",
+             requires_import: tuple = ("conv_op", "norm_op", "dropout_op", "nonlin")) -> dict:
     """plans.json as nnU-Net v2 (2.3 on) writes it, with one configuration."""
     linear = {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None}
     return {
@@ -171,8 +172,7 @@ def v2_plans(arch_kwargs: dict, patch: list, network_class: str = PLAIN_CONV_UNE
             "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
             "resampling_fn_probabilities_kwargs": linear,
             "architecture": {"network_class_name": network_class, "arch_kwargs": arch_kwargs,
-                             "_kw_requires_import": ["conv_op", "norm_op", "dropout_op",
-                                                     "nonlin"]},
+                             "_kw_requires_import": list(requires_import)},
             "batch_dice": True}},
         "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": {"0": {

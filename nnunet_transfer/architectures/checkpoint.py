@@ -239,12 +239,12 @@ class Checkpoint:
 
         Raises UserError, before building anything, when the plans' network class is not
         installed here (`require_installed_network`)."""
+        network_class = self.require_installed_network()
         from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
         from nnunetv2.utilities.label_handling.label_handling import (
             determine_num_input_channels,
         )
 
-        network_class = self.require_installed_network()
         plans_manager, configuration = self._plans_and_configuration()
         dataset_json = self.init_args["dataset_json"]
         with torch.device("meta") if shapes_only else contextlib.nullcontext():

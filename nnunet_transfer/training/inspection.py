@@ -137,10 +137,11 @@ def _notes(checkpoint: Checkpoint) -> list[str]:
     if d.get("other_kernels"):
         notes.append(f"{len(d['other_kernels'])} decoder kernel(s) differ from v2's layout "
                      f"(v1 convolves with the stage below's kernel): {d['other_kernels'][:2]}")
-    if d.get("converted_configurations"):
+    converted = d.get("converted_configurations")
+    if converted:
         notes.append(f"plans in nnU-Net's old format (2.0-2.2), converted to the current one "
-                     f"as nnU-Net converts them (configurations "
-                     f"{', '.join(d['converted_configurations'])})")
+                     f"as nnU-Net converts them (configuration{'s' * (len(converted) > 1)} "
+                     f"{', '.join(converted)})")
     if d.get("labels_known") is False:
         notes.append("label names unknown: no v1 dataset.json beside the model (v1 plans keep "
                      "only class numbers); put it in the model folder to match heads by name")
