@@ -128,3 +128,92 @@ def nnssl_checkpoint(network: nn.Module, arch_kwargs: dict, patch: list) -> dict
             "key_to_lpe": None,
         },
     }
+
+
+PLAIN_CONV_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
+
+
+def plain_arch_kwargs(features: list[int], patch_dims: int = 3) -> dict:
+    """arch_kwargs of a PlainConvUNet as nnU-Net's planner writes them (3x3x3 kernels,
+    stride 2 below the first stage, two convolutions per stage)."""
+    n = len(features)
+    return {"n_stages": n, "features_per_stage": list(features),
+            "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": [[3] * patch_dims] * n,
+            "strides": [[1] * patch_dims] + [[2] * patch_dims] * (n - 1),
+            "n_conv_per_stage": [2] * n, "n_conv_per_stage_decoder": [2] * (n - 1),
+            "conv_bias": True, "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+            "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None,
+            "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True}}
+
+
+def v2_plans(arch_kwargs: dict, patch: list, network_class: str = PLAIN_CONV_UNET,
+             dataset_name: str = "Dataset123_Elsewhere", plans_name: str = "nnUNetPlans",
+             configuration: str = "3d_fullres",
+             requires_import: tuple = ("conv_op", "norm_op", "dropout_op", "nonlin")) -> dict:
+    """plans.json as nnU-Net v2 (2.3 on) writes it, with one configuration."""
+    linear = {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None}
+    return {
+        "dataset_name": dataset_name, "plans_name": plans_name,
+        "original_median_spacing_after_transp": [1.0] * len(patch),
+        "original_median_shape_after_transp": [p + 8 for p in patch],
+        "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
+        "configurations": {configuration: {
+            "data_identifier": f"{plans_name}_{configuration}",
+            "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
+            "patch_size": list(patch), "median_image_size_in_voxels": [p + 8 for p in patch],
+            "spacing": [1.0] * len(patch), "normalization_schemes": ["ZScoreNormalization"],
+            "use_mask_for_norm": [False],
+            "resampling_fn_data": "resample_data_or_seg_to_shape",
+            "resampling_fn_seg": "resample_data_or_seg_to_shape",
+            "resampling_fn_data_kwargs": {**linear, "order": 3},
+            "resampling_fn_seg_kwargs": {**linear, "is_seg": True},
+            "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+            "resampling_fn_probabilities_kwargs": linear,
+            "architecture": {"network_class_name": network_class, "arch_kwargs": arch_kwargs,
+                             "_kw_requires_import": list(requires_import)},
+            "batch_dice": True}},
+        "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {"0": {
+            "max": 1.0, "mean": 0.0, "median": 0.0, "min": -1.0, "percentile_00_5": -1.0,
+            "percentile_99_5": 1.0, "std": 1.0}},
+    }
+
+
+def old_format_plans(plans: dict) -> dict:
+    """`plans` in the format of nnU-Net 2.0-2.2 (UNet_class_name and friends instead of
+    `architecture`), as the plans of older published models are written."""
+    old = json.loads(json.dumps(plans))
+    for configuration in old["configurations"].values():
+        architecture = configuration.pop("architecture")
+        kwargs = architecture["arch_kwargs"]
+        configuration.update({
+            "UNet_class_name": architecture["network_class_name"].rsplit(".", 1)[-1],
+            "UNet_base_num_features": kwargs["features_per_stage"][0],
+            "unet_max_num_features": max(kwargs["features_per_stage"]),
+            "n_conv_per_stage_encoder": kwargs.get("n_conv_per_stage")
+            or kwargs["n_blocks_per_stage"],
+            "n_conv_per_stage_decoder": kwargs["n_conv_per_stage_decoder"],
+            "num_pool_per_axis": [sum(s[d] > 1 for s in kwargs["strides"])
+                                  for d in range(len(kwargs["strides"][0]))],
+            "pool_op_kernel_sizes": kwargs["strides"], "conv_kernel_sizes": kwargs["kernel_sizes"]})
+    return old
+
+
+def write_v2_model(root: str, plans: dict, dataset_json: dict, weights: dict,
+                   trainer: str = "nnUNetTrainer", with_init_args: bool = True) -> str:
+    """A v2 model folder as nnU-Net exports it: <trainer>__<plans>__<configuration>/ with
+    plans.json, dataset.json and fold_0/checkpoint_final.pth; returns the folder."""
+    configuration = next(iter(plans["configurations"]))
+    folder = os.path.join(root, f"{trainer}__{plans['plans_name']}__{configuration}")
+    os.makedirs(os.path.join(folder, "fold_0"), exist_ok=True)
+    for name, content in (("plans.json", plans), ("dataset.json", dataset_json)):
+        with open(os.path.join(folder, name), "w") as f:
+            json.dump(content, f)
+    init_args = {"plans": plans, "configuration": configuration, "fold": 0,
+                 "dataset_json": dataset_json}
+    torch.save({"network_weights": weights, "current_epoch": 1000, "trainer_name": trainer,
+                **({"init_args": init_args} if with_init_args else {})},
+               os.path.join(folder, "fold_0", "checkpoint_final.pth"))
+    return folder

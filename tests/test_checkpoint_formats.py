@@ -168,7 +168,8 @@ def test_inspect_through_the_cli(tmp_path, v1_model):
     assert good_v1.returncode == 0, err
     for words in ("nnU-Net v1 model (Generic_UNet)", "trainer:       nnUNetTrainerV2",
                   "PlainConvUNet", "16 x 32 x 32", "3.0 x 1.0 x 1.0",
-                  "CTNormalization, ZScoreNormalization", "labels:        unknown",
+                  "CTNormalization, ZScoreNormalization",
+                  "labels:        unknown names; 3 output classes (background and 2 more)",
                   "0 CT, 1 PET", "bias(es) set to zero",
                   f"plans-transfer --source-model {folder} --target 502",
                   "-p nnUNetPlansv2.1_fromTask099 -tr nnUNetTrainer_FrozenEncoder"):

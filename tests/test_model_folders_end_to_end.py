@@ -174,7 +174,7 @@ def test_inspect_a_plain_model_folder(plain_model):
     text = inspect_text(plain_model, "802")
     assert f"trainer:       {PLAIN_TRAINER}" in text
     assert f"configuration: 3d_fullres of plans {OTHER_PLANS}" in text
-    assert "nnUNetTrainer_FrozenEncoder           yes" in text
+    assert "nnUNetTrainer_FrozenEncoder            encoder           yes" in text
     assert f"plans-transfer --source-model {plain_model} --target 802" in text
     assert f"-p {OTHER_PLANS}_from{SOURCE_ID}" in text
 

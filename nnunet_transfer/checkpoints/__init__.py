@@ -8,6 +8,9 @@
 - `nnssl`: self-supervised encoders from nnssl.
 - `model_folder`: where a model folder's checkpoint file lies, and what lies beside it.
 - `safe_loading`: torch and pickle files read without running pickled code.
+- `lfs_pointer`: a Git LFS pointer saved in place of the file, named as such.
+- `network_import`: whether the network class a model's plans name is installed here.
+- `plans_format`: nnU-Net 2.0-2.2 plans converted to the current format, once, quietly.
 - `inspection`: `nnunet-transfer inspect`: what a checkpoint is and which strategies it feeds.
   It judges the file against the strategies and the transferred plans, so the package shares
   its layer with `training` and `planning` (see scripts/check_layering.py).

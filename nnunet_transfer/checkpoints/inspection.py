@@ -16,7 +16,8 @@ from nnunet_transfer.checkpoints.reader import Checkpoint
 from nnunet_transfer.checkpoints.content import FORMAT_NNSSL
 from nnunet_transfer.architectures.parts import PARTS, partition
 from nnunet_transfer.planning.transfer import transferred_plans_name
-from nnunet_transfer.training.strategies import ONE_PHASE_STRATEGIES, Strategy
+from nnunet_transfer.training.strategies import CUSTOM_TRAINER, STRATEGIES, Strategy
+from nnunet_transfer.training.strategy_file import read_strategy_file
 
 
 def _join(values, separator: str = " x ") -> str:
@@ -35,7 +36,9 @@ def part_coverage(checkpoint: Checkpoint) -> tuple[dict[str, int], dict[str, str
         provided = "all" if checkpoint.encoder_only else "unknown"
         return ({"encoder": total, "decoder": 0, "head": 0},
                 {"encoder": provided, "decoder": "none", "head": "none"})
-    network = checkpoint.network(load_weights=False)
+    # On the meta device: shapes only, nothing initialised (a 30M-parameter U-Net costs
+    # seconds to initialise and nothing to lay out).
+    network = checkpoint.network(load_weights=False, shapes_only=True)
     parts = partition(network)
     counts = {p: sum(t.numel() for t in parts.parameters(p)) for p in PARTS}
     part_of = parts.state_dict_parts(network)
@@ -51,19 +54,52 @@ def part_coverage(checkpoint: Checkpoint) -> tuple[dict[str, int], dict[str, str
 
 def strategy_verdict(strategy: Strategy, checkpoint: Checkpoint,
                      coverage: dict[str, str]) -> str:
-    """Whether `strategy` can start from `checkpoint`, and how, in a few words."""
+    """Whether `strategy` can start from `checkpoint`, and how, in a few words. A strategy
+    needs whole from the file every part it keeps frozen or adapted in some phase
+    (`Strategy.parts_needed`); a part it trains from the start may start fresh instead."""
     if not strategy.needs_pretrained:
         return "trains from random weights (takes no -pretrained_weights)"
-    lacking = [p for p in sorted(strategy.frozen_parts) if coverage.get(p) != "all"]
+    needed = strategy.parts_needed
+    one_phase = len(strategy.schedule.phases) == 1
+    lacking = [p for p in needed if coverage.get(p) != "all"]
     if lacking:
-        return f"no: freezes the {', '.join(lacking)}, which the file does not provide fully"
-    if "head" in strategy.frozen_parts and checkpoint.labels is None:
+        holds = "freezes" if one_phase else "holds"
+        when = "" if one_phase else f" (from phase {needed[lacking[0]]!r})"
+        return (f"no: {holds} the {', '.join(lacking)}{when}, which the file does not "
+                "provide fully")
+    if "head" in needed and checkpoint.labels is None:
         return "no: freezes the head, and the file's label names are unknown"
-    if "head" in strategy.frozen_parts:
+    if "head" in needed:
         return "yes, on a target with the same labels (a frozen head must be the source's)"
     if checkpoint.encoder_only or coverage.get("decoder") != "all":
         return "yes, with NNUNET_TRANSFER_LOAD=encoder (decoder and head start fresh)"
     return "yes"
+
+
+def _needed_column(strategy: Strategy) -> str:
+    if not strategy.needs_pretrained:
+        return "-"
+    return ", ".join(strategy.parts_needed) or "nothing"
+
+
+def strategy_lines(checkpoint: Checkpoint, coverage: dict[str, str],
+                   custom: Strategy | None) -> list[str]:
+    """The table of every strategy (and the custom one of `custom`'s file, or how to judge
+    one): the parts each needs whole from the file, and its verdict."""
+    rows = [(s.trainer_name, _needed_column(s), strategy_verdict(s, checkpoint, coverage))
+            for s in STRATEGIES]
+    if custom is not None:
+        rows.append((f"{CUSTOM_TRAINER} ({custom.name})", _needed_column(custom),
+                     strategy_verdict(custom, checkpoint, coverage)))
+    else:
+        rows.append((CUSTOM_TRAINER, "its file's",
+                     "judged with --strategy-file FILE (the YAML it would train)"))
+    width = max(len(r[0]) for r in rows) + 2
+    return (["Strategies it can feed (needs: the parts a strategy keeps frozen or adapted in "
+             "some phase, which the file must provide whole; a part it trains from the start "
+             "may start fresh):",
+             f"  {'trainer':<{width}}{'needs':<18}verdict"]
+            + [f"  {name:<{width}}{needs:<18}{verdict}" for name, needs, verdict in rows])
 
 
 def _plans_line(checkpoint: Checkpoint) -> dict[str, str]:
@@ -101,6 +137,11 @@ def _notes(checkpoint: Checkpoint) -> list[str]:
     if d.get("other_kernels"):
         notes.append(f"{len(d['other_kernels'])} decoder kernel(s) differ from v2's layout "
                      f"(v1 convolves with the stage below's kernel): {d['other_kernels'][:2]}")
+    converted = d.get("converted_configurations")
+    if converted:
+        notes.append(f"plans in nnU-Net's old format (2.0-2.2), converted to the current one "
+                     f"as nnU-Net converts them (configuration{'s' * (len(converted) > 1)} "
+                     f"{', '.join(converted)})")
     if d.get("labels_known") is False:
         notes.append("label names unknown: no v1 dataset.json beside the model (v1 plans keep "
                      "only class numbers); put it in the model folder to match heads by name")
@@ -131,11 +172,23 @@ def next_commands(checkpoint: Checkpoint, given: str, target: str,
             f"-tr nnUNetTrainer_FrozenEncoder -pretrained_weights {weights}"]
 
 
-def inspect_text(path: str, target: str | None = None) -> str:
-    """The report `nnunet-transfer inspect` prints."""
+def _labels_line(checkpoint: Checkpoint) -> str:
+    labels, classes = checkpoint.labels, checkpoint.details.get("classes")
+    if labels:
+        return ", ".join(f"{k} {v}" for k, v in labels.items())
+    if classes:
+        return (f"unknown names; {classes} output classes (background and {classes - 1} "
+                "more), from the output layer's weights")
+    return "unknown"
+
+
+def inspect_text(path: str, target: str | None = None,
+                 strategy_file: str | None = None) -> str:
+    """The report `nnunet-transfer inspect` prints; `strategy_file` adds the custom strategy
+    of that YAML file to the strategies judged."""
+    custom = read_strategy_file(strategy_file) if strategy_file else None
     checkpoint = Checkpoint.read(path)
     counts, coverage = part_coverage(checkpoint)
-    labels = checkpoint.labels
     rows = {
         "file": f"{checkpoint.path}",
         "format": _format_line(checkpoint),
@@ -143,8 +196,7 @@ def inspect_text(path: str, target: str | None = None) -> str:
         "network": (f"{checkpoint.architecture} ({checkpoint.network_class})"
                     if checkpoint.network_class else "?"),
         **_plans_line(checkpoint),
-        "labels": (", ".join(f"{k} {v}" for k, v in labels.items()) if labels
-                   else "unknown"),
+        "labels": _labels_line(checkpoint),
         "channels": (", ".join(f"{k} {v}" for k, v in checkpoint.channel_names.items())
                      if checkpoint.channel_names else "unknown"),
         "parameters": ", ".join(f"{p} {counts[p]:,} ({coverage[p]} in the file)"
@@ -152,9 +204,7 @@ def inspect_text(path: str, target: str | None = None) -> str:
     }
     lines = [f"{k + ':':<15}{v}" for k, v in rows.items()]
     lines += [f"{'note:':<15}{n}" for n in _notes(checkpoint)]
-    lines += ["", "Strategies it can feed:"]
-    lines += [f"  {s.trainer_name:<38}{strategy_verdict(s, checkpoint, coverage)}"
-              for s in ONE_PHASE_STRATEGIES]
+    lines += [""] + strategy_lines(checkpoint, coverage, custom)
     if target is not None:
         lines += ["", f"Next commands for target {target}:"]
         lines += [f"  {c}" for c in next_commands(checkpoint, path, target, None)]

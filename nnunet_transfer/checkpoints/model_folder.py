@@ -14,6 +14,7 @@ import json
 import os
 import re
 
+from nnunet_transfer.checkpoints.lfs_pointer import refuse_lfs_pointer
 from nnunet_transfer.errors import UserError
 
 # In the order they are preferred: the final weights, then the best, of v2 and of v1.
@@ -81,5 +82,6 @@ def _read_json(path: str) -> dict:
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError) as error:
+        refuse_lfs_pointer(path)
         raise UserError(f"{path} is not readable JSON ({error}); copy the model folder "
                         "again") from None

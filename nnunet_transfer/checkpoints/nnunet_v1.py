@@ -96,10 +96,13 @@ def v1_architecture(weights: dict, path: str) -> tuple[dict, int, int]:
     return arch_kwargs, int(first.shape[1]), int(weights["seg_outputs.0.weight"].shape[0])
 
 
-def _build(arch_kwargs: dict, in_channels: int, classes: int) -> nn.Module:
+def _layout(arch_kwargs: dict, in_channels: int, classes: int) -> nn.Module:
+    """The v2 network's layout: built on torch's meta device (shapes, no values), since only
+    its tensor names, shapes and aliases are read."""
     kwargs = {k: (pydoc.locate(v) if k in ("conv_op", "norm_op", "nonlin") else v)
               for k, v in arch_kwargs.items()}
-    return PlainConvUNet(in_channels, num_classes=classes, deep_supervision=True, **kwargs)
+    with torch.device("meta"):
+        return PlainConvUNet(in_channels, num_classes=classes, deep_supervision=True, **kwargs)
 
 
 def _v1_name(v2_key: str, prefixes: dict, v1: dict) -> str | None:
@@ -126,7 +129,7 @@ def map_v1_weights(v1: dict, path: str) -> tuple[dict, dict, dict, int, int]:
     with their origins; also the arch_kwargs, input channels and classes."""
     arch_kwargs, in_channels, classes = v1_architecture(v1, path)
     prefixes = _conv_prefixes(v1, path)
-    state = _build(arch_kwargs, in_channels, classes).state_dict(keep_vars=True)
+    state = _layout(arch_kwargs, in_channels, classes).state_dict(keep_vars=True)
     aliases: dict[int, list[str]] = {}
     for key, tensor in state.items():
         aliases.setdefault(id(tensor), []).append(key)
@@ -136,7 +139,7 @@ def map_v1_weights(v1: dict, path: str) -> tuple[dict, dict, dict, int, int]:
         target = state[canonical]
         name = _v1_name(canonical, prefixes, v1)
         if name is None:
-            value, origin = torch.zeros_like(target.detach()), ZERO_BIAS
+            value, origin = torch.zeros(target.shape, dtype=target.dtype), ZERO_BIAS
         elif name not in v1:
             raise UserError(f"{path}: the v2 tensor {canonical} has no counterpart in the v1 "
                             f"network (looked for {name}); the model is not a Generic_UNet "

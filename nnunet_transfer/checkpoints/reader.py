@@ -17,6 +17,7 @@ and say what to do about it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Mapping
@@ -32,6 +33,8 @@ from nnunet_transfer.checkpoints.nnssl import is_nnssl, read_nnssl
 from nnunet_transfer.checkpoints.nnunet_v1 import V1_SUFFIX, read_v1
 from nnunet_transfer.checkpoints.model_folder import (
     checkpoint_file, folder_init_args, folds, trainer_folder_of, trainer_of_folder)
+from nnunet_transfer.checkpoints.network_import import require_installed_network
+from nnunet_transfer.checkpoints.plans_format import current_plans_format
 from nnunet_transfer.checkpoints.safe_loading import load_torch
 from nnunet_transfer.errors import UserError
 
@@ -107,6 +110,11 @@ class Checkpoint:
     channel_names: dict | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        plans, converted = current_plans_format(self.init_args.get("plans") or {})
+        if converted:
+            # Every later reader (nnU-Net's included) sees the current format, silently.
+            self.init_args = {**self.init_args, "plans": plans}
+            self.details = {**self.details, "converted_configurations": converted}
         self.plans = self.init_args.get("plans") or {}
         self.configuration = self.init_args.get("configuration")
         self.dataset_name = self.plans.get("dataset_name")
@@ -162,7 +170,8 @@ class Checkpoint:
                                      trainer_name=checkpoint.trainer_name
                                      or trainer_of_folder(path))
         epoch = content.get("current_epoch") if isinstance(content, Mapping) else None
-        checkpoint.details = {"epoch": epoch, "folds": folds(trainer_folder_of(path))}
+        checkpoint.details = {**checkpoint.details, "epoch": epoch,
+                              "folds": folds(trainer_folder_of(path))}
         return checkpoint
 
     @classmethod
@@ -220,27 +229,55 @@ class Checkpoint:
 
     # -- the network -------------------------------------------------------------------------
 
-    def network(self, load_weights: bool = True) -> nn.Module:
+    def network(self, load_weights: bool = True, shapes_only: bool = False) -> nn.Module:
         """The network the plans describe (init_args: plans, configuration, dataset.json),
-        built as nnUNetv2_predict builds it, with these weights unless `load_weights` is False.
-        Deep supervision is on, as in training, so every output layer exists."""
-        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+        built as nnUNetv2_predict builds it (nnUNetTrainer.build_network_architecture's call),
+        with these weights unless `load_weights` is False. Deep supervision is on, as in
+        training, so every output layer exists. `shapes_only` builds it on torch's meta device:
+        every tensor has its shape and no values, nothing is initialised (counting parameters
+        costs no time); its weights are not loaded.
+
+        Raises UserError, before building anything, when the plans' network class is not
+        installed here (`require_installed_network`)."""
+        network_class = self.require_installed_network()
+        from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
         from nnunetv2.utilities.label_handling.label_handling import (
             determine_num_input_channels,
         )
 
+        plans_manager, configuration = self._plans_and_configuration()
+        dataset_json = self.init_args["dataset_json"]
+        with torch.device("meta") if shapes_only else contextlib.nullcontext():
+            network = get_network_from_plans(
+                network_class, configuration.network_arch_init_kwargs,
+                configuration.network_arch_init_kwargs_req_import,
+                determine_num_input_channels(plans_manager, configuration, dataset_json),
+                plans_manager.get_label_manager(dataset_json).num_segmentation_heads,
+                allow_init=not shapes_only, deep_supervision=True)
+        if load_weights and not shapes_only:
+            network.load_state_dict(self.weights)
+        return network
+
+    def require_installed_network(self) -> str:
+        """The dotted path of the network class the plans name for the configuration, as
+        nnU-Net finds it here. Raises UserError naming the file, the class and what to
+        install when it (or a module its arguments name) is not installed, and when there
+        are no plans to build from."""
         if "plans" not in self.init_args:
             raise UserError("the checkpoint has no init_args with plans; it was not written by "
                             "an nnU-Net trainer, so its network cannot be rebuilt")
-        plans_manager, configuration = self._plans_and_configuration()
-        dataset_json = self.init_args["dataset_json"]
-        network = nnUNetTrainer.build_network_architecture(
-            plans_manager, configuration,
-            determine_num_input_channels(plans_manager, configuration, dataset_json),
-            plans_manager.get_label_manager(dataset_json).num_segmentation_heads, True)
-        if load_weights:
-            network.load_state_dict(self.weights)
-        return network
+        where = (f"{self.path or self.label}: its plans ({self.plans_name}, configuration "
+                 f"{self.configuration})")
+        try:
+            configuration = self._plans_and_configuration()[1]
+        except KeyError as error:
+            raise UserError(f"{where} lack {error}; they are not plans of this nnU-Net "
+                            f"version: copy them again from the model's source") from None
+        except RuntimeError as error:  # old-format plans of a class nnU-Net cannot convert
+            raise UserError(f"{where} cannot be read by nnU-Net: {error}") from None
+        return require_installed_network(
+            configuration.network_arch_class_name, configuration.network_arch_init_kwargs,
+            configuration.network_arch_init_kwargs_req_import, where)
 
     def _plans_and_configuration(self):
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager

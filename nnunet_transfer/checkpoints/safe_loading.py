@@ -17,6 +17,7 @@ import re
 import numpy as np
 import torch
 
+from nnunet_transfer.checkpoints.lfs_pointer import refuse_lfs_pointer
 from nnunet_transfer.errors import UserError
 
 # numpy's pickling entry points, under numpy 2's module names and numpy 1's (files written by
@@ -50,12 +51,13 @@ def load_torch(path: str):
     """What torch saved at `path`, on the CPU, read by torch's weights_only unpickler.
 
     Raises RefusedPickle when the file asks for anything beyond tensors, containers and numpy
-    values; other exceptions (truncated file, not a torch file) propagate for the caller to word.
+    values, UserError when it is a Git LFS pointer; other exceptions (truncated file, not a torch file) propagate for the caller to word.
     """
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        refuse_lfs_pointer(path)
         unsupported = _unsupported_global(str(error))
         if unsupported is None:  # damaged data; torch's own advice (weights_only=False) misleads
             raise pickle.UnpicklingError(_reason(str(error))) from None
@@ -94,6 +96,7 @@ def load_pickle(path: str):
         with open(path, "rb") as f:
             return _DataUnpickler(io.BytesIO(f.read())).load()
     except pickle.UnpicklingError as error:
+        refuse_lfs_pointer(path)
         if "." in str(error) and " " not in str(error):
             raise RefusedPickle(
                 f"{path} asks to run {error} when unpickled; plans and checkpoint information "
@@ -101,5 +104,6 @@ def load_pickle(path: str):
         raise UserError(f"{path} is not a readable pickle ({error}); copy it again") from None
     except (EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError,
             KeyError) as error:
+        refuse_lfs_pointer(path)
         raise UserError(f"{path} is not a readable pickle ({type(error).__name__}: {error}); "
                         "the file may be truncated: copy it again") from None

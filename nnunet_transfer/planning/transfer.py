@@ -51,7 +51,9 @@ def transferred_plans_name(source_plans: str, source_dataset: str | None) -> str
 
 
 def model_plans(source_model: str) -> tuple[dict, str]:
-    """The plans a model folder (or checkpoint) was trained with, and its configuration."""
+    """The plans a model folder (or checkpoint) was trained with (in the current format:
+    old-format plans converted), and its configuration. Raises UserError when they name a
+    network class that is not installed here."""
     checkpoint = Checkpoint.read(source_model)
     if checkpoint.format == FORMAT_NNSSL:
         raise UserError(
@@ -63,6 +65,9 @@ def model_plans(source_model: str) -> tuple[dict, str]:
         raise UserError(f"{source_model} records no plans (no init_args in the checkpoint and "
                         "no plans.json beside its fold folder); give the model folder as "
                         "exported, with plans.json and dataset.json")
+    # nnU-Net would accept plans naming a network that is not installed and fail only when
+    # training builds it: refuse them here, before anything is written.
+    checkpoint.require_installed_network()
     return checkpoint.plans, checkpoint.configuration
 
 
@@ -99,9 +104,6 @@ def transfer_plans(source: str | int | None, target: str | int,
     """Preprocess `target` with the plans of `source` (a dataset, with `source_plans`) or of
     `source_model` (a model folder); returns the target plans identifier and the
     configurations preprocessed."""
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
-        extract_fingerprints, preprocess)
-
     if num_processes < 1:
         raise UserError(f"-np {num_processes}: preprocessing needs at least 1 process")
     if (source is None) == (source_model is None):
@@ -129,6 +131,10 @@ def transfer_plans(source: str | int | None, target: str | int,
     raw = os.path.join(os.environ["nnUNet_raw"], target_name)
     target_json = read_json(os.path.join(raw, "dataset.json"), "the target's dataset.json")
     preprocessed = os.path.join(os.environ["nnUNet_preprocessed"], target_name)
+    # Imported only now: a refused source is refused without nnU-Net's planning start-up.
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprints, preprocess)
+
     existing = plans_path(target_name, target_plans)
     if os.path.isfile(existing) and "transferred_from" not in read_json(existing, "plans"):
         raise UserError(f"{existing} exists and was not made by plans-transfer; overwriting it "

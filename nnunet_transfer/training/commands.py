@@ -42,7 +42,7 @@ def _cmd_strategies(args: argparse.Namespace) -> None:
 
 def _cmd_inspect(args: argparse.Namespace) -> None:
     from nnunet_transfer.checkpoints.inspection import inspect_text
-    print(inspect_text(args.path, args.target))
+    print(inspect_text(args.path, args.target, args.strategy_file))
 
 
 def register(subparsers) -> None:
@@ -63,7 +63,11 @@ def register(subparsers) -> None:
         description="Reads an nnU-Net v2 checkpoint or model folder, an nnU-Net v1 model "
                     "(.model + .model.pkl, plans.pkl) or an nnssl checkpoint offline, without "
                     "running pickled code, and prints its format, trainer, network, plans, "
-                    "labels, channels, parameters per part and the strategies it can feed.")
+                    "labels, channels, parameters per part and, for every strategy, the parts it "
+                    "needs from the file and whether it can start from it.")
     inspect.add_argument("path", help="a checkpoint file, a fold folder or a model folder")
     inspect.add_argument("--target", default=None,
                          help="dataset id or name to print the fine-tuning commands for")
+    inspect.add_argument("--strategy-file", default=None, metavar="FILE",
+                         help=f"also judge the custom strategy of this YAML file (what "
+                              f"{CUSTOM_TRAINER} trains with NNUNET_TRANSFER_STRATEGY_FILE)")

@@ -146,8 +146,35 @@ class Schedule:
             start = end
         return tuple(resolved)
 
+    def parts_held(self) -> dict[str, str]:
+        """Part -> the first phase that keeps some of its parameters from training (frozen,
+        whole or in part, or under low-rank adapters). Such a part must come from the
+        checkpoint: held at its random initialisation it would be no transfer at all."""
+        held: dict[str, str] = {}
+        for phase in self.phases:
+            for part in PARTS:
+                if part not in held and not _trains_whole(phase, part):
+                    held[part] = phase.name
+        return {part: held[part] for part in PARTS if part in held}
+
     def as_json(self) -> list[dict]:
         return [p.as_json() for p in self.phases]
+
+
+def _trains_whole(phase: Phase, part: str) -> bool:
+    """Whether every parameter of `part` trains throughout `phase`: a rule selects all of it at
+    a multiplier above zero, no later rule sets any of it to zero, no adapter holds it, and it
+    is not unfrozen stage by stage."""
+    if (phase.adapters and part in phase.adapters.parts) or phase.per_stage == part:
+        return False
+    trains = False
+    for rule in phase.rules:
+        if part not in rule.parts:
+            continue
+        moving = rule.lr > 0 and rule.decay != 0
+        whole = rule.stages is None and set(rule.kinds) == set(PARAMETER_KINDS)
+        trains = (trains or (moving and whole)) and moving
+    return trains
 
 
 def _split_per_stage(phase: ResolvedPhase, part: str | None, stage_counts: dict[str, int]

@@ -57,6 +57,14 @@ class Strategy:
     def needs_pretrained(self) -> bool:
         return self.pretrained is Pretrained.REQUIRED
 
+    @property
+    def parts_needed(self) -> dict[str, str]:
+        """The parts the checkpoint must provide whole, each with the first phase that holds
+        it (frozen or adapted: `Schedule.parts_held`); {} for a strategy that takes no
+        pretrained weights, or whose every part trains from the start (a part the file lacks
+        then starts fresh)."""
+        return self.schedule.parts_held() if self.needs_pretrained else {}
+
     def __post_init__(self) -> None:
         unknown = set(self.frozen_parts) - set(PARTS)
         if unknown:
