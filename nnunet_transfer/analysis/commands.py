@@ -78,4 +78,4 @@ def register(subparsers) -> None:
         parser = subcommands.add_parser(kind.name, help=kind.help, description=kind.help)
         parser.add_argument("-o", required=True, help="output folder")
         parser.set_defaults(func=_cmd_analyze, parser=parser)
-        kind.add_options(parser)
+        kind.add_arguments(parser)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nnunet_transfer.analysis.kinds import KINDS, CellRun, StudyCell
 from nnunet_transfer.discovery import console_script
@@ -156,7 +156,7 @@ class StudyJobs:
                              for r in runs if self.state.state(f"train__{r.key}") == SUCCEEDED)
             transfer = tuple(s.name for s in self.spec.strategies if s.needs_pretrained)
             args = kind.study_command(StudyCell(finished, min(r.seed for r in runs), transfer),
-                                      self.spec.analysis, self.device)
+                                      replace(self.spec.analysis, device=self.device))
             if isinstance(args, str):
                 return args
             argv = [console_script("nnunet-transfer"), "analyze", name, "-o", out, *args]

@@ -327,7 +327,7 @@ def write_study_report(spec: StudySpec, state: StudyState, jobs: list[StudyJob])
     """Write <study folder>/report.html and report.md; returns the HTML path."""
     layout = StudyLayout(spec)
     runs = list(dict.fromkeys(r for job in jobs for r in job.runs if job.kind == "train"))
-    tolerance = spec.analysis["tolerance"]
+    tolerance = spec.analysis.tolerance
     cells = cell_accuracies(layout, runs, state, TEST)
     costs = run_costs(layout, runs, state, tolerance)
     sections = [accuracy_section(layout, cells, "Accuracy on the held-out test cases of the "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
+from nnunet_transfer.analysis.options import AnalysisSettings
 from nnunet_transfer.training.budget import Budget
 from nnunet_transfer.training.strategies import Strategy
 
@@ -126,7 +127,7 @@ class StudySpec:
     architectures: tuple[str, ...]    # "unet" and/or names of architectures.registry
     budget: StudyBudget
     analyses: tuple[str, ...]
-    analysis: dict                    # blocks, voxels_per_block, seed, layers
+    analysis: AnalysisSettings        # what the study file's `analysis` sets, device "auto"
     prediction: PredictionSpec = PredictionSpec()
 
     @property

@@ -45,8 +45,10 @@ each with its line.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from nnunet_transfer.analysis.kinds import KINDS
+from nnunet_transfer.analysis.options import DEFAULT_SETTINGS, STUDY_FILE_KEYS
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.study import value_checks as checks
 from nnunet_transfer.study.executors.slurm import check_slurm_options
@@ -272,13 +274,17 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
     budget = StudyBudget.of(**{knob: value for knob, value in given.items() if value is not None})
 
     analyses = top.get("analyses", checks.list_of(checks.choice(ANALYSES)), ANALYSES)
-    an = _Reader(problems, top.value.get("analysis"), ("analysis",),
-                 {"blocks", "voxels_per_block", "seed", "layers", "tolerance"})
-    analysis = {"blocks": an.get("blocks", checks.whole_number(1), 8),
-                "voxels_per_block": an.get("voxels_per_block", checks.whole_number(1)),
-                "seed": an.get("seed", checks.whole_number(0), 0),
-                "layers": an.get("layers", checks.list_of(checks.text)),
-                "tolerance": an.get("tolerance", checks.fraction, 0.005)}
+    an = _Reader(problems, top.value.get("analysis"), ("analysis",), set(STUDY_FILE_KEYS))
+    default = DEFAULT_SETTINGS
+    layers = an.get("layers", checks.list_of(checks.text))
+    analysis = replace(
+        default,
+        blocks=an.get("blocks", checks.whole_number(1), default.blocks),
+        voxels_per_block=an.get("voxels_per_block", checks.whole_number(1),
+                                default.voxels_per_block),
+        seed=an.get("seed", checks.whole_number(0), default.seed),
+        layers=tuple(layers) if layers else default.layers,
+        tolerance=an.get("tolerance", checks.fraction, default.tolerance))
     pr = _Reader(problems, top.value.get("prediction"), ("prediction",),
                  {"step_size", "disable_tta", "checkpoint"})
     default = PredictionSpec()
