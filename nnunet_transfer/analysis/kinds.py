@@ -27,6 +27,7 @@ from nnunet_transfer.analysis.options import (
     add_arguments, add_runs)
 from nnunet_transfer.arguments import positive_int
 from nnunet_transfer.errors import UserError
+from nnunet_transfer.training.run_folder import RunId
 from nnunet_transfer.training.strategies import FINE_TUNE, SCRATCH
 
 if TYPE_CHECKING:
@@ -36,8 +37,7 @@ if TYPE_CHECKING:
 class CellRun:
     """A run of a study cell whose training succeeded."""
 
-    strategy: str
-    seed: int
+    id: RunId
     folder: str  # its nnU-Net fold folder
 
 
@@ -111,7 +111,7 @@ class AnalysisKind:
 
 
 def _labelled(runs: Sequence[CellRun]) -> list[str]:
-    return [f"{run.strategy}_seed{run.seed}={run.folder}" for run in runs]
+    return [f"{run.id.strategy}_seed{run.id.seed}={run.folder}" for run in runs]
 
 
 def _all_finished(cell: StudyCell) -> list[str] | str:
@@ -119,7 +119,7 @@ def _all_finished(cell: StudyCell) -> list[str] | str:
 
 
 def _first_seed_runs(cell: StudyCell) -> list[str] | str:
-    chosen = [run for run in cell.finished if run.seed == cell.first_seed]
+    chosen = [run for run in cell.finished if run.id.seed == cell.first_seed]
     return _labelled(chosen) if chosen else f"no run with seed {cell.first_seed} finished"
 
 
@@ -196,7 +196,7 @@ def _strategy_groups(cell: StudyCell) -> list[str] | str:
     """A group per strategy with at least two finished seeds."""
     groups: dict[str, list[str]] = {}
     for run in cell.finished:
-        groups.setdefault(run.strategy, []).append(run.folder)
+        groups.setdefault(run.id.strategy, []).append(run.folder)
     groups = {s: folders for s, folders in groups.items() if len(folders) >= 2}
     if not groups:
         return "no strategy has two finished seeds"
@@ -237,8 +237,8 @@ def _transfer_and_scratch(cell: StudyCell) -> list[str] | str:
     """FineTune's runs (else those of the first transfer strategy) against Scratch's."""
     transfer_strategy = FINE_TUNE.name if FINE_TUNE.name in cell.transfer_strategies else next(
         iter(cell.transfer_strategies), None)
-    transfer = [run for run in cell.finished if run.strategy == transfer_strategy]
-    scratch = [run for run in cell.finished if run.strategy == SCRATCH.name]
+    transfer = [run for run in cell.finished if run.id.strategy == transfer_strategy]
+    scratch = [run for run in cell.finished if run.id.strategy == SCRATCH.name]
     if not transfer or not scratch:
         return f"reuse needs finished {transfer_strategy} and {SCRATCH.name} runs"
     return ["--transfer", *_labelled(transfer), "--scratch", *_labelled(scratch)]

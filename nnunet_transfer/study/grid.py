@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 
 from nnunet_transfer.study.spec import ALL, UNET, StudySpec
+from nnunet_transfer.training.run_folder import RunFolder, RunId
 from nnunet_transfer.training.strategies import SCRATCH, Strategy
 
 PRETRAIN_TRAINER = SCRATCH.trainer_name   # the sources are trained from scratch
@@ -74,9 +75,13 @@ class Run:
                 f"{self.source}")
 
     @property
+    def id(self) -> RunId:
+        return RunId(self.strategy.name, self.n, self.seed)
+
+    @property
     def label(self) -> str:
         """STRATEGY:N:SEED, the run label of `nnunet-transfer compare`."""
-        return f"{self.strategy.name}:{self.n}:{self.seed}"
+        return str(self.id)
 
     @property
     def cell(self) -> tuple[str, str, int]:
@@ -130,21 +135,20 @@ class StudyLayout:
         source, architecture, n = cell
         return self.path(kind, f"{source}__{architecture}__n{n}")
 
-    def results_folder(self, dataset_folder_name: str, trainer: str, plans: str,
-                       configuration: str, fold) -> str:
-        return os.path.join(self.spec.nnunet["results"], dataset_folder_name,
-                            f"{trainer}__{plans}__{configuration}", f"fold_{fold}")
-
-    def pretrained_folder(self, pretraining: Pretraining) -> str:
+    # the run folders are nnU-Net's, named by `RunFolder`
+    def pretrained_folder(self, pretraining: Pretraining) -> RunFolder:
         source = self.spec.datasets[pretraining.source]
-        return self.results_folder(source.folder_name, PRETRAIN_TRAINER, plans_of_source(self.spec),
-                                   configuration_of(self.spec, pretraining.architecture), "all")
+        return RunFolder.in_results(
+            self.spec.nnunet["results"], source.folder_name, PRETRAIN_TRAINER,
+            plans_of_source(self.spec), configuration_of(self.spec, pretraining.architecture),
+            "all")
 
-    def run_folder(self, run: Run) -> str:
+    def run_folder(self, run: Run) -> RunFolder:
         target = self.spec.datasets[self.spec.target]
-        return self.results_folder(target.folder_name, run.strategy.trainer_name,
-                                   transferred_plans(self.spec, run.source),
-                                   configuration_of(self.spec, run.architecture), run.fold)
+        return RunFolder.in_results(
+            self.spec.nnunet["results"], target.folder_name, run.strategy.trainer_name,
+            transferred_plans(self.spec, run.source),
+            configuration_of(self.spec, run.architecture), run.fold)
 
 
 def expand(spec: StudySpec, pool_size: int) -> tuple[list[Pretraining], list[Run]]:

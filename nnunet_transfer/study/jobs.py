@@ -21,6 +21,7 @@ from nnunet_transfer.study.grid import (
 from nnunet_transfer.study.setup import StudySetup
 from nnunet_transfer.study.spec import StudySpec
 from nnunet_transfer.study.state import SUCCEEDED, StudyState
+from nnunet_transfer.training.run_folder import RunFolder
 
 
 @dataclass
@@ -59,13 +60,12 @@ class StudyJobs:
                           uses_accelerator=uses_accelerator)
 
     def _training(self, key: str, dataset_id: int, configuration: str, fold, plans: str,
-                  trainer: str, folder: str, env: dict[str, str], pretrained: str | None
+                  trainer: str, folder: RunFolder, env: dict[str, str], pretrained: str | None
                   ) -> Callable[[int], CommandJob]:
         def command(attempt: int) -> CommandJob:
             argv = [console_script("nnUNetv2_train"), str(dataset_id), configuration, str(fold),
                     "-p", plans, "-tr", trainer, "-device", self.device]
-            if os.path.isfile(os.path.join(folder, "checkpoint_latest.pth")) or \
-                    os.path.isfile(os.path.join(folder, "checkpoint_best.pth")):
+            if folder.interrupted:
                 argv.append("--c")    # an interrupted attempt: continue it (keeps epoch 0)
             elif pretrained:
                 argv += ["-pretrained_weights", pretrained]
@@ -73,8 +73,8 @@ class StudyJobs:
         return command
 
     @staticmethod
-    def _final_checkpoint(folder: str) -> Callable[[], str | None]:
-        path = os.path.join(folder, "checkpoint_final.pth")
+    def _final_checkpoint(folder: RunFolder) -> Callable[[], str | None]:
+        path = folder.final_checkpoint
         return lambda: None if os.path.isfile(path) else f"{path} is missing"
 
     # -- the jobs -----------------------------------------------------------------------------
@@ -94,8 +94,7 @@ class StudyJobs:
         if run.strategy.needs_pretrained:
             pretraining = Pretraining(run.source, run.architecture)
             needs = (pretraining.key,)
-            pretrained = os.path.join(self.layout.pretrained_folder(pretraining),
-                                      "checkpoint_final.pth")
+            pretrained = self.layout.pretrained_folder(pretraining).final_checkpoint
         env = spec.budget.run_environment(run.seed)
         if run.strategy.file:   # nnUNetTrainer_Custom reads its strategy from there
             env = {**env, "NNUNET_TRANSFER_STRATEGY_FILE": run.strategy.file}
@@ -152,7 +151,7 @@ class StudyJobs:
         out = os.path.join(self.layout.cell_folder("analysis", cell), name)
 
         def command(attempt: int) -> CommandJob | str:
-            finished = tuple(CellRun(r.strategy.name, r.seed, self.layout.run_folder(r))
+            finished = tuple(CellRun(r.id, self.layout.run_folder(r).path)
                              for r in runs if self.state.state(f"train__{r.key}") == SUCCEEDED)
             transfer = tuple(s.name for s in self.spec.strategies if s.needs_pretrained)
             args = kind.study_command(StudyCell(finished, min(r.seed for r in runs), transfer),

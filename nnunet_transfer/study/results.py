@@ -147,7 +147,7 @@ def run_costs(layout: StudyLayout, runs: list[Run], state: StudyState,
     for run in runs:
         if state.state(f"train__{run.key}") != SUCCEEDED:
             continue
-        folder = layout.run_folder(run)
+        folder = layout.run_folder(run).path
         epochs = RunRecord(folder).read_epochs()
         last = epochs[-1]
         converged = convergence_epoch(folder, tolerance)
