@@ -22,7 +22,6 @@ Statistics of a group, per structure and metric:
 from __future__ import annotations
 
 import os
-import re
 import warnings
 
 import numpy as np

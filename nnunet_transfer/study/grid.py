@@ -88,6 +88,33 @@ class Run:
         """The runs that are tabulated and analysed together: same source, architecture, n."""
         return (self.source, self.architecture, self.n)
 
+    # the keys of its jobs
+    @property
+    def train_key(self) -> str:
+        return f"train__{self.key}"
+
+    @property
+    def predict_key(self) -> str:
+        return f"predict__{self.key}"
+
+
+def analysis_key(kind: str, cell: tuple) -> str:
+    """The key of the job of one analysis kind on a cell."""
+    source, architecture, n = cell
+    return f"analyze_{kind}__{source}__{architecture}__n{n}"
+
+
+def cells(runs: list[Run]) -> list[tuple]:
+    """The cells of these runs, in the runs' order."""
+    return list(dict.fromkeys(run.cell for run in runs))
+
+
+def job_keys(spec: StudySpec, pretrainings: list[Pretraining], runs: list[Run]) -> list[str]:
+    """The keys of every job of the study, in `jobs.StudyJobs.all`'s order."""
+    return [*(p.key for p in pretrainings),
+            *(key for run in runs for key in (run.train_key, run.predict_key)),
+            *(analysis_key(kind, cell) for cell in cells(runs) for kind in spec.analyses)]
+
 
 class StudyLayout:
     """Where the study's files are."""
