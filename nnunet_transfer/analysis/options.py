@@ -119,6 +119,7 @@ class AnalysisSettings:
 
 
 DEFAULT_SETTINGS = AnalysisSettings()
+SETTING_NAMES = tuple(f.name for f in fields(AnalysisSettings))
 # What a study file's `analysis` may set.
 STUDY_FILE_KEYS = ("blocks", "voxels_per_block", "seed", "layers", "tolerance")
 
