@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pytest
 
 from nnunet_transfer.data.synthetic import LOW_QUALITY_DOMAIN, write_synthetic_dataset
+from nnunet_transfer.training.run_folder import RunFolder
 
 BIN = os.path.dirname(sys.executable)
 SOURCE_ID, TARGET_ID, SAME_LABELS_TARGET_ID = 801, 802, 803
@@ -89,8 +90,8 @@ class Workspace:
 
     def run_folder(self, dataset: str, trainer: str, plans: str, fold: str = "0",
                    configuration: str = "3d_fullres") -> str:
-        return os.path.join(self.results, dataset, f"{trainer}__{plans}__{configuration}",
-                            f"fold_{fold}")
+        return RunFolder.in_results(self.results, dataset, trainer, plans, configuration,
+                                    fold).path
 
 
 def _env(root: str) -> dict:

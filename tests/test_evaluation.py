@@ -49,7 +49,6 @@ from nnunet_transfer.evaluation.metrics import (
 )
 from oracles.evaluation_reference import reference_structure_metrics
 from nnunet_transfer.evaluation.stats import (
-    RunSpec,
     collect_runs,
     comparison_table,
     paired_p_values,
@@ -57,6 +56,7 @@ from nnunet_transfer.evaluation.stats import (
     p_text,
     to_markdown,
 )
+from nnunet_transfer.training.run_folder import RunId
 
 TWO_LABELS = LabelSet((Structure("one", (1,)), Structure("two", (2,))))
 
@@ -528,7 +528,7 @@ def test_bad_run_labels_are_refused(text):
 
 def test_run_spec_names():
     spec, path = parse_run_item("FineTune:5:2=a=b")
-    assert (spec, path, spec.folder_name) == (RunSpec("FineTune", 5, 2), "a=b",
+    assert (spec, path, spec.folder_name) == (RunId("FineTune", 5, 2), "a=b",
                                               "FineTune_n5_seed2")
 
 
@@ -627,7 +627,7 @@ def test_generalize_predicts_evaluates_and_compares(folders, tmp_path, monkeypat
 
 
 def test_generalize_refuses_unclear_models(tmp_path):
-    spec = RunSpec("A")
+    spec = RunId("A")
     with pytest.raises(UserError, match="is not a trained nnU-Net model folder"):
         generalize_module.resolve_model(spec, str(tmp_path), None, "checkpoint_final.pth")
     folder = fake_model_folder(tmp_path / "m", "{}", ("0", "1"))

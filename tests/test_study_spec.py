@@ -61,7 +61,7 @@ def test_grid_folds_and_names_are_unique_and_stable(tmp_path):
     assert {(r.n, r.seed): r.fold for r in runs} == {(2, 0): 0, (2, 1): 1, (5, 0): 2, (5, 1): 3}
     assert expand(spec, pool_size=6) == (pretrainings, runs)
     karimi = next(r for r in runs if r.architecture == "karimi")
-    assert "3d_fullres_karimi" in layout.run_folder(karimi)
+    assert "3d_fullres_karimi" in layout.run_folder(karimi).path
 
 
 def test_sizes_that_coincide_give_one_run(tmp_path):

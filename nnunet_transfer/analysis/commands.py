@@ -13,15 +13,19 @@ import os
 import shlex
 
 from nnunet_transfer.analysis.kinds import ANALYSIS_KINDS
-from nnunet_transfer.analysis.options import RUN_HELP
+from nnunet_transfer.analysis.options import RUN_HELP, SETTING_NAMES, AnalysisSettings
 from nnunet_transfer.training.budget import KNOB_OF_FIELD, parse_knob
 
 
 def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
     """The command with every option's effective value (defaults included), for the summary."""
     words = ["nnunet-transfer", "analyze", args.kind]
+    settings = AnalysisSettings.from_args(args)
     for action in parser._actions:  # argparse keeps no public list of a parser's options
         if isinstance(action, argparse._HelpAction) or action.dest in ("kind",):
+            continue
+        if action.dest in SETTING_NAMES:
+            words += settings.to_argv([action.dest])
             continue
         value = getattr(args, action.dest, None)
         if value is None or value is False:
@@ -34,10 +38,6 @@ def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> s
         elif action.dest == "group":
             for group in value:
                 words += [action.option_strings[0], *group]
-        elif action.dest == "cases":
-            words += [action.option_strings[0], ",".join(value)]
-        elif action.dest == "measures":
-            words += [action.option_strings[0], ",".join(value)]
         else:
             words += [action.option_strings[0], *(str(v) for v in values)]
     return shlex.join(words)
@@ -78,4 +78,4 @@ def register(subparsers) -> None:
         parser = subcommands.add_parser(kind.name, help=kind.help, description=kind.help)
         parser.add_argument("-o", required=True, help="output folder")
         parser.set_defaults(func=_cmd_analyze, parser=parser)
-        kind.add_options(parser)
+        kind.add_arguments(parser)

@@ -7,7 +7,7 @@ it, and which study grids it could not produce a number for. `commands` builds t
 `ANALYSIS_KINDS`; the study's spec check, jobs and report loop over it. Adding a kind is one
 declaration here plus the module of its analysis.
 
-The study side is given plain data (`StudyCell`, the study file's analysis settings, strategy
+The study side is given plain data (`StudyCell`, the study's `AnalysisSettings`, strategy
 names and seeds), never the study's own classes: the study sits above this package.
 
 Every `nnunet-transfer` command builds the parser, so the analyses themselves (pandas,
@@ -18,31 +18,26 @@ module when called. The strategies are (the CLI already has them, with torch, fo
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nnunet_transfer.analysis.options import (
-    RUN_HELP, add_alpha, add_capture_options, add_convergence_options,
-    add_data_options, add_runs, capture_options)
+    CAPTURE_SETTINGS, CONVERGENCE_SETTINGS, DATA_SETTINGS, RUN_HELP, AnalysisSettings, add_alpha,
+    add_arguments, add_runs)
 from nnunet_transfer.arguments import positive_int
 from nnunet_transfer.errors import UserError
+from nnunet_transfer.training.run_folder import RunId
 from nnunet_transfer.training.strategies import FINE_TUNE, SCRATCH
 
 if TYPE_CHECKING:
     from nnunet_transfer.analysis.outputs import Notes, Output
 
-# The study file's analysis settings (seed, blocks, voxels_per_block, tolerance, layers) and
-# the device -> options of the command line.
-StudyOptions = Callable[[Mapping, str], list[str]]
-
-
 @dataclass(frozen=True)
 class CellRun:
     """A run of a study cell whose training succeeded."""
 
-    strategy: str
-    seed: int
+    id: RunId
     folder: str  # its nnU-Net fold folder
 
 
@@ -76,15 +71,16 @@ class AnalysisKind:
         summary: its words in the help of `analyze` ("layer evolution").
         help: its help and description on the command line.
         title: the title of its section in a study report.
-        add_options: adds its arguments (all but -o) to its subparser.
+        add_options: adds its own arguments (all but -o and its settings) to its subparser.
         run: its results from the parsed arguments; warnings go to the notes.
         study_arguments: its arguments (the runs) for a study cell, or why it cannot run yet.
-        study_options: the pieces of its options a study job passes, in order.
+        settings: the fields of `AnalysisSettings` it takes (options of its subcommand, given
+            by a study job).
         uses_accelerator: whether a study job of it may use the GPU.
         grid_problem: why a study with these strategy names and seeds could never give it a
             number (None: it could).
 
-    The declarations below give the fields up to `study_options` by position, in this order.
+    The declarations below give the fields up to `settings` by position, in this order.
     """
 
     name: str
@@ -94,24 +90,28 @@ class AnalysisKind:
     add_options: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace, Notes], Output]
     study_arguments: Callable[[StudyCell], list[str] | str]
-    study_options: tuple[StudyOptions, ...]
+    settings: tuple[str, ...]
     uses_accelerator: bool = True
     grid_problem: Callable[[Sequence[str], Sequence[int]], str | None] = _no_grid_problem
 
-    def study_command(self, cell: StudyCell, settings: Mapping, device: str) -> list[str] | str:
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add its arguments, all but -o, to its subparser."""
+        self.add_options(parser)
+        add_arguments(parser, self.settings)
+
+    def study_command(self, cell: StudyCell, settings: AnalysisSettings) -> list[str] | str:
         """What follows `analyze NAME -o OUT` in a study job's command, or why it cannot run."""
         arguments = self.study_arguments(cell)
         if isinstance(arguments, str):
             return arguments
-        return [*arguments, *(word for piece in self.study_options
-                              for word in piece(settings, device))]
+        return [*arguments, *settings.to_argv(self.settings)]
 
 
 # -- what a study job passes -------------------------------------------------------------------
 
 
 def _labelled(runs: Sequence[CellRun]) -> list[str]:
-    return [f"{run.strategy}_seed{run.seed}={run.folder}" for run in runs]
+    return [f"{run.id.strategy}_seed{run.id.seed}={run.folder}" for run in runs]
 
 
 def _all_finished(cell: StudyCell) -> list[str] | str:
@@ -119,28 +119,8 @@ def _all_finished(cell: StudyCell) -> list[str] | str:
 
 
 def _first_seed_runs(cell: StudyCell) -> list[str] | str:
-    chosen = [run for run in cell.finished if run.seed == cell.first_seed]
+    chosen = [run for run in cell.finished if run.id.seed == cell.first_seed]
     return _labelled(chosen) if chosen else f"no run with seed {cell.first_seed} finished"
-
-
-def _seed_and_device(settings: Mapping, device: str) -> list[str]:
-    return ["--seed", str(settings["seed"]), "--device", device]
-
-
-def _blocks(settings: Mapping, device: str) -> list[str]:
-    options = ["--blocks", str(settings["blocks"])]
-    if settings["voxels_per_block"]:
-        options += ["--voxels-per-block", str(settings["voxels_per_block"])]
-    return options
-
-
-def _tolerance(settings: Mapping, device: str) -> list[str]:
-    return ["--tolerance", str(settings["tolerance"])]
-
-
-def _layers(settings: Mapping, device: str) -> list[str]:
-    # Passed last: --layers takes several values.
-    return ["--layers", *settings["layers"]] if settings["layers"] else []
 
 
 # -- convergence -------------------------------------------------------------------------------
@@ -148,7 +128,6 @@ def _layers(settings: Mapping, device: str) -> list[str]:
 
 def _convergence_options(parser: argparse.ArgumentParser) -> None:
     add_runs(parser)
-    add_convergence_options(parser)
     parser.add_argument("--clock", default="train", choices=["train", "total"],
                         help="wall time of training iterations only (train, default) or "
                              "everything incl. validation (total)")
@@ -157,38 +136,35 @@ def _convergence_options(parser: argparse.ArgumentParser) -> None:
 def _run_convergence(args: argparse.Namespace, notes: Notes) -> Output:
     from nnunet_transfer.analysis.convergence import convergence_analysis
     from nnunet_transfer.analysis.runs import parse_runs
-    return convergence_analysis(parse_runs(args.runs), args.tolerance, args.column, args.clock)
+    settings = AnalysisSettings.from_args(args)
+    return convergence_analysis(parse_runs(args.runs), settings.tolerance, settings.column,
+                                args.clock)
 
 
 CONVERGENCE = AnalysisKind(
     "convergence", "convergence", "validation pseudo-Dice against iterations and wall time; "
     "epoch, iterations and time to convergence per run",
     "Convergence: validation Dice against iterations and time",
-    _convergence_options, _run_convergence, _all_finished, (_tolerance,), uses_accelerator=False)
+    _convergence_options, _run_convergence, _all_finished, CONVERGENCE_SETTINGS,
+    uses_accelerator=False)
 
 
 # -- evolution ---------------------------------------------------------------------------------
 
 
-def _evolution_options(parser: argparse.ArgumentParser) -> None:
-    add_runs(parser)
-    add_convergence_options(parser)
-    add_capture_options(parser)
-
-
 def _run_evolution(args: argparse.Namespace, notes: Notes) -> Output:
     from nnunet_transfer.analysis.evolution import evolution_analysis
     from nnunet_transfer.analysis.runs import parse_runs
-    return evolution_analysis(parse_runs(args.runs), capture_options(args), args.tolerance,
-                              args.column, notes)
+    settings = AnalysisSettings.from_args(args)
+    return evolution_analysis(parse_runs(args.runs), settings.capture_options(),
+                              settings.tolerance, settings.column, notes)
 
 
 EVOLUTION = AnalysisKind(
     "evolution", "layer evolution", "RSIM of every snapshot vs the snapshot at the convergence "
     "epoch, per layer, a curve per run (Karimi et al. Figs 6-7)",
     "Evolution of each layer (RSIM of every snapshot vs the converged network)",
-    _evolution_options, _run_evolution, _first_seed_runs,
-    (_seed_and_device, _blocks, _tolerance, _layers))
+    add_runs, _run_evolution, _first_seed_runs, (*CONVERGENCE_SETTINGS, *CAPTURE_SETTINGS))
 
 
 # -- similarity within and across groups -------------------------------------------------------
@@ -200,7 +176,6 @@ def _similarity_options(parser: argparse.ArgumentParser) -> None:
                         help="a group: its name, then its runs (" + RUN_HELP + "); repeat per "
                              "group")
     add_alpha(parser)
-    add_capture_options(parser)
 
 
 def _run_similarity(args: argparse.Namespace, notes: Notes) -> Output:
@@ -213,14 +188,15 @@ def _run_similarity(args: argparse.Namespace, notes: Notes) -> Output:
         if name in groups:
             raise UserError(f"--group {name} is given twice")
         groups[name] = [parse_run(folder) for folder in folders]
-    return similarity_analysis(groups, capture_options(args), args.alpha, notes)
+    return similarity_analysis(groups, AnalysisSettings.from_args(args).capture_options(),
+                               args.alpha, notes)
 
 
 def _strategy_groups(cell: StudyCell) -> list[str] | str:
     """A group per strategy with at least two finished seeds."""
     groups: dict[str, list[str]] = {}
     for run in cell.finished:
-        groups.setdefault(run.strategy, []).append(run.folder)
+        groups.setdefault(run.id.strategy, []).append(run.folder)
     groups = {s: folders for s, folders in groups.items() if len(folders) >= 2}
     if not groups:
         return "no strategy has two finished seeds"
@@ -238,7 +214,7 @@ SIMILARITY = AnalysisKind(
     "similarity", "similarity", "RSIM of final networks within and across groups of runs, "
     "Welch t-tests (Karimi et al. Table 8)",
     "Similarity between networks (RSIM within and across strategies)",
-    _similarity_options, _run_similarity, _strategy_groups, (_seed_and_device, _blocks, _layers),
+    _similarity_options, _run_similarity, _strategy_groups, CAPTURE_SETTINGS,
     grid_problem=_needs_two_seeds)
 
 
@@ -248,22 +224,21 @@ def _reuse_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transfer", nargs="+", required=True, metavar="RUN", help=RUN_HELP)
     parser.add_argument("--scratch", nargs="+", required=True, metavar="RUN", help=RUN_HELP)
     add_alpha(parser)
-    add_capture_options(parser)
 
 
 def _run_reuse(args: argparse.Namespace, notes: Notes) -> Output:
     from nnunet_transfer.analysis.reuse import reuse_analysis
     from nnunet_transfer.analysis.runs import parse_runs
     return reuse_analysis(parse_runs(args.transfer), parse_runs(args.scratch),
-                          capture_options(args), args.alpha, notes)
+                          AnalysisSettings.from_args(args).capture_options(), args.alpha, notes)
 
 
 def _transfer_and_scratch(cell: StudyCell) -> list[str] | str:
     """FineTune's runs (else those of the first transfer strategy) against Scratch's."""
     transfer_strategy = FINE_TUNE.name if FINE_TUNE.name in cell.transfer_strategies else next(
         iter(cell.transfer_strategies), None)
-    transfer = [run for run in cell.finished if run.strategy == transfer_strategy]
-    scratch = [run for run in cell.finished if run.strategy == SCRATCH.name]
+    transfer = [run for run in cell.finished if run.id.strategy == transfer_strategy]
+    scratch = [run for run in cell.finished if run.id.strategy == SCRATCH.name]
     if not transfer or not scratch:
         return f"reuse needs finished {transfer_strategy} and {SCRATCH.name} runs"
     return ["--transfer", *_labelled(transfer), "--scratch", *_labelled(scratch)]
@@ -279,7 +254,7 @@ def _needs_scratch_and_transfer(strategies: Sequence[str], seeds: Sequence[int])
 REUSE = AnalysisKind(
     "reuse", "feature reuse", "feature reuse per layer: mean RSIM(epoch 0, final) of transfer "
     "runs minus that of scratch runs (Karimi et al. Table 9)", "Feature reuse per layer",
-    _reuse_options, _run_reuse, _transfer_and_scratch, (_seed_and_device, _blocks, _layers),
+    _reuse_options, _run_reuse, _transfer_and_scratch, CAPTURE_SETTINGS,
     grid_problem=_needs_scratch_and_transfer)
 
 
@@ -300,25 +275,24 @@ def _weights_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feature-layer", default=None, metavar="NAME",
                         help="layer whose feature maps are drawn (default: the first encoder "
                              "analysis layer)")
-    add_convergence_options(parser)
-    add_data_options(parser)
 
 
 def _run_weights(args: argparse.Namespace, notes: Notes) -> Output:
     from nnunet_transfer.analysis.runs import parse_runs
     from nnunet_transfer.analysis.weight_analysis import PictureOptions, weights_analysis
+    settings = AnalysisSettings.from_args(args)
     pictures = PictureOptions(filter_layer=args.filter_layer, filters=args.filters,
-                              feature_layer=args.feature_layer, seed=args.seed,
-                              cases=args.cases, device=args.device)
+                              feature_layer=args.feature_layer, seed=settings.seed,
+                              cases=settings.cases, device=settings.device)
     return weights_analysis(parse_runs(args.runs), args.start, args.end, pictures, notes,
-                            args.tolerance, args.column)
+                            settings.tolerance, settings.column)
 
 
 WEIGHTS = AnalysisKind(
     "weights", "weight change", "relative weight and filter-norm change per convolution; "
     "filters and feature maps at start and end (Karimi et al. Figs 8-10)",
     "Weight change, filters and feature maps",
-    _weights_options, _run_weights, _first_seed_runs, (_seed_and_device,))
+    _weights_options, _run_weights, _first_seed_runs, (*CONVERGENCE_SETTINGS, *DATA_SETTINGS))
 
 
 ANALYSIS_KINDS: dict[str, AnalysisKind] = {

@@ -13,7 +13,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from nnunet_transfer.analysis.defaults import DEFAULT_BLOCKS
 from nnunet_transfer.analysis.blocks import BlockSampler
 from nnunet_transfer.analysis.capture import CapturedMoments, capture_moments
 from nnunet_transfer.analysis.moments import LOW_RATIO
@@ -31,7 +30,7 @@ NULL = "null baseline"
 
 @dataclass(frozen=True)
 class CaptureOptions:
-    """The shared options of the similarity analyses (see `commands`).
+    """The shared options of the similarity analyses (their defaults: `options.AnalysisSettings`).
 
     Attributes:
         blocks: number of patch-sized input blocks.
@@ -45,15 +44,15 @@ class CaptureOptions:
         null_networks: untrained networks of the null baseline (k networks give k(k-1)/2 pairs).
     """
 
-    blocks: int = DEFAULT_BLOCKS
-    voxels_per_block: int | None = 1000
-    seed: int = 0
-    cases: tuple[str, ...] | None = None
-    layers: tuple[str, ...] | None = None
-    measures: tuple[str, ...] = MEASURES
-    device: str = "auto"
-    batch_size: int = 2
-    null_networks: int = 3
+    blocks: int
+    voxels_per_block: int | None
+    seed: int
+    cases: tuple[str, ...] | None
+    layers: tuple[str, ...] | None
+    measures: tuple[str, ...]
+    device: str
+    batch_size: int
+    null_networks: int
 
     @property
     def headline(self) -> str:

@@ -51,6 +51,9 @@ class AnalysedRun:
         label: the name used in tables and figures.
         folder: its nnU-Net fold folder.
         settings: transfer/settings.json ({} when unreadable).
+
+    Its label is free text; which run it is, by the study's naming, is `run_folder.RunId`
+    (the study labels its runs from one).
     """
 
     label: str
@@ -64,14 +67,12 @@ class AnalysedRun:
 
     @property
     def strategy(self) -> str:
-        return str(self.settings.get("strategy") or _trainer_from_folder(self.folder))
+        return str(self.settings.get("strategy") or self.record.files.trainer)
 
     @property
     def fold(self) -> str:
         fold = self.settings.get("fold")
-        if fold is None:
-            fold = os.path.basename(os.path.normpath(self.folder)).removeprefix("fold_")
-        return str(fold)
+        return self.record.files.fold if fold is None else str(fold)
 
     @cached_property
     def snapshots(self) -> dict[int, str]:
@@ -123,12 +124,6 @@ class AnalysedRun:
                     f"{planned} planned epochs (unfinished run?); it is used as the final "
                     "weights")
         return None
-
-
-def _trainer_from_folder(folder: str) -> str:
-    model_folder = os.path.basename(os.path.dirname(os.path.normpath(folder)))
-    trainer = model_folder.split("__")[0]
-    return trainer.removeprefix("nnUNetTrainer_") or model_folder
 
 
 def _read_settings(record: RunRecord) -> dict:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -32,10 +31,10 @@ from nnunet_transfer.checkpoints.reader import Checkpoint, CheckpointUse
 from nnunet_transfer.architectures.parts import partition, unwrap
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.training.bookkeeping import RunRecord
+from nnunet_transfer.training.run_folder import RunFolder
 
 WeightsSource = str | os.PathLike | Mapping[str, torch.Tensor] | Checkpoint
 
-_SNAPSHOT_NAME = re.compile(r"^epoch_(\d{4,})\.pth$")
 _CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d,
                  nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
@@ -202,8 +201,7 @@ def require_run_folder(fold_folder: str) -> RunRecord:
                         ".../<trainer>__<plans>__<configuration>/fold_N)")
     record = RunRecord(fold_folder)
     if not os.path.isdir(record.folder):
-        folds = sorted(name for name in os.listdir(fold_folder) if name.startswith("fold_")
-                       and os.path.isdir(os.path.join(fold_folder, name)))
+        folds = RunFolder.fold_folders(fold_folder)
         hint = (f" It holds {', '.join(folds)}: give one of those fold folders." if folds else
                 " Train with -tr nnUNetTrainer_<strategy> (see `nnunet-transfer strategies`) to "
                 "get the snapshots and the epoch log the analysis needs.")
@@ -222,14 +220,12 @@ def run_snapshots(fold_folder: str) -> dict[int, str]:
         holds no snapshot.
     """
     record = require_run_folder(fold_folder)
-    names = os.listdir(record.snapshot_folder) if os.path.isdir(record.snapshot_folder) else []
-    snapshots = {int(m.group(1)): os.path.join(record.snapshot_folder, name)
-                 for name in names if (m := _SNAPSHOT_NAME.match(name))}
+    snapshots = record.files.snapshot_paths()
     if not snapshots:
         raise UserError(f"the run {fold_folder} has no snapshots in {record.snapshot_folder} "
                         "(was it trained with --disable_checkpointing, or interrupted before "
                         "its first epoch?)")
-    return dict(sorted(snapshots.items()))
+    return snapshots
 
 
 def snapshot_path(fold_folder: str, epochs_done: int) -> str:

@@ -24,34 +24,33 @@ from nnunet_transfer.evaluation.evaluate import evaluate_folder
 from nnunet_transfer.evaluation.labels import LabelSet, labels_from_dataset_json
 from nnunet_transfer.evaluation.metrics import ANY_OVERLAP, LesionRule, check_connectivity
 from nnunet_transfer.evaluation.stats import (
-    RunSpec,
     check_test,
     comparison_table,
     to_markdown,
     write_comparison,
 )
+from nnunet_transfer.training.run_folder import FOLD_PREFIX, RunFolder, RunId
 
 PREDICT_TOOL = "nnUNetv2_predict_from_modelfolder"
 
 
 @dataclass(frozen=True)
 class Model:
-    spec: RunSpec
+    spec: RunId
     folder: str                 # nnU-Net's trained model folder (Trainer__Plans__configuration)
     folds: tuple[str, ...]      # folds to predict with (ensembled by nnU-Net if several)
 
 
 def _folds_with(folder: str, checkpoint: str) -> list[str]:
-    return sorted(name[len("fold_"):] for name in os.listdir(folder)
-                  if name.startswith("fold_") and os.path.isfile(
-                      os.path.join(folder, name, checkpoint)))
+    return [RunFolder(os.path.join(folder, name)).fold for name in RunFolder.fold_folders(folder)
+            if os.path.isfile(RunFolder(os.path.join(folder, name)).checkpoint(checkpoint))]
 
 
-def resolve_model(spec: RunSpec, path: str, folds: list[str] | None, checkpoint: str) -> Model:
+def resolve_model(spec: RunId, path: str, folds: list[str] | None, checkpoint: str) -> Model:
     """A model from a trained model folder (with -f folds, or its only fold) or a fold folder."""
     path = os.path.abspath(path.rstrip(os.sep))
-    if os.path.basename(path).startswith("fold_") and not folds:
-        path, folds = os.path.dirname(path), [os.path.basename(path)[len("fold_"):]]
+    if os.path.basename(path).startswith(FOLD_PREFIX) and not folds:
+        path, folds = os.path.dirname(path), [RunFolder(path).fold]
     if not os.path.isfile(os.path.join(path, "dataset.json")) \
             or not os.path.isfile(os.path.join(path, "plans.json")):
         raise UserError(f"{spec}: {path} is not a trained nnU-Net model folder (no dataset.json "

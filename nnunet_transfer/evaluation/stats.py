@@ -22,9 +22,7 @@ Statistics of a group, per structure and metric:
 from __future__ import annotations
 
 import os
-import re
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -33,6 +31,7 @@ from scipy import stats
 from nnunet_transfer.document import markdown_table
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.evaluation.evaluate import PER_CASE_FILE, SUMMARY_METRICS
+from nnunet_transfer.training.run_folder import RunId
 from nnunet_transfer.atomic_files import atomic_write_bytes
 
 METRIC_TITLES = {"dsc": "DSC", "iou": "IoU", "hd95_mm": "HD95 (mm)", "assd_mm": "ASSD (mm)",
@@ -41,38 +40,12 @@ TESTS = ("ttest", "wilcoxon")
 COMPARISON_CSV, COMPARISON_MD = "comparison.csv", "comparison.md"
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    strategy: str
-    n: int | None = None
-    seed: int | None = None
-
-    def __str__(self) -> str:
-        return ":".join([self.strategy] + [str(v) for v in (self.n, self.seed) if v is not None])
-
-    @property
-    def folder_name(self) -> str:
-        """A file-system friendly name: FineTune_n5_seed0."""
-        return "_".join([self.strategy] + ([f"n{self.n}"] if self.n is not None else [])
-                        + ([f"seed{self.seed}"] if self.seed is not None else []))
-
-
-def parse_run_spec(text: str) -> RunSpec:
-    """`strategy`, `strategy:n` or `strategy:n:seed` (n, seed whole numbers; strategy not empty)."""
-    match = re.fullmatch(r"([A-Za-z0-9_.+-]+)(?::(\d+))?(?::(\d+))?", text)
-    if match is None or (match.group(3) is not None and match.group(2) is None):
-        raise UserError(f"run label {text!r}: give STRATEGY, STRATEGY:N or STRATEGY:N:SEED "
-                        "(letters, digits, _ . + - in the strategy; whole numbers N and SEED)")
-    return RunSpec(match.group(1), *(int(g) if g is not None else None
-                                     for g in match.group(2, 3)))
-
-
-def parse_run_item(item: str) -> tuple[RunSpec, str]:
-    """`LABEL=PATH` (see parse_run_spec) -> (spec, path)."""
+def parse_run_item(item: str) -> tuple[RunId, str]:
+    """`LABEL=PATH` (see `RunId.parse`) -> (run, path)."""
     label, sep, path = item.partition("=")
     if not sep or not path:
         raise UserError(f"{item!r}: give LABEL=PATH, e.g. FineTune:5:0=eval/finetune_n5_s0")
-    return parse_run_spec(label), path
+    return RunId.parse(label), path
 
 
 def read_per_case(path: str) -> pd.DataFrame:
@@ -91,7 +64,7 @@ def read_per_case(path: str) -> pd.DataFrame:
     return table
 
 
-def collect_runs(runs: list[tuple[RunSpec, str]]) -> pd.DataFrame:
+def collect_runs(runs: list[tuple[RunId, str]]) -> pd.DataFrame:
     """One long table of every run's per-case rows with strategy, n and seed columns."""
     if not runs:
         raise UserError("give at least one run as LABEL=PATH")

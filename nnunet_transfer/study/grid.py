@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 
 from nnunet_transfer.study.spec import ALL, UNET, StudySpec
+from nnunet_transfer.training.run_folder import RunFolder, RunId
 from nnunet_transfer.training.strategies import SCRATCH, Strategy
 
 PRETRAIN_TRAINER = SCRATCH.trainer_name   # the sources are trained from scratch
@@ -74,14 +75,45 @@ class Run:
                 f"{self.source}")
 
     @property
+    def id(self) -> RunId:
+        return RunId(self.strategy.name, self.n, self.seed)
+
+    @property
     def label(self) -> str:
         """STRATEGY:N:SEED, the run label of `nnunet-transfer compare`."""
-        return f"{self.strategy.name}:{self.n}:{self.seed}"
+        return str(self.id)
 
     @property
     def cell(self) -> tuple[str, str, int]:
         """The runs that are tabulated and analysed together: same source, architecture, n."""
         return (self.source, self.architecture, self.n)
+
+    # the keys of its jobs
+    @property
+    def train_key(self) -> str:
+        return f"train__{self.key}"
+
+    @property
+    def predict_key(self) -> str:
+        return f"predict__{self.key}"
+
+
+def analysis_key(kind: str, cell: tuple) -> str:
+    """The key of the job of one analysis kind on a cell."""
+    source, architecture, n = cell
+    return f"analyze_{kind}__{source}__{architecture}__n{n}"
+
+
+def cells(runs: list[Run]) -> list[tuple]:
+    """The cells of these runs, in the runs' order."""
+    return list(dict.fromkeys(run.cell for run in runs))
+
+
+def job_keys(spec: StudySpec, pretrainings: list[Pretraining], runs: list[Run]) -> list[str]:
+    """The keys of every job of the study, in `jobs.StudyJobs.all`'s order."""
+    return [*(p.key for p in pretrainings),
+            *(key for run in runs for key in (run.train_key, run.predict_key)),
+            *(analysis_key(kind, cell) for cell in cells(runs) for kind in spec.analyses)]
 
 
 class StudyLayout:
@@ -130,21 +162,20 @@ class StudyLayout:
         source, architecture, n = cell
         return self.path(kind, f"{source}__{architecture}__n{n}")
 
-    def results_folder(self, dataset_folder_name: str, trainer: str, plans: str,
-                       configuration: str, fold) -> str:
-        return os.path.join(self.spec.nnunet["results"], dataset_folder_name,
-                            f"{trainer}__{plans}__{configuration}", f"fold_{fold}")
-
-    def pretrained_folder(self, pretraining: Pretraining) -> str:
+    # the run folders are nnU-Net's, named by `RunFolder`
+    def pretrained_folder(self, pretraining: Pretraining) -> RunFolder:
         source = self.spec.datasets[pretraining.source]
-        return self.results_folder(source.folder_name, PRETRAIN_TRAINER, plans_of_source(self.spec),
-                                   configuration_of(self.spec, pretraining.architecture), "all")
+        return RunFolder.in_results(
+            self.spec.nnunet["results"], source.folder_name, PRETRAIN_TRAINER,
+            plans_of_source(self.spec), configuration_of(self.spec, pretraining.architecture),
+            "all")
 
-    def run_folder(self, run: Run) -> str:
+    def run_folder(self, run: Run) -> RunFolder:
         target = self.spec.datasets[self.spec.target]
-        return self.results_folder(target.folder_name, run.strategy.trainer_name,
-                                   transferred_plans(self.spec, run.source),
-                                   configuration_of(self.spec, run.architecture), run.fold)
+        return RunFolder.in_results(
+            self.spec.nnunet["results"], target.folder_name, run.strategy.trainer_name,
+            transferred_plans(self.spec, run.source),
+            configuration_of(self.spec, run.architecture), run.fold)
 
 
 def expand(spec: StudySpec, pool_size: int) -> tuple[list[Pretraining], list[Run]]:

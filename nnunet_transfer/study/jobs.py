@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nnunet_transfer.analysis.kinds import ANALYSIS_KINDS, CellRun, StudyCell
 from nnunet_transfer.discovery import console_script
 from nnunet_transfer.study.executors.base import CommandJob
 from nnunet_transfer.study.grid import (
-    GENERALIZATION, PRETRAIN_TRAINER, TEST, Pretraining, Run, StudyLayout, configuration_of,
-    expand, plans_of_source, transferred_plans)
+    GENERALIZATION, PRETRAIN_TRAINER, TEST, Pretraining, Run, StudyLayout, analysis_key, cells,
+    configuration_of, expand, plans_of_source, transferred_plans)
 from nnunet_transfer.study.setup import StudySetup
 from nnunet_transfer.study.spec import StudySpec
 from nnunet_transfer.study.state import SUCCEEDED, StudyState
+from nnunet_transfer.training.run_folder import RunFolder
 
 
 @dataclass
@@ -45,7 +46,7 @@ class StudyJobs:
         jobs = [self.pretrain_job(p) for p in self.pretrainings]
         for run in self.runs:   # the runner starts ready jobs in this order: a run's prediction
             jobs += [self.train_job(run), self.predict_job(run)]   # before later trainings
-        for cell in dict.fromkeys(run.cell for run in self.runs):
+        for cell in cells(self.runs):
             jobs += [self.analysis_job(kind, cell) for kind in self.spec.analyses]
         return jobs
 
@@ -59,13 +60,12 @@ class StudyJobs:
                           uses_accelerator=uses_accelerator)
 
     def _training(self, key: str, dataset_id: int, configuration: str, fold, plans: str,
-                  trainer: str, folder: str, env: dict[str, str], pretrained: str | None
+                  trainer: str, folder: RunFolder, env: dict[str, str], pretrained: str | None
                   ) -> Callable[[int], CommandJob]:
         def command(attempt: int) -> CommandJob:
             argv = [console_script("nnUNetv2_train"), str(dataset_id), configuration, str(fold),
                     "-p", plans, "-tr", trainer, "-device", self.device]
-            if os.path.isfile(os.path.join(folder, "checkpoint_latest.pth")) or \
-                    os.path.isfile(os.path.join(folder, "checkpoint_best.pth")):
+            if folder.interrupted:
                 argv.append("--c")    # an interrupted attempt: continue it (keeps epoch 0)
             elif pretrained:
                 argv += ["-pretrained_weights", pretrained]
@@ -73,8 +73,8 @@ class StudyJobs:
         return command
 
     @staticmethod
-    def _final_checkpoint(folder: str) -> Callable[[], str | None]:
-        path = os.path.join(folder, "checkpoint_final.pth")
+    def _final_checkpoint(folder: RunFolder) -> Callable[[], str | None]:
+        path = folder.final_checkpoint
         return lambda: None if os.path.isfile(path) else f"{path} is missing"
 
     # -- the jobs -----------------------------------------------------------------------------
@@ -94,12 +94,11 @@ class StudyJobs:
         if run.strategy.needs_pretrained:
             pretraining = Pretraining(run.source, run.architecture)
             needs = (pretraining.key,)
-            pretrained = os.path.join(self.layout.pretrained_folder(pretraining),
-                                      "checkpoint_final.pth")
+            pretrained = self.layout.pretrained_folder(pretraining).final_checkpoint
         env = spec.budget.run_environment(run.seed)
         if run.strategy.file:   # nnUNetTrainer_Custom reads its strategy from there
             env = {**env, "NNUNET_TRANSFER_STRATEGY_FILE": run.strategy.file}
-        key = f"train__{run.key}"
+        key = run.train_key
         command = self._training(key, spec.datasets[spec.target].id,
                                  configuration_of(spec, run.architecture), run.fold,
                                  transferred_plans(spec, run.source),
@@ -114,7 +113,7 @@ class StudyJobs:
         """One nnUNetv2_predict per run over the held-out and the unseen test images (one
         start-up of nnU-Net instead of two); each set is evaluated against its own labels."""
         spec = self.spec
-        key = f"predict__{run.key}"
+        key = run.predict_key
         out = self.layout.predictions(run)
 
         def command(attempt: int) -> CommandJob:
@@ -142,21 +141,21 @@ class StudyJobs:
                 evaluate_folder(out, self.layout.labels(test_set),
                                 self.layout.evaluation(run, test_set), labels, workers=1)
 
-        return StudyJob(key, "predict", command, missing, needs=(f"train__{run.key}",),
+        return StudyJob(key, "predict", command, missing, needs=(run.train_key,),
                         after=evaluate, runs=(run,))
 
     def analysis_job(self, name: str, cell: tuple) -> StudyJob:
         kind = ANALYSIS_KINDS[name]
         runs = tuple(r for r in self.runs if r.cell == cell)
-        key = f"analyze_{name}__{cell[0]}__{cell[1]}__n{cell[2]}"
+        key = analysis_key(name, cell)
         out = os.path.join(self.layout.cell_folder("analysis", cell), name)
 
         def command(attempt: int) -> CommandJob | str:
-            finished = tuple(CellRun(r.strategy.name, r.seed, self.layout.run_folder(r))
-                             for r in runs if self.state.state(f"train__{r.key}") == SUCCEEDED)
+            finished = tuple(CellRun(r.id, self.layout.run_folder(r).path)
+                             for r in runs if self.state.state(r.train_key) == SUCCEEDED)
             transfer = tuple(s.name for s in self.spec.strategies if s.needs_pretrained)
             args = kind.study_command(StudyCell(finished, min(r.seed for r in runs), transfer),
-                                      self.spec.analysis, self.device)
+                                      replace(self.spec.analysis, device=self.device))
             if isinstance(args, str):
                 return args
             argv = [console_script("nnunet-transfer"), "analyze", name, "-o", out, *args]
@@ -167,4 +166,4 @@ class StudyJobs:
             return None if os.path.isfile(path) else f"{path} is missing"
 
         return StudyJob(key, "analyze", command, missing,
-                        waits_for=tuple(f"train__{r.key}" for r in runs), runs=runs)
+                        waits_for=tuple(r.train_key for r in runs), runs=runs)

@@ -26,8 +26,8 @@ from nnunet_transfer.analysis.kinds import ANALYSIS_KINDS
 from nnunet_transfer.atomic_files import atomic_write_bytes
 from nnunet_transfer.document import Section, markdown_table, md_escape, write_report
 from nnunet_transfer.document.markdown import md_code
-from nnunet_transfer.study.grid import GENERALIZATION, TEST, Run, StudyLayout
-from nnunet_transfer.study.jobs import StudyJob
+from nnunet_transfer.study.grid import (
+    GENERALIZATION, TEST, Run, StudyLayout, expand, job_keys)
 from nnunet_transfer.study.findings import (
     Finding, accuracy_findings, convergence_findings, findings_markdown, reuse_findings,
     weight_findings)
@@ -68,13 +68,13 @@ def cell_accuracies(layout: StudyLayout, runs: list[Run], state: StudyState,
     """Per source and architecture: the comparison of `compare` over the runs whose evaluation
     exists (written to tables/<test set>/<source>__<architecture>/comparison.csv / .md)."""
     from nnunet_transfer.evaluation.stats import (
-        RunSpec, collect_runs, comparison_table, to_markdown, write_comparison)
+        collect_runs, comparison_table, to_markdown, write_comparison)
     cells = []
     for (source, architecture), cell_runs in _cells(runs).items():
-        evaluated = [(RunSpec(r.strategy.name, r.n, r.seed),
+        evaluated = [(r.id,
                       os.path.join(layout.evaluation(r, test_set), "evaluation_per_case.csv"))
                      for r in cell_runs
-                     if state.state(f"predict__{r.key}") == SUCCEEDED]
+                     if state.state(r.predict_key) == SUCCEEDED]
         if not evaluated:
             continue
         table_runs = collect_runs(evaluated)
@@ -145,9 +145,9 @@ def run_costs(layout: StudyLayout, runs: list[Run], state: StudyState,
     from nnunet_transfer.training.bookkeeping import RunRecord
     rows = []
     for run in runs:
-        if state.state(f"train__{run.key}") != SUCCEEDED:
+        if state.state(run.train_key) != SUCCEEDED:
             continue
-        folder = layout.run_folder(run)
+        folder = layout.run_folder(run).path
         epochs = RunRecord(folder).read_epochs()
         last = epochs[-1]
         converged = convergence_epoch(folder, tolerance)
@@ -251,10 +251,10 @@ def _demote_headings(markdown: str) -> str:
                      for line in markdown.splitlines())
 
 
-def failure_section(layout: StudyLayout, jobs: list[StudyJob], state: StudyState
+def failure_section(layout: StudyLayout, keys: list[str], state: StudyState
                     ) -> Section | None:
-    failed = [(job.key, state.get(job.key)) for job in jobs if state.state(job.key) == FAILED]
-    blocked = [job.key for job in jobs if state.state(job.key) == "blocked"]
+    failed = [(key, state.get(key)) for key in keys if state.state(key) == FAILED]
+    blocked = [key for key in keys if state.state(key) == "blocked"]
     if not failed and not blocked:
         return None
     text = markdown_table([{"job": key, "what happened": str(record.get("note") or "")[:400],
@@ -267,10 +267,10 @@ def failure_section(layout: StudyLayout, jobs: list[StudyJob], state: StudyState
                    status=f"{len(failed)} job(s) failed; the rest of the study went on")
 
 
-def overview(spec: StudySpec, jobs: list[StudyJob], state: StudyState, runs: list[Run]) -> str:
+def overview(spec: StudySpec, keys: list[str], state: StudyState, runs: list[Run]) -> str:
     counts: dict[str, int] = {}
-    for job in jobs:
-        counts[state.state(job.key)] = counts.get(state.state(job.key), 0) + 1
+    for key in keys:
+        counts[state.state(key)] = counts.get(state.state(key), 0) + 1
     budget = spec.budget
     return (f"Pretrained on {md_escape(', '.join(spec.sources))}, transferred to "
             f"{md_escape(spec.datasets[spec.target].folder_name)} and tested on "
@@ -323,11 +323,13 @@ def study_findings(layout: StudyLayout, spec: StudySpec, cells: list[CellAccurac
     return findings
 
 
-def write_study_report(spec: StudySpec, state: StudyState, jobs: list[StudyJob]) -> str:
-    """Write <study folder>/report.html and report.md; returns the HTML path."""
+def write_study_report(spec: StudySpec, state: StudyState, pool_size: int) -> str:
+    """Write <study folder>/report.html and report.md; returns the HTML path. The runs are the
+    grid's (`pool_size`: the target's training pool), their jobs' outcomes the saved state's."""
     layout = StudyLayout(spec)
-    runs = list(dict.fromkeys(r for job in jobs for r in job.runs if job.kind == "train"))
-    tolerance = spec.analysis["tolerance"]
+    pretrainings, runs = expand(spec, pool_size)
+    keys = job_keys(spec, pretrainings, runs)
+    tolerance = spec.analysis.tolerance
     cells = cell_accuracies(layout, runs, state, TEST)
     costs = run_costs(layout, runs, state, tolerance)
     sections = [accuracy_section(layout, cells, "Accuracy on the held-out test cases of the "
@@ -339,7 +341,7 @@ def write_study_report(spec: StudySpec, state: StudyState, jobs: list[StudyJob])
             layout, cell_accuracies(layout, runs, state, GENERALIZATION),
             f"Generalisation to the unseen test set "
             f"({spec.datasets[spec.generalization].folder_name})", "generalization"))
-    sections += [failure_section(layout, jobs, state), setup_section(spec, layout)]
+    sections += [failure_section(layout, keys, state), setup_section(spec, layout)]
     sections = [s for s in sections if s is not None]
     anchors = {s.key: s.key for s in sections if s.key}
     headline = headline_figure(layout, cells)
@@ -349,7 +351,7 @@ def write_study_report(spec: StudySpec, state: StudyState, jobs: list[StudyJob])
                                markdown=findings or "Nothing to conclude yet: no run has been "
                                                     "evaluated."))
     html, _ = write_report(layout.root, f"Transfer-learning study {spec.name}", sections,
-                           summary=overview(spec, jobs, state, runs),
+                           summary=overview(spec, keys, state, runs),
                            generated_by=f"nnunet-transfer study report, "
                                         f"{time.strftime('%Y-%m-%d %H:%M')}")
     return html
@@ -358,13 +360,9 @@ def write_study_report(spec: StudySpec, state: StudyState, jobs: list[StudyJob])
 def report_only(spec: StudySpec) -> str:
     """`study report`: the report of what exists now, without running anything."""
     from nnunet_transfer.errors import UserError
-    from nnunet_transfer.study.jobs import StudyJobs
     from nnunet_transfer.study.setup import StudySetup
     layout = StudyLayout(spec)
     if not os.path.isfile(layout.state_file):
         raise UserError(f"the study {spec.name} has not run yet ({layout.state_file} is "
                         "missing); run `nnunet-transfer study run` first")
-    state = StudyState(layout.state_file)
-    # the device only shapes command lines, and none is run here
-    jobs = StudyJobs(spec, StudySetup(spec), state, "cpu").all()
-    return write_study_report(spec, state, jobs)
+    return write_study_report(spec, StudyState(layout.state_file), StudySetup(spec).pool_size())

@@ -66,7 +66,7 @@ class StudyRunner:
             self.say(f"{len(jobs)} jobs; executor: {executor.describe()}")
             self._schedule(jobs, state, executor)
             from nnunet_transfer.study.results import write_study_report
-            report = write_study_report(self.spec, state, jobs)
+            report = write_study_report(self.spec, state, setup.pool_size())
         return report
 
     # -- the loop ---------------------------------------------------------------------------

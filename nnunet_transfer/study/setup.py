@@ -1,10 +1,13 @@
 """The steps before any training: make the datasets, plan and preprocess the sources, move their
 plans to the target, write the few-shot splits and the held-out test folder.
 
-Each step runs the package's or nnU-Net's own command in a subprocess (its output goes to
-study/setup/<step>.log) and leaves a marker study/setup/<step>.done when it succeeded, so a
-re-run skips it. The commands themselves are idempotent too (conversions rewrite only what
-changed; splits refuse to change silently), so a step interrupted half-way is simply redone.
+The datasets and the splits are made by calling the data functions; planning runs nnU-Net's
+preprocessing with the study's nnU-Net folders, so it runs as commands in a subprocess (nnU-Net's
+own, and the package's planning commands, which read those folders from the environment).
+What a step says goes to study/setup/<step>.log; a step leaves a marker
+study/setup/<step>.done when it succeeded, so a re-run skips it. The steps are idempotent too
+(conversions rewrite only what changed; splits refuse to change silently), so a step
+interrupted half-way is simply redone.
 """
 
 from __future__ import annotations
@@ -85,6 +88,10 @@ class StudySetup:
     def marker(self, step: str) -> str:
         return self.layout.path("setup", f"{step}.done")
 
+    def log(self, step: str, text: str) -> None:
+        with open(self.layout.path("setup", f"{step}.log"), "a") as log:
+            log.write(text + "\n")
+
     # -- the steps ------------------------------------------------------------------------------
     def steps(self) -> list[SetupStep]:
         spec = self.spec
@@ -130,34 +137,43 @@ class StudySetup:
         os.makedirs(raw, exist_ok=True)
         options = dataset.options
         if dataset.kind == "synthetic":
+            from nnunet_transfer.data.synthetic import (
+                LOW_QUALITY_DOMAIN, SOURCE_DOMAIN, write_synthetic_dataset)
             syn = options["synthetic"]
-            self.command(step, "nnunet-transfer", "make-synthetic", "--id", str(dataset.id),
-                         "--name", dataset.name, "--raw", raw, "--cases", str(syn["cases"]),
-                         "--test-cases", str(syn["test_cases"]),
-                         "--shape", *map(str, syn["shape"]), "--seed", str(syn["seed"]),
-                         *(["--low-quality"] if syn["low_quality"] else []),
-                         *(["--core"] if syn["core"] else []))
+            self.log(step, write_synthetic_dataset(
+                raw, dataset.id, dataset.name, num_training=syn["cases"],
+                num_test=syn["test_cases"], shape=tuple(syn["shape"]),
+                domain=LOW_QUALITY_DOMAIN if syn["low_quality"] else SOURCE_DOMAIN,
+                with_core=bool(syn["core"]), seed=syn["seed"]))
         elif dataset.kind == "msd":
-            self.command(step, "nnunet-transfer", "convert-msd", options["msd"], "--id",
-                         str(dataset.id), "--name", dataset.name, "--raw", raw)
+            from nnunet_transfer.data.msd import convert_msd
+            if not os.path.isdir(options["msd"]):
+                raise UserError(f"dataset {dataset.key!r}: the MSD task folder {options['msd']} "
+                                "does not exist (it should hold imagesTr/ and labelsTr/)")
+            self.log(step, convert_msd(options["msd"], self._new_raw_folder(dataset)).summary())
         elif dataset.kind == "degrade":
-            self.command(step, "nnunet-transfer", "degrade", "-d",
-                         self.raw_folder(options["degrade"]), "--id", str(dataset.id), "--name",
-                         dataset.name, "--raw", raw, "--seed", str(options["seed"]))
+            from nnunet_transfer.data.domain_shift import degrade_dataset
+            self.log(step, degrade_dataset(self.raw_folder(options["degrade"]),
+                                           self._new_raw_folder(dataset),
+                                           seed=options["seed"]).summary())
         elif dataset.kind == "subset":
             self.write_subset(dataset)
         elif dataset.kind == "pool":
-            spec_path = self.layout.path("setup", f"pool_{dataset.key}.json")
+            from nnunet_transfer.data.pooling import pool_datasets
             labels = read_dataset_json(self.raw_folder(options["pool"][0]))["labels"]
-            atomic_write_json(spec_path, {"labels": labels, "datasets": [
-                {"dataset": self.raw_folder(k), "prefix": k} for k in options["pool"]]})
-            self.command(step, "nnunet-transfer", "pool", "--spec", spec_path, "--id",
-                         str(dataset.id),
-                         "--name", dataset.name, "--raw", raw)
+            pooling = {"labels": labels, "datasets": [
+                {"dataset": self.raw_folder(k), "prefix": k} for k in options["pool"]]}
+            self.log(step, pool_datasets(pooling, raw, self._new_raw_folder(dataset),
+                                         f"{self.spec.path}: dataset {dataset.key!r}").summary())
         elif not os.path.isfile(os.path.join(self.raw_folder(dataset.key), "dataset.json")):
             raise UserError(f"dataset {dataset.key!r} is marked existing but "
                             f"{self.raw_folder(dataset.key)} has no dataset.json; convert it "
                             "first or describe how to make it in the study file")
+
+    def _new_raw_folder(self, dataset: DatasetSpec) -> str:
+        """The raw folder of a dataset the study makes (refused where its id is taken)."""
+        from nnunet_transfer.data.raw_dataset import dataset_folder
+        return dataset_folder(self.spec.nnunet["raw"], dataset.id, dataset.name)
 
     def write_subset(self, dataset: DatasetSpec) -> None:
         """Some training cases of another dataset, checked and written like a conversion."""
@@ -186,8 +202,7 @@ class StudySetup:
         report = convert_cases(FoundCases(cases, [], [], source), out, settings,
                                dataset.folder_name, source,
                                description=f"{len(cases)} cases of {os.path.basename(source)}")
-        with open(self.layout.path("setup", f"dataset_{dataset.key}.log"), "a") as log:
-            log.write(report.summary() + "\n")
+        self.log(f"dataset_{dataset.key}", report.summary())
 
     def plan_source(self, source: str) -> None:
         spec, step = self.spec, f"plan_{source}"
@@ -213,12 +228,11 @@ class StudySetup:
         spec = self.spec
         target = self.raw_folder(spec.target)
         out = self.preprocessed_folder(spec.target)
-        pool = self.pool_size()
-        ns = study_ns(spec, pool)
-        self.command("splits", "nnunet-transfer", "splits", "few-shot", "-d", target, "--out",
-                     out, "--n", *map(str, ns), "--seeds", *map(str, spec.seeds),
-                     "--test-count", str(spec.test_cases), "--test-seed", str(spec.test_seed),
-                     *(["--max-val", str(spec.validation_cases)] if spec.validation_cases else []))
+        from nnunet_transfer.data.splits import few_shot_splits
+        splits = few_shot_splits(target, out, study_ns(spec, self.pool_size()), list(spec.seeds),
+                                 test_count=spec.test_cases, test_seed=spec.test_seed,
+                                 max_val=spec.validation_cases or None)
+        self.log("splits", splits.summary())
 
     def pool_size(self) -> int:
         """Training cases of the target that are not held out for testing."""

@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
+from nnunet_transfer.analysis.options import AnalysisSettings
 from nnunet_transfer.training.budget import Budget
+from nnunet_transfer.training.run_folder import CHECKPOINT_BEST, CHECKPOINT_FINAL
 from nnunet_transfer.training.strategies import Strategy
 
 UNET = "unet"
@@ -20,8 +22,8 @@ DATASET_KINDS = ("synthetic", "msd", "subset", "degrade", "pool", "existing")
 # how a study runs its jobs: here, through SLURM, or through submitit on this machine
 EXECUTOR_KINDS = ("local", "slurm", "submitit-local")
 DEVICES = ("auto", "cpu", "cuda")
-# the checkpoints a finished run keeps (nnU-Net deletes checkpoint_latest.pth at its end)
-CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_best.pth")
+# the checkpoints a finished run keeps
+CHECKPOINTS = (CHECKPOINT_FINAL, CHECKPOINT_BEST)
 # The knobs a study sets for every training: lr, load and head are left to the trainer, the CPU
 # threads are the executor's share of the machine (executors.sharing).
 STUDY_KNOBS = ("epochs", "iters", "val_iters", "snapshot_every", "seed")
@@ -127,7 +129,7 @@ class StudySpec:
     architectures: tuple[str, ...]    # "unet" and/or names of architectures.registry
     budget: StudyBudget
     analyses: tuple[str, ...]
-    analysis: dict                    # blocks, voxels_per_block, seed, layers
+    analysis: AnalysisSettings        # what the study file's `analysis` sets, device "auto"
     prediction: PredictionSpec = PredictionSpec()
 
     @property

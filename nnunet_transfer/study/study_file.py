@@ -45,12 +45,14 @@ each with its line.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from nnunet_transfer.analysis.kinds import ANALYSIS_KINDS
+from nnunet_transfer.analysis.options import DEFAULT_SETTINGS, STUDY_FILE_KEYS
 from nnunet_transfer.data.raw_dataset import DATASET_ID
 from nnunet_transfer.errors import UserError
 from nnunet_transfer import value_rules as rules
-from nnunet_transfer.analysis.defaults import CONVERGENCE_TOLERANCE, DEFAULT_BLOCKS, TOLERANCE
+from nnunet_transfer.analysis.defaults import TOLERANCE
 from nnunet_transfer.study import value_checks as checks
 from nnunet_transfer.study.executors.slurm import check_slurm_options
 from nnunet_transfer.study.spec import (
@@ -316,13 +318,17 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
     budget = StudyBudget.of(**{knob: value for knob, value in given.items() if value is not None})
 
     analyses = top.get("analyses", rules.list_of(rules.choice(ANALYSES)), ANALYSES)
-    an = _Reader(problems, top.value.get("analysis"), ("analysis",),
-                 {"blocks", "voxels_per_block", "seed", "layers", "tolerance"})
-    analysis = {"blocks": an.get("blocks", rules.POSITIVE_WHOLE_NUMBER, DEFAULT_BLOCKS),
-                "voxels_per_block": an.get("voxels_per_block", rules.POSITIVE_WHOLE_NUMBER),
-                "seed": an.get("seed", rules.NON_NEGATIVE_WHOLE_NUMBER, 0),
-                "layers": an.get("layers", rules.list_of(rules.TEXT)),
-                "tolerance": an.get("tolerance", TOLERANCE, CONVERGENCE_TOLERANCE)}
+    an = _Reader(problems, top.value.get("analysis"), ("analysis",), set(STUDY_FILE_KEYS))
+    default = DEFAULT_SETTINGS
+    layers = an.get("layers", rules.list_of(rules.TEXT))
+    analysis = replace(
+        default,
+        blocks=an.get("blocks", rules.POSITIVE_WHOLE_NUMBER, default.blocks),
+        voxels_per_block=an.get("voxels_per_block", rules.POSITIVE_WHOLE_NUMBER,
+                                default.voxels_per_block),
+        seed=an.get("seed", rules.NON_NEGATIVE_WHOLE_NUMBER, default.seed),
+        layers=tuple(layers) if layers else default.layers,
+        tolerance=an.get("tolerance", TOLERANCE, default.tolerance))
     pr = _Reader(problems, top.value.get("prediction"), ("prediction",),
                  {"step_size", "disable_tta", "checkpoint"})
     default = PredictionSpec()

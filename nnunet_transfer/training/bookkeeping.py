@@ -1,12 +1,10 @@
-"""What a run leaves for the analysis: epoch-0 weights, snapshots, a per-epoch log, settings.
+"""What a run leaves for the analysis: epoch-0 weights, snapshots, a per-epoch log, settings,
+read and written here, in the files `run_folder.RunFolder` names (`<fold folder>/transfer/`).
 
-Everything lives in `<fold folder>/transfer/`:
-
-    settings.json          effective settings, pretrained source, parameter counts, versions
-    epochs.csv             one row per finished epoch (see EPOCH_COLUMNS)
-    snapshots/epoch_NNNN.pth   network weights after NNNN epochs (0 = the start of the run);
-                           nnU-Net's checkpoint layout without optimizer state, so
-                           `nnUNetv2_predict -chk transfer/snapshots/epoch_0010.pth` works
+A snapshot (`transfer/snapshots/epoch_NNNN.pth`, network weights after NNNN epochs, 0 = the
+start of the run) has nnU-Net's checkpoint layout without optimizer state, so
+`nnUNetv2_predict -chk transfer/snapshots/epoch_0010.pth` works; epochs.csv has a row per
+finished epoch (see EPOCH_COLUMNS).
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ import torch
 
 from nnunet_transfer.atomic_files import atomic_write_bytes, atomic_write_json
 from nnunet_transfer.errors import UserError
+from nnunet_transfer.training.run_folder import RunFolder
 
 EPOCH_COLUMNS = (
     "epoch",               # 0-based index of the finished epoch
@@ -76,13 +75,14 @@ class RunRecord:
     """The files of one run's bookkeeping, in `<fold folder>/transfer/`."""
 
     def __init__(self, fold_folder: str):
-        self.folder = os.path.join(fold_folder, "transfer")
-        self.settings_path = os.path.join(self.folder, "settings.json")
-        self.epochs_path = os.path.join(self.folder, "epochs.csv")
-        self.snapshot_folder = os.path.join(self.folder, "snapshots")
+        self.files = RunFolder(fold_folder)
+        self.folder = self.files.transfer_folder
+        self.settings_path = self.files.settings_path
+        self.epochs_path = self.files.epochs_path
+        self.snapshot_folder = self.files.snapshot_folder
 
     def snapshot_path(self, epochs_done: int) -> str:
-        return os.path.join(self.snapshot_folder, f"epoch_{epochs_done:04d}.pth")
+        return self.files.snapshot_path(epochs_done)
 
     def clear_snapshots(self) -> None:
         if os.path.isdir(self.snapshot_folder):
