@@ -83,6 +83,8 @@ class AnalysisKind:
         uses_accelerator: whether a study job of it may use the GPU.
         grid_problem: why a study with these strategy names and seeds could never give it a
             number (None: it could).
+        report_figure: the suffix of its figure that a study report shows (the one that
+            compares the runs at a glance; "" is <name>.png); the others are folded there.
 
     The declarations below give the fields up to `study_options` by position, in this order.
     """
@@ -97,6 +99,7 @@ class AnalysisKind:
     study_options: tuple[StudyOptions, ...]
     uses_accelerator: bool = True
     grid_problem: Callable[[Sequence[str], Sequence[int]], str | None] = _no_grid_problem
+    report_figure: str = ""
 
     def study_command(self, cell: StudyCell, settings: Mapping, device: str) -> list[str] | str:
         """What follows `analyze NAME -o OUT` in a study job's command, or why it cannot run."""
@@ -239,7 +242,8 @@ SIMILARITY = AnalysisKind(
     "Welch t-tests (Karimi et al. Table 8)",
     "Similarity between networks (RSIM within and across strategies)",
     _similarity_options, _run_similarity, _strategy_groups, (_seed_and_device, _blocks, _layers),
-    grid_problem=_needs_two_seeds)
+    # every pair of groups' mean in one grid; the bars stay readable for two or three groups only
+    grid_problem=_needs_two_seeds, report_figure="heatmap")
 
 
 # -- feature reuse -----------------------------------------------------------------------------
