@@ -225,6 +225,7 @@ def bars_figure(values: Mapping[str, Mapping[str, Summary]], layers: Sequence[st
                     axis.plot([position] * len(dots), dots, linestyle="none", marker=".",
                               color="black", markersize=3)
         axis.set_xticks(x, chunk)
+        axis.set_xlim(-0.5, per_row - 0.5)      # bars as wide in a short last row
         axis.set_ylabel(ylabel)
         axis.set_ylim(0, 1.05)
         axis.grid(axis="y", alpha=0.3)
@@ -241,7 +242,7 @@ def heatmap_figure(values: Mapping[str, Mapping[str, Summary]], layers: Sequence
     grid = np.array([[(null if name == "null baseline" else values[name]).get(
         layer, Summary(np.nan, np.nan, 0)).mean for layer in layers] for name in series], float)
     width = max(6.0, 0.9 * len(layers) + 3)
-    figure = _figure(width, readable_height(width, 0.55 * len(series) + 1.6))
+    figure = _figure(width, readable_height(width, 0.42 * len(series) + 1.6))
     axis = figure.subplots()
     image = axis.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for (row, column), value in np.ndenumerate(grid):
@@ -357,23 +358,33 @@ def feature_maps_figure(image: np.ndarray, start: np.ndarray, end: np.ndarray,
         start, end: (channels shown, z', y', x') the layer's maps for the block.
     """
     channels = start.shape[0]
-    figure = _figure(1.5 * (channels + 1), 3.4)
-    axes = figure.subplots(2, channels + 1, squeeze=False)
+    # at most 4 channels a row (a start row and an end row each), so that 8 channels are not
+    # a strip
+    per_row = min(4, channels)
+    groups = math.ceil(channels / per_row)
+    figure = _figure(1.5 * (per_row + 1), 1.6 * 2 * groups + 0.6)
+    axes = figure.subplots(2 * groups, per_row + 1, squeeze=False)
+    for axis in axes.flat:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    for axis in axes[1:, 0]:
+        axis.set_visible(False)
     axes[0, 0].imshow(image[image.shape[0] // 2], cmap="gray")
     axes[0, 0].set_title("input", fontsize="small")
-    axes[1, 0].set_visible(False)
-    for row, (name, maps) in enumerate((("start", start), ("end", end))):
-        for channel in range(channels):
-            axis = axes[row, channel + 1]
+    for channel in range(per_row * groups):
+        group, column = divmod(channel, per_row)
+        for row, (name, maps) in enumerate((("start", start), ("end", end))):
+            axis = axes[2 * group + row, column + 1]
+            if channel >= channels:
+                axis.set_visible(False)
+                continue
             # one colour scale per channel, so that start and end compare by eye
             both = np.stack([start[channel], end[channel]])
             axis.imshow(maps[channel, maps.shape[1] // 2], cmap="viridis",
                         vmin=float(both.min()), vmax=float(both.max()))
             if row == 0:
                 axis.set_title(f"channel {channel}", fontsize="small")
-        axes[row, 1].set_ylabel(name)
-    for axis in axes.flat:
-        axis.set_xticks([])
-        axis.set_yticks([])
+            if column == 0:
+                axis.set_ylabel(name)
     figure.suptitle(title, fontsize="medium")
     return figure
