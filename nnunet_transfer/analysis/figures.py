@@ -20,15 +20,15 @@ from nnunet_transfer.analysis.palette import label_color, strategy_color, strate
 from nnunet_transfer.analysis.summary import Summary
 
 NULL_COLOR = "0.55"
-# A figure is drawn at most this much wider than tall (or taller than wide), so that a page
-# that fits it to its width shows it neither as a strip nor as a column.
-MAX_ASPECT = 2.8
+# A figure is drawn at most this much wider than tall, so that a page that fits it to its width
+# does not show it as a strip (below the report's 3:1: the tight box adds the labels' margins)
+MAX_DRAWN_ASPECT = 2.8
 BARS_PER_ROW = 36      # bars one row of a bar chart holds and still reads
 
 
 def readable_height(width: float, height: float) -> float:
     """`height`, raised where it would make a figure `width` wide a strip."""
-    return max(height, width / MAX_ASPECT)
+    return max(height, width / MAX_DRAWN_ASPECT)
 
 
 def legend_below(figure: Figure, axis, columns: int = 4) -> None:

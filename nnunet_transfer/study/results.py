@@ -223,8 +223,11 @@ def analysis_sections(layout: StudyLayout, spec: StudySpec, runs: list[Run]) -> 
                 continue
             with open(md, encoding="utf-8") as f:
                 text = relative_paths(f.read(), layout.root)
+            pngs = sorted(glob.glob(os.path.join(folder, "*.png")))
             shown = os.path.join(folder, figure_name(kind, KINDS[kind].report_figure))
-            more = sorted(p for p in glob.glob(os.path.join(folder, "*.png")) if p != shown)
+            if shown not in pngs and os.path.join(folder, figure_name(kind, "")) in pngs:
+                shown = os.path.join(folder, figure_name(kind, ""))   # written before the rule
+            more = [p for p in pngs if p != shown]
             subsections.append(Section(
                 name, figures=[(shown, _figure_caption(kind, shown))],
                 gallery=(f"{len(more)} more figure{'' if len(more) == 1 else 's'} (per run, "
