@@ -15,7 +15,13 @@ each top-level section) and OUT_FOLDER/measurements.json:
 - `too_wide`: elements whose right edge lies beyond the page width, outside a scrolling box
   (tag, id, class, right edge), and `page_width`, `scroll_width` of the document;
 - `sections`: id, title and top of each top-level section;
-- `first_figure`: top and bottom of the first figure's image (pixels from the top).
+- `first_figure`: top and bottom of the first figure's image (pixels from the top);
+- `figures`: each figure image shown (not folded away): its figure's id, its size as drawn
+  and its own size in pixels; `folded_figures`: the figure images inside closed <details>;
+- `page_height`: the whole page's height in pixels at this width.
+
+`layout_problems(found)` says what a reader would trip over: a figure drawn wider or taller
+than MAX_ASPECT:1, a page taller than MAX_PAGE_HEIGHT.
 
 Exit status: 0 measured; 2 no Chromium; 3 Chromium failed.
 """
@@ -35,6 +41,8 @@ import tempfile
 import time
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+MAX_ASPECT = 3.0             # a figure wider (or taller) than this reads as a strip
+MAX_PAGE_HEIGHT = 10_000     # pixels at 1400 px: what a reader scrolls through at a glance
 
 MEASURE = r"""
 (() => {
@@ -46,7 +54,10 @@ MEASURE = r"""
     }
     return false;
   };
-  const hidden = (el) => el.getClientRects().length === 0;
+  // (a closed <details> keeps boxes for its content in recent Chromium, hidden from view by
+  // content-visibility: checkVisibility says so)
+  const hidden = (el) => el.getClientRects().length === 0 ||
+    (el.checkVisibility ? !el.checkVisibility() : !!el.closest('details:not([open])'));
   const tooWide = [];
   for (const el of document.body.querySelectorAll('*')) {
     if (hidden(el)) continue;
@@ -59,6 +70,13 @@ MEASURE = r"""
   const sections = [...document.querySelectorAll('main > section')].map(s => ({
     id: s.id, title: s.querySelector('h2') ? s.querySelector('h2').innerText : '',
     top: s.getBoundingClientRect().top + window.scrollY}));
+  const shown = (img) => {
+    const r = img.getBoundingClientRect();
+    return {id: img.closest('figure') ? img.closest('figure').id : '', width: r.width,
+            height: r.height, natural_width: img.naturalWidth,
+            natural_height: img.naturalHeight};
+  };
+  const figureImages = [...document.querySelectorAll('figure img')];
   const first = document.querySelector('figure img');
   const fr = first ? first.getBoundingClientRect() : null;
   return {
@@ -72,6 +90,8 @@ MEASURE = r"""
     first_figure: fr ? {top: fr.top + window.scrollY, bottom: fr.bottom + window.scrollY}
                      : null,
     scripts: document.scripts.length,
+    figures: figureImages.filter(i => !hidden(i)).map(shown),
+    folded_figures: figureImages.filter(hidden).length,
   };
 })()
 """
@@ -170,6 +190,25 @@ class Browser:
         os.close(self._write)
 
 
+def layout_problems(found: dict, max_aspect: float = MAX_ASPECT,
+                    max_page_height: float = MAX_PAGE_HEIGHT) -> list[str]:
+    """What a reader would trip over in the measurements of `inspect`: figures drawn beyond
+    max_aspect:1 either way (as drawn, and as the image is), a page taller than
+    max_page_height."""
+    problems = []
+    for figure in found["figures"]:
+        for kind, width, height in (("drawn", figure["width"], figure["height"]),
+                                    ("image", figure["natural_width"],
+                                     figure["natural_height"])):
+            if not width or not height or not 1 / max_aspect <= width / height <= max_aspect:
+                problems.append(f"{figure['id'] or 'a figure'}: {kind} {width:.0f} x "
+                                f"{height:.0f} px, beyond {max_aspect:g}:1")
+    if found["page_height"] > max_page_height:
+        problems.append(f"the page is {found['page_height']} px tall (at most "
+                        f"{max_page_height:g})")
+    return problems
+
+
 def find_chromium(explicit: str | None = None) -> str | None:
     for candidate in (explicit, os.environ.get("CHROMIUM"), *CHROMIUM_NAMES):
         if candidate and shutil.which(candidate):
@@ -222,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"inspect_report: Chromium failed: {error}", file=sys.stderr)
         return 3
     print(json.dumps({k: v for k, v in found.items() if k != "screenshots"}, indent=1))
+    for problem in layout_problems(found):
+        print(f"inspect_report: {problem}", file=sys.stderr)
     return 0
 
 

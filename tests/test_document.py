@@ -352,6 +352,43 @@ def test_keyed_sections_folded_details_and_figures_first(example, tmp_path):
     assert md.index("![Figure 1.](f.png)") < md.index("Text <after>.")
 
 
+def _figure_file(path, width: float, height: float) -> str:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    figure = Figure(figsize=(width, height), dpi=50)
+    FigureCanvasAgg(figure)
+    figure.subplots().plot([0, 1], [0, 1])
+    figure.savefig(path)
+    return str(path)
+
+
+def gallery_report(folder, shown_size=(6, 3), gallery=3) -> tuple[str, str]:
+    """A section with one figure shown and `gallery` more (one of them 5:1) folded."""
+    shown = _figure_file(folder / "shown.png", *shown_size)
+    more = [(_figure_file(folder / f"run{k}.png", 10 if k == 0 else 4, 2 if k == 0 else 4),
+             f"run {k}") for k in range(gallery)]
+    return write_report(str(folder), "T", [Section(
+        "Weights", figures=[(shown, "all runs")],
+        gallery=(f"{gallery} more figures, one per run", more))])
+
+
+def test_gallery_is_folded_and_listed(tmp_path):
+    html_path, md_path = gallery_report(tmp_path)
+    with open(html_path) as f:
+        text = f.read()
+    folded = text[text.index('<details class="gallery">'):]
+    folded = folded[:folded.index("</details>")]
+    assert text.count("<figure") == 4 and folded.count("<figure") == 3
+    assert "<summary>3 more figures, one per run</summary>" in folded
+    assert "<details open" not in text
+    with open(md_path) as f:
+        md = f.read()
+    start = md.index("<details><summary>3 more figures, one per run</summary>")
+    assert md.index("![Figure 1.](shown.png)") < start
+    assert all(start < md.index(f"](run{k}.png)") < md.index("</details>", start)
+               for k in range(3))
+
+
 def test_bad_items_are_refused(tmp_path):
     with pytest.raises(TypeError, match="a figure is"):
         write_report(str(tmp_path), "x", [Section("s", figures=[("a", "b", "c")])])
@@ -425,6 +462,40 @@ def test_report_renders_in_chromium(example, tmp_path):
     # table scrolls inside its box instead of widening the page
     assert (pixels[:, 1220:] >= 250).all()
     assert (pixels[:, 1100:1200] < 200).any()      # while the wide table does reach the edge
+
+
+def _inspect():
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    try:
+        import inspect_report
+    finally:
+        sys.path.remove(os.path.join(ROOT, "scripts"))
+    return inspect_report
+
+
+@needs_chromium
+def test_figures_as_drawn_and_the_page_height(tmp_path):
+    """In the browser at 1400 px: the gallery's figures are not drawn until unfolded; a figure
+    drawn beyond 3:1 and a page beyond its height are named by layout_problems."""
+    inspect_report = _inspect()
+    (tmp_path / "good").mkdir()
+    html_path, _ = gallery_report(tmp_path / "good")
+    found = inspect_report.inspect(html_path, str(tmp_path / "good" / "shots"), width=1400)
+    assert [f["id"] for f in found["figures"]] == ["figure-1"]
+    assert found["folded_figures"] == 3
+    [figure] = found["figures"]
+    assert figure["width"] / figure["height"] == pytest.approx(2, rel=0.02)
+    assert inspect_report.layout_problems(found) == []
+    assert inspect_report.layout_problems(found, max_page_height=100) == [
+        f"the page is {found['page_height']} px tall (at most 100)"]
+
+    (tmp_path / "strip").mkdir()
+    html_path, _ = gallery_report(tmp_path / "strip", shown_size=(16, 4), gallery=0)
+    found = inspect_report.inspect(html_path, str(tmp_path / "strip" / "shots"), width=1400)
+    assert found["folded_figures"] == 0
+    problems = inspect_report.layout_problems(found)
+    assert len(problems) == 2 and all(p.startswith("figure-1: ") for p in problems)
+    assert "beyond 3:1" in problems[0]
 
 
 @needs_chromium

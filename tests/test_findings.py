@@ -11,9 +11,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from nnunet_transfer.evaluation.stats import p_text
 from nnunet_transfer.study.findings import (
-    accuracy_findings, convergence_findings, findings_markdown, reuse_findings, weight_findings)
+    accuracy_findings, convergence_findings, findings_markdown, p_phrase, reuse_findings,
+    weight_findings)
 
 
 def comparison_rows():
@@ -54,7 +54,7 @@ def test_accuracy_findings_follow_the_table(comparison):
         headline = texts[0]
         assert f"{best['mean']:.3f}" in headline and f"{ref['mean']:.3f}" in headline
         assert f"{best['mean'] - ref['mean']:+.3f}" in headline
-        assert f"p = {p_text(best['p_ttest'])}" in headline
+        assert p_phrase(best["p_ttest"]) in headline
         helps = best["mean"] > ref["mean"]
         assert ("no strategy beats Scratch" in headline) == (not helps)
         assert ("significant at" in headline and "not significant" not in headline) == \
@@ -123,3 +123,23 @@ def test_findings_link_their_figures(comparison):
     markdown = findings_markdown(findings, {"accuracy": "s2-accuracy"})
     assert markdown.count("([figure](#s2-accuracy))") == len(findings)
     assert markdown.count("\n") == len(findings)
+
+
+def test_p_values_read_as_sentences(comparison):
+    """A p below the printed precision reads "p < 0.0001", never "p = < 0.0001"; where there is
+    no p-value the sentence leaves it out instead of writing "p = -"."""
+    assert p_phrase(0.0123) == "p = 0.012" and p_phrase(3e-7) == "p < 0.0001"
+    assert p_phrase(float("nan")) == "" and p_phrase(None) == ""
+    tiny = comparison.assign(p_ttest=comparison["p_ttest"].where(comparison["p_ttest"].isna(),
+                                                                 1e-9))
+    texts = [f.text for f in accuracy_findings(tiny, "Scratch", "comparison.csv")]
+    assert any("p < 0.0001, significant at 0.05" in t for t in texts)
+    assert not any("p = <" in t or "p = -" in t for t in texts)
+    summary = pd.DataFrame([{"layer": "conv1", "measure": "svcca", "reuse": 0.4,
+                             "p_welch": float("nan")},
+                            {"layer": "head", "measure": "svcca", "reuse": 0.1,
+                             "p_welch": 2e-6}])
+    [reuse] = reuse_findings(summary, "reuse_summary.csv")
+    assert "largest in conv1 (+0.400) and" in reuse.text and "p =" not in reuse.text
+    [strong] = reuse_findings(summary.assign(p_welch=[2e-6, 0.5]), "reuse_summary.csv")
+    assert "largest in conv1 (+0.400; p < 0.0001)" in strong.text

@@ -220,7 +220,8 @@ def test_report_is_self_contained_and_renders(resumed_study):
 def test_report_reads_like_a_paper_in_the_browser(resumed_study):
     """The smoke study's report at 1400 px in headless Chromium (DevTools over a pipe): findings
     and the headline figure on the first screen, a screenshot of the top and of each section,
-    every image with alt text, nothing wider than the page, no script."""
+    every image with alt text, nothing wider than the page, no script, no figure shown beyond
+    3:1, the per-run galleries folded, the page at most 10,000 px tall."""
     study = os.path.join(resumed_study["folder"], "study")
     with open(os.path.join(study, "report.md")) as f:
         markdown = f.read()
@@ -250,6 +251,10 @@ def test_report_reads_like_a_paper_in_the_browser(resumed_study):
     assert found["broken_images"] == 0
     assert found["too_wide"] == [] and found["scroll_width"] <= found["page_width"]
     assert found["first_figure"]["bottom"] <= 900     # the headline figure, on the first screen
+    # one comparative figure per analysis shown, the per-run galleries folded; every figure
+    # shown within 3:1 as drawn, the page short enough to read at a glance
+    assert found["folded_figures"] > 0
+    assert inspect_report.layout_problems(found) == []
     assert len(found["screenshots"]) == len(ids) + 1
     for shot in found["screenshots"]:
         check_not_blank(shot)

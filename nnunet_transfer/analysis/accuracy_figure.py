@@ -2,7 +2,8 @@
 
 With several n, accuracy against n: per strategy the mean over test cases (each case averaged
 over seeds) with its std as a band, and the per-seed means as dots. With one n, a box plot per
-strategy over the test cases with every case as a dot. One panel per (source, architecture) and
+strategy over the test cases with every case as a dot, Scratch first and the others by their
+mean, best first (`reading_order`). One panel per (source, architecture) and
 structure; a strategy has its palette colour in every panel.
 """
 
@@ -14,9 +15,10 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from nnunet_transfer.analysis.figures import _figure
+from nnunet_transfer.analysis.figures import _figure, readable_height
 from nnunet_transfer.analysis.palette import strategy_color
 from nnunet_transfer.evaluation.stats import METRIC_TITLES
+from nnunet_transfer.training.strategies import SCRATCH
 
 
 def _jitter(count: int, width: float = 0.12) -> np.ndarray:
@@ -41,6 +43,19 @@ def _against_n(axis, runs: pd.DataFrame, metric: str, strategies: list[str]) -> 
         axis.set_xscale("log")
     axis.set_xticks(ns, [str(int(n)) for n in ns])
     axis.set_xlabel("n (target training cases)")
+
+
+def reading_order(runs: pd.DataFrame, metric: str) -> list[str]:
+    """The strategies as a reader looks for the best: Scratch (the reference) first, then the
+    others by their mean `metric` over the test cases (each case averaged over seeds), best
+    first; a strategy without a value last, in the study's order."""
+    strategies = list(dict.fromkeys(runs["strategy"]))
+    means = runs.groupby(["strategy", "case"])[metric].mean().groupby("strategy").mean()
+
+    def key(strategy: str) -> tuple:
+        mean = means.get(strategy, np.nan)
+        return (strategy != SCRATCH.name, bool(np.isnan(mean)), -np.nan_to_num(mean))
+    return sorted(strategies, key=key)    # stable: ties keep the study's order
 
 
 def _per_strategy(axis, runs: pd.DataFrame, metric: str, strategies: list[str]) -> None:
@@ -73,12 +88,13 @@ def accuracy_figure(panels: Mapping[str, pd.DataFrame], metric: str = "dsc"):
     strategies_max = max(runs["strategy"].nunique() for _, runs in items)
     per_panel = 5.5 if several_n else max(3.8, 0.75 * strategies_max + 1.5)
     width = max(8.0, per_panel * columns) if several_n else per_panel * columns
-    figure = _figure(min(width, 12.5), 3.6 * rows + (0.6 if several_n else 0))
+    width = min(width, 12.5)
+    figure = _figure(width, readable_height(width, 3.6 * rows + (0.6 if several_n else 0)))
     axes = figure.subplots(rows, columns, squeeze=False, sharey=True)
     for extra in axes.flat[len(items):]:
         extra.set_visible(False)
     for axis, (title, runs) in zip(axes.flat, items):
-        strategies = list(dict.fromkeys(runs["strategy"]))
+        strategies = reading_order(runs, metric)
         (_against_n if several_n else _per_strategy)(axis, runs, metric, strategies)
         axis.set_title(title, fontsize="medium")
         axis.grid(axis="y", alpha=0.3)

@@ -20,6 +20,24 @@ from nnunet_transfer.analysis.palette import label_color, strategy_color, strate
 from nnunet_transfer.analysis.summary import Summary
 
 NULL_COLOR = "0.55"
+# A figure is drawn at most this much wider than tall, so that a page that fits it to its width
+# does not show it as a strip (below the report's 3:1: the tight box adds the labels' margins)
+MAX_DRAWN_ASPECT = 2.8
+BARS_PER_ROW = 36      # bars one row of a bar chart holds and still reads
+
+
+def readable_height(width: float, height: float) -> float:
+    """`height`, raised where it would make a figure `width` wide a strip."""
+    return max(height, width / MAX_DRAWN_ASPECT)
+
+
+def legend_below(figure: Figure, axis, columns: int = 4) -> None:
+    """The legend of `axis`'s lines under the axes, outside them, so that it covers neither data
+    nor axis labels."""
+    handles, labels = axis.get_legend_handles_labels()
+    if labels:
+        figure.legend(handles, labels, loc="outside lower center",
+                      ncols=max(1, min(columns, len(labels))), fontsize="small")
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -88,7 +106,7 @@ def convergence_figure(curves: Mapping[str, pd.DataFrame], points: Mapping[str, 
         strategies: {run label: strategy}; default: read from the label.
     """
     strategies = strategies or {label: strategy_of_label(label) for label in curves}
-    figure = _figure(11, 4.2)
+    figure = _figure(11, 4.6)
     by_iterations, by_time = figure.subplots(1, 2, sharey=True)
     groups: dict[str, list[str]] = {}
     for label in curves:
@@ -126,7 +144,7 @@ def convergence_figure(curves: Mapping[str, pd.DataFrame], points: Mapping[str, 
     by_iterations.set_ylabel(f"validation {column.replace('_', ' ')}")
     for axis in (by_iterations, by_time):
         axis.grid(alpha=0.3)
-    by_time.legend(fontsize="small", loc="lower right")
+    legend_below(figure, by_time)
     figure.suptitle("Convergence (thin: runs, bold: mean per strategy; circles: convergence "
                     "epochs; triangles: phase changes)")
     return figure
@@ -136,7 +154,8 @@ def evolution_figure(rows: pd.DataFrame, layers: Sequence[str], measure: str, yl
                      null: Mapping[str, Summary], title: str) -> Figure:
     """Per layer a subplot: similarity of each snapshot to the run's convergence snapshot
     against epochs done, a curve per run; the reference snapshot marked by a circle."""
-    figure = _figure(13, 3.6 * math.ceil(len(layers) / 3))
+    columns = min(3, len(layers))
+    figure = _figure(4.3 * columns + 0.5, 3.4 * math.ceil(len(layers) / columns) + 1.2)
     runs = list(dict.fromkeys(rows["run"]))
     styles = _run_styles(runs)
     for axis, label in zip(_grid(figure, len(layers)), layers):
@@ -155,9 +174,7 @@ def evolution_figure(rows: pd.DataFrame, layers: Sequence[str], measure: str, yl
         axis.set_ylim(-0.02, 1.02)
         axis.grid(alpha=0.3)
     figure.axes[0].set_ylabel(ylabel)
-    handles, labels = figure.axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside lower center", ncols=min(6, len(labels)),
-                  fontsize="small")
+    legend_below(figure, figure.axes[0], columns=min(6, columns * 2))
     figure.suptitle(title)
     return figure
 
@@ -175,10 +192,15 @@ def bars_figure(values: Mapping[str, Mapping[str, Summary]], layers: Sequence[st
         colors: {series name: colour} (e.g. a strategy's); the others from a cycle.
     """
     series = list(values) + ["null baseline"]
-    width = 0.8 / len(series)
-    figure = _figure(max(7.0, 1.4 * len(layers) * max(1, len(series) / 3)), 4.4)
-    axis = figure.subplots()
-    x = np.arange(len(layers))
+    # many layers x series: the layers go on several rows of axes instead of one long strip
+    rows = max(1, math.ceil(len(layers) * len(series) / BARS_PER_ROW))
+    per_row = math.ceil(len(layers) / rows) if layers else 0
+    chunks = [list(layers[i:i + per_row]) for i in range(0, len(layers), per_row or 1)] or [[]]
+    width = min(12.0, max(7.0, 0.35 * per_row * len(series) + 1.5))
+    figure = _figure(width, readable_height(width, 3.4 * len(chunks) + 0.4 * len(series) / 3
+                                            + 0.8))
+    axes = figure.subplots(len(chunks), 1, squeeze=False)[:, 0]
+    bar = 0.8 / len(series)
     given = colors or {}
     # series without a colour of their own (e.g. across two strategies): a muted palette,
     # hatched when others carry strategy colours, so that none is taken for a strategy
@@ -187,25 +209,28 @@ def bars_figure(values: Mapping[str, Mapping[str, Summary]], layers: Sequence[st
                  else _colors(len(series)))
     hatches = ["//" if given and name not in given else None for name in series[:-1]] + [None]
     colors = [given.get(name) or next(cycle) for name in series[:-1]] + [NULL_COLOR]
-    for index, (name, color) in enumerate(zip(series, colors)):
-        summaries = null if name == "null baseline" else values[name]
-        means = [summaries[layer].mean if layer in summaries else np.nan for layer in layers]
-        stds = [summaries[layer].std if layer in summaries else np.nan for layer in layers]
-        positions = x - 0.4 + width * (index + 0.5)
-        axis.bar(positions, means, width, yerr=np.nan_to_num(stds), color=color, label=name,
-                 hatch=hatches[index], edgecolor="white" if hatches[index] else None,
-                 capsize=2, alpha=0.85)
-        for position, layer in zip(positions, layers):
-            dots = (points or {}).get(name, {}).get(layer)
-            if dots:
-                axis.plot([position] * len(dots), dots, linestyle="none", marker=".",
-                          color="black", markersize=3)
-    axis.set_xticks(x, layers)
-    axis.set_ylabel(ylabel)
-    axis.set_ylim(0, 1.05)
-    axis.grid(axis="y", alpha=0.3)
-    axis.legend(fontsize="small", ncols=min(4, len(series)))
-    axis.set_title(title)
+    for axis, chunk in zip(axes, chunks):
+        x = np.arange(len(chunk))
+        for index, (name, color) in enumerate(zip(series, colors)):
+            summaries = null if name == "null baseline" else values[name]
+            means = [summaries[layer].mean if layer in summaries else np.nan for layer in chunk]
+            stds = [summaries[layer].std if layer in summaries else np.nan for layer in chunk]
+            positions = x - 0.4 + bar * (index + 0.5)
+            axis.bar(positions, means, bar, yerr=np.nan_to_num(stds), color=color, label=name,
+                     hatch=hatches[index], edgecolor="white" if hatches[index] else None,
+                     capsize=2, alpha=0.85)
+            for position, layer in zip(positions, chunk):
+                dots = (points or {}).get(name, {}).get(layer)
+                if dots:
+                    axis.plot([position] * len(dots), dots, linestyle="none", marker=".",
+                              color="black", markersize=3)
+        axis.set_xticks(x, chunk)
+        axis.set_xlim(-0.5, per_row - 0.5)      # bars as wide in a short last row
+        axis.set_ylabel(ylabel)
+        axis.set_ylim(0, 1.05)
+        axis.grid(axis="y", alpha=0.3)
+    legend_below(figure, axes[0], columns=4)
+    figure.suptitle(title)
     return figure
 
 
@@ -216,7 +241,8 @@ def heatmap_figure(values: Mapping[str, Mapping[str, Summary]], layers: Sequence
     series = [*values, "null baseline"]
     grid = np.array([[(null if name == "null baseline" else values[name]).get(
         layer, Summary(np.nan, np.nan, 0)).mean for layer in layers] for name in series], float)
-    figure = _figure(max(6.0, 0.9 * len(layers) + 3), 0.55 * len(series) + 1.6)
+    width = max(6.0, 0.9 * len(layers) + 3)
+    figure = _figure(width, readable_height(width, 0.42 * len(series) + 1.6))
     axis = figure.subplots()
     image = axis.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for (row, column), value in np.ndenumerate(grid):
@@ -233,7 +259,8 @@ def heatmap_figure(values: Mapping[str, Mapping[str, Summary]], layers: Sequence
 def weights_figure(table: pd.DataFrame) -> Figure:
     """Relative weight change and mean relative filter-norm change per convolution, a line per
     run, x = the convolutions in module order, background shaded by part."""
-    figure = _figure(max(9.0, 0.28 * table.groupby("run").size().max()), 7)
+    width = min(14.0, max(9.0, 0.28 * table.groupby("run").size().max()))
+    figure = _figure(width, readable_height(width, 7))
     top, bottom = figure.subplots(2, 1, sharex=True)
     runs = list(dict.fromkeys(table["run"]))
     first = table[table["run"] == runs[0]]
@@ -267,7 +294,7 @@ def weights_figure(table: pd.DataFrame) -> Figure:
     bottom.set_ylabel("mean over filters of\n| ||W1_f|| - ||W0_f|| | / ||W0_f||")
     for axis in (top, bottom):
         axis.grid(alpha=0.3)
-    top.legend(fontsize="small", ncols=min(5, len(runs)))
+    legend_below(figure, top, columns=min(6, len(runs)))
     figure.suptitle("Relative change of weights and filter norms per convolution")
     return figure
 
@@ -331,23 +358,33 @@ def feature_maps_figure(image: np.ndarray, start: np.ndarray, end: np.ndarray,
         start, end: (channels shown, z', y', x') the layer's maps for the block.
     """
     channels = start.shape[0]
-    figure = _figure(1.5 * (channels + 1), 3.4)
-    axes = figure.subplots(2, channels + 1, squeeze=False)
+    # at most 4 channels a row (a start row and an end row each), so that 8 channels are not
+    # a strip
+    per_row = min(4, channels)
+    groups = math.ceil(channels / per_row)
+    figure = _figure(1.5 * (per_row + 1), 1.6 * 2 * groups + 0.6)
+    axes = figure.subplots(2 * groups, per_row + 1, squeeze=False)
+    for axis in axes.flat:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    for axis in axes[1:, 0]:
+        axis.set_visible(False)
     axes[0, 0].imshow(image[image.shape[0] // 2], cmap="gray")
     axes[0, 0].set_title("input", fontsize="small")
-    axes[1, 0].set_visible(False)
-    for row, (name, maps) in enumerate((("start", start), ("end", end))):
-        for channel in range(channels):
-            axis = axes[row, channel + 1]
+    for channel in range(per_row * groups):
+        group, column = divmod(channel, per_row)
+        for row, (name, maps) in enumerate((("start", start), ("end", end))):
+            axis = axes[2 * group + row, column + 1]
+            if channel >= channels:
+                axis.set_visible(False)
+                continue
             # one colour scale per channel, so that start and end compare by eye
             both = np.stack([start[channel], end[channel]])
             axis.imshow(maps[channel, maps.shape[1] // 2], cmap="viridis",
                         vmin=float(both.min()), vmax=float(both.max()))
             if row == 0:
                 axis.set_title(f"channel {channel}", fontsize="small")
-        axes[row, 1].set_ylabel(name)
-    for axis in axes.flat:
-        axis.set_xticks([])
-        axis.set_yticks([])
+            if column == 0:
+                axis.set_ylabel(name)
     figure.suptitle(title, fontsize="medium")
     return figure

@@ -79,6 +79,8 @@ class AnalysisKind:
         uses_accelerator: whether a study job of it may use the GPU.
         grid_problem: why a study with these strategy names and seeds could never give it a
             number (None: it could).
+        report_figure: the suffix of its figure that a study report shows (the one that
+            compares the runs at a glance; "" is <name>.png); the others are folded there.
 
     The declarations below give the fields up to `settings` by position, in this order.
     """
@@ -93,6 +95,7 @@ class AnalysisKind:
     settings: tuple[str, ...]
     uses_accelerator: bool = True
     grid_problem: Callable[[Sequence[str], Sequence[int]], str | None] = _no_grid_problem
+    report_figure: str = ""
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Add its arguments, all but -o, to its subparser."""
@@ -215,7 +218,8 @@ SIMILARITY = AnalysisKind(
     "Welch t-tests (Karimi et al. Table 8)",
     "Similarity between networks (RSIM within and across strategies)",
     _similarity_options, _run_similarity, _strategy_groups, CAPTURE_SETTINGS,
-    grid_problem=_needs_two_seeds)
+    # every pair of groups' mean in one grid; the bars stay readable for two or three groups only
+    grid_problem=_needs_two_seeds, report_figure="heatmap")
 
 
 # -- feature reuse -----------------------------------------------------------------------------

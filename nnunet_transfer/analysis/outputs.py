@@ -95,6 +95,11 @@ def _name(kind: str, suffix: str, ending: str) -> str:
     return f"{kind}{'_' + suffix if suffix else ''}.{ending}"
 
 
+def figure_name(kind: str, suffix: str) -> str:
+    """The file name of a kind's figure (`Output.figures` key `suffix`)."""
+    return _name(kind, suffix, "png")
+
+
 def write_output(kind: str, folder: str, output: Output, notes: Notes, command: str,
                  stream=None) -> list[str]:
     """Write the tables, figures and summary of `output`; print the notes to stderr.

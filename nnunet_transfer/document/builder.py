@@ -17,6 +17,9 @@ What goes into a section and how it comes out:
   inlined like a figure, or replaced by a notice when it cannot be.
 - `figures`: (image path, caption). The file is inlined in the HTML as a base64 data URI
   (PNG; JPEG, GIF, WebP and SVG are recognised too) and linked by its path in the Markdown.
+- `gallery`: (summary, figures): more figures of the same kind (e.g. one per run), folded under
+  the summary (`<details>`), so that the section shows its comparative figure and the page
+  stays short; the Markdown lists them the same way, folded, each linked by its path.
 - `tables`: (CSV path, caption). A data file is a download link; its first `PREVIEW_ROWS` rows
   are folded under it (`<details>`; every cell escaped, numeric columns right-aligned); the
   Markdown links the file and folds the same rows as a pipe table.
@@ -82,6 +85,7 @@ class Section:
     key: str | None = None            # the anchor (`id`), instead of one from number and title
     details: Sequence[tuple[str, str]] = ()   # (summary, Markdown) shown collapsed, last
     figures_first: bool = False       # figures before the Markdown text (a results section)
+    gallery: tuple[str, Sequence[tuple[str, str]]] | None = None   # (summary, figures), folded
 
 
 class _Builder:
@@ -128,6 +132,19 @@ class _Builder:
                          "</figcaption></figure>")
         self.md.append(f"![{label}]({self._relative(path)})\n\n"
                        f"*{label}* {' '.join(caption.split())}".rstrip() + "\n")
+
+    def gallery(self, summary: str, figures: Sequence) -> None:
+        """`figures` folded under `summary`: closed until the reader asks for them."""
+        if not figures:
+            return
+        summary_text = " ".join(str(summary).split())
+        self.html.append(f'<details class="gallery"><summary>'
+                         f"{self.render.inline(summary_text)}</summary>")
+        self.md.append(f"<details><summary>{html.escape(summary_text)}</summary>\n")
+        for item in figures:
+            self.figure(item)
+        self.html.append("</details>")
+        self.md.append("</details>\n")
 
     def table(self, item) -> None:
         path, caption = _pair(item, "table")
@@ -203,12 +220,15 @@ class _Builder:
         if not section.figures_first:
             for item in section.figures:
                 self.figure(item)
+        if section.gallery:
+            self.gallery(*section.gallery)
         for item in section.tables:
             self.table(item)
         for item in section.details:
             self.details(item)
         if not (status or (section.markdown or "").strip() or section.figures
-                or section.tables or section.subsections or section.details):
+                or section.gallery or section.tables or section.subsections
+                or section.details):
             self.html.append('<p class="notice empty">Nothing to show yet.</p>')
             self.md.append("*Nothing to show yet.*\n")
         for k, sub in enumerate(section.subsections, 1):

@@ -137,6 +137,7 @@ nav.toc a:hover { text-decoration: underline; }
 details { margin: .5rem 0; }
 details > summary { cursor: pointer; color: #0969da; }
 details.preview > summary, nav.toc summary { font-size: .9rem; }
+details.gallery { border-left: 3px solid #d1d9e0; padding-left: .8rem; }
 .table-wrap { max-width: 100%; overflow-x: auto; margin: .6rem 0 1rem; }
 table { border-collapse: collapse; font-size: .9rem; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #d1d9e0; padding: .28rem .65rem; text-align: left;

@@ -34,11 +34,19 @@ def _prefix(where: str) -> str:
     return f"{where}: " if where else ""
 
 
+def p_phrase(p: float | None) -> str:
+    """A p-value as a sentence says it ("p = 0.012", "p < 0.0001"); "" when there is none."""
+    if p is None or pd.isna(p):
+        return ""
+    text = p_text(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
 def _significance(row: pd.Series, alpha: float) -> str:
     p = row["p_ttest"]
     if pd.isna(p):
         return "no test"
-    return f"p = {p_text(p)}, {'significant' if p < alpha else 'not significant'} at {alpha:g}"
+    return f"{p_phrase(p)}, {'significant' if p < alpha else 'not significant'} at {alpha:g}"
 
 
 def accuracy_findings(comparison: pd.DataFrame, reference: str | None, source: str,
@@ -151,8 +159,10 @@ def reuse_findings(summary: pd.DataFrame, source: str, where: str = "",
     if rows.empty:
         return []
     top, low = rows.loc[rows["reuse"].idxmax()], rows.loc[rows["reuse"].idxmin()]
+    top_numbers = "; ".join(part for part in (f"{top['reuse']:+.3f}", p_phrase(top["p_welch"]))
+                            if part)
     text = (f"{_prefix(where)}feature reuse ({top['measure']}, transfer minus scratch) is "
-            f"largest in {top['layer']} ({top['reuse']:+.3f}; p = {p_text(top['p_welch'])}) "
+            f"largest in {top['layer']} ({top_numbers}) "
             f"and smallest in {low['layer']} ({low['reuse']:+.3f}).")
     if top["reuse"] <= 0:
         text += " No layer of the transfer runs stayed closer to its start than scratch's did."

@@ -4,7 +4,8 @@ Sections, in the order of a paper's results: the findings (the headline accuracy
 sentences computed from the tables, `findings`), accuracy per source, architecture, n and
 strategy (compact tables: mean +- std over test cases, paired tests against Scratch at the same
 n), convergence and training cost, the analyses (evolution, cross-network RSIM, feature reuse,
-weight change and filters: figures first, their own summaries folded), generalisation to the
+weight change and filters: one comparative figure each, their other figures (per-run
+galleries) and their own summaries folded), generalisation to the
 unseen test set, what failed, and how it was produced (study file and commands, folded). Paths
 are relative to the study folder. Everything is computed from the files the runs left, so the
 report can be written at any time, also for a study that is still running (it says what is
@@ -23,6 +24,7 @@ import pandas as pd
 
 from nnunet_transfer.analysis.accuracy_figure import accuracy_figure
 from nnunet_transfer.analysis.kinds import ANALYSIS_KINDS
+from nnunet_transfer.analysis.outputs import figure_name
 from nnunet_transfer.atomic_files import atomic_write_bytes
 from nnunet_transfer.document import Section, markdown_table, md_escape, write_report
 from nnunet_transfer.document.markdown import md_code
@@ -203,8 +205,9 @@ def _analysis_cells(layout: StudyLayout, runs: list[Run], kind: str):
 
 
 def analysis_sections(layout: StudyLayout, spec: StudySpec, runs: list[Run]) -> list[Section]:
-    """A section per analysis (key: its kind): per cell its figures first, the data files as
-    links, the analysis' own summary (tables, notes, command) folded."""
+    """A section per analysis (key: its kind): per cell the kind's comparative figure
+    (`AnalysisKind.report_figure`), its other figures folded (per-run galleries), the data
+    files as links, the analysis' own summary (tables, notes, command) folded."""
     sections = []
     for kind in spec.analyses:
         if kind == "convergence":      # drawn in the convergence and cost section
@@ -220,10 +223,16 @@ def analysis_sections(layout: StudyLayout, spec: StudySpec, runs: list[Run]) -> 
                 continue
             with open(md, encoding="utf-8") as f:
                 text = relative_paths(f.read(), layout.root)
-            pngs = sorted(glob.glob(os.path.join(folder, "*.png")), key=lambda p: (
-                os.path.basename(p) != f"{kind}.png", p))
+            pngs = sorted(glob.glob(os.path.join(folder, "*.png")))
+            shown = os.path.join(folder, figure_name(kind, ANALYSIS_KINDS[kind].report_figure))
+            if shown not in pngs and os.path.join(folder, figure_name(kind, "")) in pngs:
+                shown = os.path.join(folder, figure_name(kind, ""))   # written before the rule
+            more = [p for p in pngs if p != shown]
             subsections.append(Section(
-                name, figures=[(p, _figure_caption(kind, p)) for p in pngs],
+                name, figures=[(shown, _figure_caption(kind, shown))],
+                gallery=(f"{len(more)} more figure{'' if len(more) == 1 else 's'} (per run, "
+                         "or the same numbers drawn another way)",
+                         [(p, _figure_caption(kind, p)) for p in more]) if more else None,
                 tables=[(p, os.path.basename(p)) for p in sorted(
                     glob.glob(os.path.join(folder, "*.csv")))],
                 details=[("the analysis' tables, notes and command",
@@ -242,7 +251,8 @@ def convergence_figures(layout: StudyLayout, runs: list[Run]) -> list[tuple[str,
 
 def _figure_caption(kind: str, path: str) -> str:
     name = os.path.splitext(os.path.basename(path))[0]
-    return ANALYSIS_KINDS[kind].title if name == kind else name.replace("_", " ")
+    title = ANALYSIS_KINDS[kind].title
+    return title if name == kind else f"{title}: {name.removeprefix(kind + '_').replace('_', ' ')}"
 
 
 def _demote_headings(markdown: str) -> str:
