@@ -60,6 +60,12 @@ class RunId:
                                      for g in match.group(2, 3)))
 
 
+def _under(folder: str, name: str) -> property:
+    """A path property: `name` in the folder that property (or attribute) `folder` holds."""
+    return property(lambda self: os.path.join(getattr(self, folder), name),
+                    doc=f"{name} in the run's {folder.removesuffix('_folder')} folder")
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """The files of one run, in its nnU-Net fold folder `path`."""
@@ -105,21 +111,10 @@ class RunFolder:
                       and os.path.isdir(os.path.join(model_folder, name)))
 
     # -- our trainers' bookkeeping ----------------------------------------------------------
-    @property
-    def transfer_folder(self) -> str:
-        return os.path.join(self.path, "transfer")
-
-    @property
-    def settings_path(self) -> str:
-        return os.path.join(self.transfer_folder, "settings.json")
-
-    @property
-    def epochs_path(self) -> str:
-        return os.path.join(self.transfer_folder, "epochs.csv")
-
-    @property
-    def snapshot_folder(self) -> str:
-        return os.path.join(self.transfer_folder, "snapshots")
+    transfer_folder = _under("path", "transfer")
+    settings_path = _under("transfer_folder", "settings.json")
+    epochs_path = _under("transfer_folder", "epochs.csv")
+    snapshot_folder = _under("transfer_folder", "snapshots")
 
     def snapshot_path(self, epochs_done: int) -> str:
         return os.path.join(self.snapshot_folder, f"epoch_{epochs_done:04d}.pth")

@@ -168,3 +168,12 @@ def stop_job(job: JobToStop, grace_s: float) -> list[int]:
         return []
     stopping.signal(signal.SIGKILL)
     return _wait_until_gone(stopping, KILL_WAIT_S, repeat_signal=signal.SIGKILL)
+
+
+def release_after_stop(share, handle: dict, pid: int, survivors: list[int]) -> None:
+    """Free the slot a cancelled job held on this machine (`sharing.MachineShare`), then name
+    the job if anything of it outlived the cancel: the slot is freed either way, since what
+    survived SIGKILL is stuck in the kernel and no new job would start sooner for waiting."""
+    share.release(handle.get("slot"), pid)
+    if survivors:
+        raise JobSurvivedCancel(handle["key"], survivors)

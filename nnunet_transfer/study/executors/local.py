@@ -17,7 +17,7 @@ import subprocess
 from nnunet_transfer.study.executors.base import (
     CANCEL_GRACE_S, CommandJob, Executor, JobStatus, prepare_attempt, process_alive,
     process_start_time, read_exit_status)
-from nnunet_transfer.study.executors.job_processes import JobSurvivedCancel, JobToStop, stop_job
+from nnunet_transfer.study.executors.job_processes import JobToStop, release_after_stop, stop_job
 from nnunet_transfer.study.executors.sharing import (
     MachineShare, available_cpus, detect_gpus, visible_gpu_ids)
 
@@ -83,9 +83,7 @@ class LocalExecutor(Executor):
         proc = self._children.pop(pid, None)
         if proc is not None:
             proc.wait()
-        self.share.release(handle.get("slot"), pid)
-        if survivors:
-            raise JobSurvivedCancel(handle["key"], survivors)
+        release_after_stop(self.share, handle, pid, survivors)
 
     def describe(self) -> str:
         return f"local: {self.share.describe()}"

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from nnunet_transfer.study.executors.base import (
     CANCEL_GRACE_S, CommandJob, process_alive, process_start_time)
-from nnunet_transfer.study.executors.job_processes import JobSurvivedCancel, JobToStop, stop_job
+from nnunet_transfer.study.executors.job_processes import JobToStop, release_after_stop, stop_job
 from nnunet_transfer.study.executors.sharing import (
     MachineShare, available_cpus, detect_gpus, visible_gpu_ids)
 from nnunet_transfer.study.executors.submitit_executor import SubmititExecutor
@@ -99,9 +99,7 @@ class SubmititLocalExecutor(SubmititExecutor):
         # itself do not die with their parents).
         survivors = stop_job(JobToStop(handle["exit_path"], start_time), self.cancel_grace_s)
         self._reap()
-        self.share.release(handle.get("slot"), pid)
-        if survivors:
-            raise JobSurvivedCancel(handle["key"], survivors)
+        release_after_stop(self.share, handle, pid, survivors)
 
     def describe(self) -> str:
         return f"submitit-local: {self.share.describe()}, submitit folder {self.folder}"
