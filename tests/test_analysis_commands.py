@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import ONE_THREAD
+from support.nnunet_workspace import ONE_THREAD
 
 LAYERS = ["encoder-1", "encoder-2", "encoder-3", "decoder-1", "decoder-2", "decoder-3"]
 ENCODER = LAYERS[:3]

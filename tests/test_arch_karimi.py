@@ -13,7 +13,7 @@ from nnunet_transfer.architectures.registry import architecture_entry, template
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.training.freezing import apply_strategy
 
-from arch_helpers import assert_finite_logits_under_autocast
+from support.architecture_checks import assert_finite_logits_under_autocast
 
 ISOTROPIC = dict(strides=[[1, 1, 1]] + [[2, 2, 2]] * 4, kernel_sizes=[[3, 3, 3]] * 5)
 

@@ -11,8 +11,9 @@ from nnunet_transfer.architectures.common import ConvSettings
 from nnunet_transfer.architectures.registry import architecture_entry, template
 from nnunet_transfer.architectures.tiramisu import Tiramisu, TransitionUp
 
-from arch_helpers import (assert_analysis_layers_in_their_parts,
-                          assert_finite_logits_under_autocast, assert_template_setting_refused)
+from support.architecture_checks import (PLANS, assert_analysis_layers_in_their_parts,
+                                         assert_finite_logits_under_autocast,
+                                         assert_template_setting_refused)
 
 LAYERS = {"conv_op": nn.Conv3d, "norm_op": nn.InstanceNorm3d,
           "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "nonlin": nn.ReLU,
@@ -71,7 +72,6 @@ def test_template_keeps_it_small_and_uses_relu():
     assert spec["arch_kwargs"]["layers_per_block"] == [3] * 5
     assert spec["arch_kwargs"]["nonlin"] == "torch.nn.ReLU"
     assert spec["features"]["base"] == 24
-    from test_architectures import PLANS
     entry = architecture_entry("tiramisu", PLANS["isotropic"][1], PLANS["isotropic"][0])
     network = Tiramisu(2, 3, **entry["arch_kwargs"])
     assert network.encoder.first_conv.out_channels == 24

@@ -11,8 +11,9 @@ from nnunet_transfer.architectures.registry import template
 from nnunet_transfer.architectures.vnet import VNet
 from nnunet_transfer.errors import UserError
 
-from arch_helpers import (assert_analysis_layers_in_their_parts,
-                          assert_finite_logits_under_autocast, assert_template_setting_refused)
+from support.architecture_checks import (assert_analysis_layers_in_their_parts,
+                                         assert_finite_logits_under_autocast,
+                                         assert_template_setting_refused)
 
 LAYERS = {"conv_op": nn.Conv3d, "norm_op": nn.InstanceNorm3d,
           "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "nonlin": nn.PReLU,

@@ -12,7 +12,7 @@ from nnunet_transfer.architectures.registry import architecture_entry, template
 from nnunet_transfer.architectures.weatheritt import WeatherittUNet
 from nnunet_transfer.errors import UserError
 
-from arch_helpers import assert_finite_logits_under_autocast
+from support.architecture_checks import assert_finite_logits_under_autocast
 
 ANISOTROPIC = dict(strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]],
                    kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3]])

@@ -23,8 +23,8 @@ from nnunet_transfer.architectures.registry import ARCHITECTURES
 from nnunet_transfer.training.strategies import (
     ALL_STRATEGIES, FROZEN_DECODER_AND_HEAD, FROZEN_ENCODER, SCRATCH, Pretrained)
 
-from conftest import ONE_THREAD, SMALL_PLANS, SOURCE_ID
-from run_checks import (assert_frozen_identical_and_trainable_changed,
+from support.nnunet_workspace import ONE_THREAD, SMALL_PLANS, SOURCE_ID
+from support.run_checks import (assert_frozen_identical_and_trainable_changed,
                         assert_predictions_match_images, assert_starts_from_source)
 
 BUDGET = {"NNUNET_TRANSFER_EPOCHS": "1", "NNUNET_TRANSFER_ITERS": "2",

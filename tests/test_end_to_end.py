@@ -14,7 +14,7 @@ import torch
 
 from nnunet_transfer.training.strategies import ALL_STRATEGIES, Pretrained
 
-from run_checks import (assert_frozen_identical_and_trainable_changed,
+from support.run_checks import (assert_frozen_identical_and_trainable_changed,
                         assert_predictions_match_images, assert_starts_from_source,
                         snapshot)
 

@@ -23,8 +23,8 @@ from nnunet_transfer.architectures.checkpoint import Checkpoint
 from nnunet_transfer.training.low_rank import add_adapters, load_adapter_state_dict
 from nnunet_transfer.training.strategies import CUSTOM_TRAINER, SCHEDULED_STRATEGIES
 
-from conftest import ONE_THREAD, SMALL_PLANS, SOURCE_ID
-from run_checks import (assert_predictions_match_images, load_checkpoint_file, parts_by_key,
+from support.nnunet_workspace import ONE_THREAD, SMALL_PLANS, SOURCE_ID
+from support.run_checks import (assert_predictions_match_images, load_checkpoint_file, parts_by_key,
                         snapshot)
 
 BUDGET = {"NNUNET_TRANSFER_EPOCHS": "4", "NNUNET_TRANSFER_ITERS": "2",
