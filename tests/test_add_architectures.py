@@ -71,7 +71,7 @@ def test_a_changed_configuration_is_refused_unless_replaced(workspace, plans):
     json.dump(data, open(path, "w"))
     before = digest(path)
     assert_refused(add(workspace, identifier, "--only", "vnet,karimi", ok=False),
-             "3d_fullres_vnet", "--replace", "nothing was written")
+                    "3d_fullres_vnet", "--replace", "nothing was written")
     assert digest(path) == before  # karimi not added either
     out = add(workspace, identifier, "--only", "vnet", "--replace").stdout
     assert "replaced" in out
@@ -83,13 +83,13 @@ def test_unknown_architecture(workspace, plans):
     identifier, path = plans
     before = digest(path)
     assert_refused(add(workspace, identifier, "--only", "hrnet,unet3", ok=False),
-             "unknown architecture", "unet3", "karimi")
+                    "unknown architecture", "unet3", "karimi")
     assert digest(path) == before
 
 
 def test_dataset_without_plans(workspace, source):
     assert_refused(add(workspace, "NoSuchPlans", ok=False), "plans NoSuchPlans", "Available:",
-             "nnUNetv2_plan_and_preprocess")
+                    "nnUNetv2_plan_and_preprocess")
 
 
 def test_patch_an_architecture_cannot_take_is_refused_before_writing(workspace, plans):

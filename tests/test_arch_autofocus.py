@@ -11,20 +11,8 @@ from nnunet_transfer.architectures.autofocus import AutofocusConv, AutofocusNet,
 from nnunet_transfer.architectures.registry import architecture_entry
 from nnunet_transfer.errors import UserError
 
-from support.architecture_checks import assert_finite_logits_under_autocast
 from support.networks import AUTOFOCUS_RATES, autofocus_layer
-
-
-def small(layers_per_block=1, strides=((1, 1, 1), (1, 2, 2), (2, 2, 2)),
-          dilations=(1, 2, 3)) -> AutofocusNet:
-    n = len(strides)
-    torch.manual_seed(0)
-    network = AutofocusNet(input_channels=1, num_classes=2, n_stages=n,
-                           features_per_stage=[4, 6, 8, 8][:n], strides=[list(s) for s in strides],
-                           kernel_sizes=[[1, 3, 3]] + [[3, 3, 3]] * (n - 1), dilations=dilations,
-                           layers_per_block=layers_per_block)
-    network.apply(network.initialize)
-    return network
+from support.small_architectures import autofocus
 
 
 def test_attention_weights_are_a_distribution_over_the_rates_at_every_voxel():
@@ -65,7 +53,8 @@ def test_output_is_the_attention_weighted_sum_of_the_normalised_branches():
     for k in range(len(AUTOFOCUS_RATES)):
         with torch.no_grad():
             af.attention[-1].weight.zero_()
-            af.attention[-1].bias.copy_(torch.where(torch.arange(len(AUTOFOCUS_RATES)) == k, 50.0, -50.0))
+            chosen = torch.arange(len(AUTOFOCUS_RATES)) == k
+            af.attention[-1].bias.copy_(torch.where(chosen, 50.0, -50.0))
         torch.testing.assert_close(af(x), af.norms[k](af.branches(x)[k]))
 
 
@@ -99,7 +88,7 @@ def test_attention_learns_from_the_loss_but_sends_no_gradient_below_it_unless_as
 
 @pytest.mark.parametrize("layers_per_block", [1, 2])
 def test_autofocus_layers_sit_at_the_bottleneck_and_in_every_decoder_stage(layers_per_block):
-    network = small(layers_per_block)
+    network = autofocus(layers_per_block)
     located = [name for name, m in network.named_modules() if isinstance(m, AutofocusConv)]
     per_block = ["block.second"] if layers_per_block == 1 else ["block.first.0", "block.second"]
     assert located == (
@@ -114,7 +103,7 @@ def test_autofocus_layers_sit_at_the_bottleneck_and_in_every_decoder_stage(layer
 
 
 def test_split_and_analysis_layers_follow_the_docstring():
-    network = small()
+    network = autofocus()
     parts = partition(network)
     ids = {part: {id(p) for p in parts.parameters(part)} for part in ("encoder", "decoder", "head")}
     assert ids["encoder"] == {id(p) for p in network.encoder.parameters()}
@@ -124,14 +113,10 @@ def test_split_and_analysis_layers_follow_the_docstring():
     assert network.analysis_layers() == {
         "encoder": ["encoder.stages.0", "encoder.stages.1", "encoder.stages.2"],
         "decoder": ["decoder.stages.1", "decoder.stages.0.block.first", "decoder.stages.0"]}
-    two = small(strides=((1, 1, 1), (2, 2, 2)))
+    two = autofocus(strides=((1, 1, 1), (2, 2, 2)))
     modules = dict(two.named_modules())
     for names in two.analysis_layers().values():
         assert len(set(names)) == 3 and all(name in modules for name in names)
-
-
-def test_runs_under_autocast():
-    assert_finite_logits_under_autocast(small(), (4, 16, 16))
 
 
 def test_template_defaults_are_the_papers_rates():

@@ -26,18 +26,19 @@ def test_env_points_nnunet_at_the_trainers(workspace):
 
 def test_env_rejects_bad_budget(workspace):
     assert_refused(workspace.run("nnunet-transfer", "env", "--iters", "0", ok=False),
-             "--iters 0", "positive whole number")
+                    "--iters 0", "positive whole number")
 
 
 def test_plans_transfer_unknown_dataset(workspace, source):
-    assert_refused(workspace.run("nnunet-transfer", "plans-transfer", "--source", "999", "--target",
-                           str(SOURCE_ID), ok=False), "no dataset with id 999", source["name"])
+    assert_refused(workspace.run("nnunet-transfer", "plans-transfer", "--source", "999",
+                                 "--target", str(SOURCE_ID), ok=False),
+                   "no dataset with id 999", source["name"])
 
 
 def test_plans_transfer_unknown_plans(workspace, target):
     assert_refused(workspace.run("nnunet-transfer", "plans-transfer", "--source", str(SOURCE_ID),
-                           "--target", str(target["id"]), "-p", "NoSuchPlans", ok=False),
-             "plans NoSuchPlans", "Available:", SMALL_PLANS)
+                                  "--target", str(target["id"]), "-p", "NoSuchPlans", ok=False),
+                    "plans NoSuchPlans", "Available:", SMALL_PLANS)
 
 
 def test_plans_transfer_without_nnunet_paths(workspace):
@@ -73,7 +74,7 @@ def test_small_plans_build_a_network_that_takes_its_patch(workspace, source, pat
 
 def test_small_plans_bad_patch(workspace, source):
     assert_refused(workspace.run("nnunet-transfer", "small-plans", "-d", str(SOURCE_ID), "--patch",
-                           "20", "20", ok=False), "--patch needs 3 positive sizes")
+                                  "20", "20", ok=False), "--patch needs 3 positive sizes")
 
 
 def _train(workspace, target, trainer, *extra, env=None):
@@ -84,14 +85,14 @@ def _train(workspace, target, trainer, *extra, env=None):
 
 def test_strategy_needing_weights_refuses_to_start_without(workspace, target):
     assert_refused(_train(workspace, target, "nnUNetTrainer_FineTune"),
-             "nnUNetTrainer_FineTune", "needs the source network", "-pretrained_weights")
+                    "nnUNetTrainer_FineTune", "needs the source network", "-pretrained_weights")
 
 
 def test_corrupt_checkpoint(workspace, target, tmp_path):
     bad = tmp_path / "checkpoint_final.pth"
     bad.write_bytes(b"\x80\x02 not really a checkpoint")
     assert_refused(_train(workspace, target, "nnUNetTrainer_FrozenEncoder", "-pretrained_weights",
-                    str(bad)), "not a readable PyTorch checkpoint", str(bad))
+                           str(bad)), "not a readable PyTorch checkpoint", str(bad))
 
 
 def test_checkpoint_of_other_plans_gets_table_and_fix(workspace, source, target, tmp_path):
@@ -106,22 +107,22 @@ def test_checkpoint_of_other_plans_gets_table_and_fix(workspace, source, target,
     torch.save(checkpoint, path)
     result = _train(workspace, target, "nnUNetTrainer_FineTune", "-pretrained_weights", str(path))
     assert_refused(result, "do not fit the network", "channel counts differ",
-             f"nnunet-transfer plans-transfer --source {SOURCE_ID}", "-p nnUNetPlans",
-             "encoder.stages.0.0.convs.0.conv.weight")
+                    f"nnunet-transfer plans-transfer --source {SOURCE_ID}", "-p nnUNetPlans",
+                    "encoder.stages.0.0.convs.0.conv.weight")
 
 
 def test_bad_budget_variable_stops_training(workspace, target):
     assert_refused(_train(workspace, target, "nnUNetTrainer_Scratch",
-                    env={"NNUNET_TRANSFER_EPOCHS": "many"}),
-             "NNUNET_TRANSFER_EPOCHS='many' is not a number")
+                           env={"NNUNET_TRANSFER_EPOCHS": "many"}),
+                    "NNUNET_TRANSFER_EPOCHS='many' is not a number")
 
 
 def test_evaluate_names_a_missing_folder(workspace, tmp_path):
-    assert_refused(workspace.run("nnunet-transfer", "evaluate", str(tmp_path / "nope"), str(tmp_path),
-                           "-o", str(tmp_path / "out"), ok=False),
-             f"prediction folder {tmp_path / 'nope'} does not exist")
+    assert_refused(workspace.run("nnunet-transfer", "evaluate", str(tmp_path / "nope"),
+                                 str(tmp_path), "-o", str(tmp_path / "out"), ok=False),
+                    f"prediction folder {tmp_path / 'nope'} does not exist")
 
 
 def test_convert_msd_names_a_missing_folder(workspace, tmp_path):
     assert_refused(workspace.run("nnunet-transfer", "convert-msd", str(tmp_path / "Task04_X"),
-                           "--id", "990", ok=False), "MSD task folder", "does not exist")
+                                  "--id", "990", ok=False), "MSD task folder", "does not exist")

@@ -23,7 +23,8 @@ def test_example_and_demo_files_are_valid(tmp_path):
     assert spec.workdir == str(tmp_path)
     hippocampus = tmp_path / "Task04_Hippocampus"
     (hippocampus / "imagesTr").mkdir(parents=True)
-    spec = load_study(write_study_text(tmp_path, study_text("h", hippocampus=str(hippocampus)), "h.yaml"))
+    text = study_text("h", hippocampus=str(hippocampus))
+    spec = load_study(write_study_text(tmp_path, text, "h.yaml"))
     assert spec.datasets["all"].options["msd"] == str(hippocampus)
     assert spec.datasets["source"].inputs == ("all", "held")
 
