@@ -15,8 +15,8 @@ import torch
 from nnunet_transfer.training.strategies import ALL_STRATEGIES, Pretrained
 
 from support.run_checks import (assert_frozen_identical_and_trainable_changed,
-                        assert_predictions_match_images, assert_starts_from_source,
-                        snapshot)
+                                assert_predictions_match_images, assert_starts_from_source,
+                                snapshot)
 
 @pytest.fixture(scope="module")
 def runs(strategy_runs):

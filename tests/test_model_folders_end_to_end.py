@@ -15,8 +15,8 @@ from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
 from nnunet_transfer.architectures.checkpoint import Checkpoint
 from nnunet_transfer.training.inspection import inspect_text
 
-from support.checkpoint_files import (
-    V1_MISSING, nnssl_checkpoint, v1_available, v1_network, v1_plans, write_v1_model)
+from support.checkpoint_files import (V1_MISSING, nnssl_checkpoint, v1_available, v1_network,
+                                      v1_plans, write_v1_model)
 from support.nnunet_workspace import BUDGET, ONE_THREAD, SOURCE_ID, TARGET_ID
 
 OTHER_PLANS = "nnUNetPlansOtherCPU"
