@@ -51,7 +51,7 @@ def assert_png(path: str) -> None:
 
 def assert_analysis_refused(result, *fragments: str) -> None:
     """Refused as every command refuses, in the CLI's own error format."""
-    assert_analysis_refused(result, *fragments)
+    assert_refused(result, *fragments)
     assert result.stderr.startswith("nnunet-transfer: error:"), result.stderr
 
 
