@@ -36,7 +36,7 @@ DATASET_JSON = {"labels": {"background": 0, "liver": 1, "tumour": 2},
 
 def make_model_folder(root: str) -> tuple[str, int]:
     """The made-up model folder under `root`, and its number of parameters."""
-    from checkpoint_files import plain_arch_kwargs, v2_plans, write_v2_model
+    from support.checkpoint_files import plain_arch_kwargs, v2_plans, write_v2_model
     from nnunet_transfer.checkpoints.reader import Checkpoint
 
     plans = v2_plans(plain_arch_kwargs(FEATURES), PATCH)

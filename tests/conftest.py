@@ -6,31 +6,18 @@ volumes with tiny budgets, once per test session.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
-import subprocess
-import sys
-from dataclasses import dataclass
 
 import pytest
 
 from nnunet_transfer.data.synthetic import LOW_QUALITY_DOMAIN, write_synthetic_dataset
-from nnunet_transfer.training.run_folder import RunFolder
 
-BIN = os.path.dirname(sys.executable)
-SOURCE_ID, TARGET_ID, SAME_LABELS_TARGET_ID = 801, 802, 803
-SMALL_PLANS = "nnUNetPlansSmallCPU"
-TRANSFERRED_PLANS = f"{SMALL_PLANS}_from{SOURCE_ID}"
-# Tiny budget: enough steps that every trainable tensor moves, little enough for CI.
-BUDGET = {"NNUNET_TRANSFER_EPOCHS": "2", "NNUNET_TRANSFER_ITERS": "3",
-          "NNUNET_TRANSFER_VAL_ITERS": "1", "NNUNET_TRANSFER_SNAPSHOT_EVERY": "1",
-          "NNUNET_TRANSFER_SEED": "3"}
-# Runs launched two at a time get one thread each: two runs with nnU-Net's one thread per core
-# oversubscribe the cores, and OpenMP's waiting threads then slow everything down many times.
-ONE_THREAD = {"NNUNET_TRANSFER_CPU_THREADS": "1", "OMP_NUM_THREADS": "1",
-              "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+from support.browser import CHROMIUM_NAMES
+from support.nnunet_workspace import (BUDGET, ONE_THREAD, SMALL_PLANS, SOURCE_ID,
+                                      SAME_LABELS_TARGET_ID, TARGET_ID, TRANSFERRED_PLANS,
+                                      Workspace, workspace_env, write_split)
 
 
 # Modules whose tests use the nnU-Net workspace but train a matrix of their own: they get a
@@ -38,14 +25,38 @@ ONE_THREAD = {"NNUNET_TRANSFER_CPU_THREADS": "1", "OMP_NUM_THREADS": "1",
 # other end-to-end tests run side by side instead of one after the other.
 OWN_WORKSPACE = {"test_architectures_end_to_end"}
 
+# The kinds of test, by what they use, so that a new test is marked by what it does (markers
+# registered in pyproject.toml; `pytest -m "not e2e"` runs the unit tests alone):
+# - e2e: drives nnU-Net's commands, trains or runs a study in subprocesses (minutes). A test is
+#   e2e when it uses the nnU-Net workspace (every fixture that trains builds on it) or sits in a
+#   module named *_end_to_end;
+# - slurm: needs the real one-node SLURM cluster (the `cluster` fixture); also e2e;
+# - browser: looks at a page in headless Chromium (the `chromium` fixture).
+END_TO_END_FIXTURES = {"workspace"}
+SLURM_FIXTURES = {"cluster"}
+BROWSER_FIXTURES = {"chromium"}
+
+
+def _kinds(item) -> list[str]:
+    fixtures = set(item.fixturenames)
+    slurm = bool(fixtures & SLURM_FIXTURES)
+    end_to_end = (slurm or bool(fixtures & END_TO_END_FIXTURES)
+                  or item.module.__name__.endswith("_end_to_end"))
+    return ([kind for kind, applies in (("e2e", end_to_end), ("slurm", slurm),
+                                        ("browser", bool(fixtures & BROWSER_FIXTURES)))
+             if applies])
+
 
 @pytest.hookimpl(tryfirst=True)   # before xdist reads the groups (its hook runs in the workers)
 def pytest_collection_modifyitems(config, items):
-    """Keep what shares fixtures in one pytest-xdist worker (`make test` runs `-n auto --dist
-    loadgroup`): the tests of the shared nnU-Net workspace in one group, so the session's source
-    pretraining and strategy runs are built once per group; any other module as its own group,
-    so its module fixtures are built once. The other cores take the other groups meanwhile."""
+    """Mark each test with its kinds (above), before `-m` deselects by them. Keep what shares
+    fixtures in one pytest-xdist worker (`make test` runs `-n auto --dist loadgroup`): the tests
+    of the shared nnU-Net workspace in one group, so the session's source pretraining and
+    strategy runs are built once per group; any other module as its own group, so its module
+    fixtures are built once. The other cores take the other groups meanwhile."""
     for item in items:
+        for kind in _kinds(item):
+            item.add_marker(kind)
         module = item.module.__name__
         if "workspace" not in item.fixturenames:
             group = module
@@ -56,72 +67,22 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group(group))
 
 
-def tool(name: str) -> str:
-    path = os.path.join(BIN, name)
-    return path if os.path.exists(path) else shutil.which(name) or name
-
-
-@dataclass
-class Workspace:
-    root: str
-    env: dict
-
-    @property
-    def raw(self) -> str:
-        return self.env["nnUNet_raw"]
-
-    @property
-    def preprocessed(self) -> str:
-        return self.env["nnUNet_preprocessed"]
-
-    @property
-    def results(self) -> str:
-        return self.env["nnUNet_results"]
-
-    def run(self, *command: str, ok: bool = True, extra_env: dict | None = None,
-            timeout: int = 900) -> subprocess.CompletedProcess:
-        command = (tool(command[0]), *command[1:])
-        result = subprocess.run(command, env={**self.env, **(extra_env or {})}, cwd=self.root,
-                                capture_output=True, text=True, timeout=timeout)
-        if ok and result.returncode != 0:
-            raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n"
-                                 f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
-        return result
-
-    def run_folder(self, dataset: str, trainer: str, plans: str, fold: str = "0",
-                   configuration: str = "3d_fullres") -> str:
-        return RunFolder.in_results(self.results, dataset, trainer, plans, configuration,
-                                    fold).path
-
-
-def _env(root: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NNUNET_TRANSFER_")}
-    env.update({
-        "nnUNet_raw": os.path.join(root, "raw"),
-        "nnUNet_preprocessed": os.path.join(root, "preprocessed"),
-        "nnUNet_results": os.path.join(root, "results"),
-        "nnUNet_compile": "f",
-        "nnUNet_def_n_proc": "1",
-        "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "2"),
-    })
-    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.makedirs(env[key], exist_ok=True)
-    return env
-
-
-def write_split(preprocessed_dataset: str, validation_cases: int = 1) -> None:
-    """One fold with a single validation case: nnU-Net's final validation stays short."""
-    cases = sorted(f[:-len(".nii.gz")] for f in os.listdir(
-        os.path.join(preprocessed_dataset, "gt_segmentations")))
-    split = [{"train": cases[validation_cases:], "val": cases[:validation_cases]}]
-    with open(os.path.join(preprocessed_dataset, "splits_final.json"), "w") as f:
-        json.dump(split, f)
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The headless browser the report checks use: $CHROMIUM, else the first Chromium on PATH;
+    without one the test is skipped, saying how to get it (.ci/run installs it)."""
+    for name in (os.environ.get("CHROMIUM"), *CHROMIUM_NAMES):
+        path = name and shutil.which(name)
+        if path:
+            return path
+    pytest.skip("Chromium is not installed (Debian: apt-get install chromium; .ci/run "
+                "installs it): the report is not looked at in a browser")
 
 
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory) -> Workspace:
     root = str(tmp_path_factory.mktemp("nnunet"))
-    ws = Workspace(root, _env(root))
+    ws = Workspace(root, workspace_env(root))
     exports = shlex.split(ws.run("nnunet-transfer", "env").stdout)
     ws.env["nnUNet_extTrainer"] = exports[1].split("=", 1)[1]
     return ws

@@ -13,8 +13,8 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_transfer.architectures.registry import ARCHITECTURES
 
-from conftest import SMALL_PLANS, SOURCE_ID
-from test_cli import _refused
+from support.nnunet_workspace import SMALL_PLANS, SOURCE_ID
+from support.refusals import assert_refused
 
 
 @pytest.fixture
@@ -70,8 +70,8 @@ def test_a_changed_configuration_is_refused_unless_replaced(workspace, plans):
     data["configurations"]["3d_fullres_vnet"]["architecture"]["arch_kwargs"]["n_stages"] = 2
     json.dump(data, open(path, "w"))
     before = digest(path)
-    _refused(add(workspace, identifier, "--only", "vnet,karimi", ok=False),
-             "3d_fullres_vnet", "--replace", "nothing was written")
+    assert_refused(add(workspace, identifier, "--only", "vnet,karimi", ok=False),
+                    "3d_fullres_vnet", "--replace", "nothing was written")
     assert digest(path) == before  # karimi not added either
     out = add(workspace, identifier, "--only", "vnet", "--replace").stdout
     assert "replaced" in out
@@ -82,14 +82,14 @@ def test_a_changed_configuration_is_refused_unless_replaced(workspace, plans):
 def test_unknown_architecture(workspace, plans):
     identifier, path = plans
     before = digest(path)
-    _refused(add(workspace, identifier, "--only", "hrnet,unet3", ok=False),
-             "unknown architecture", "unet3", "karimi")
+    assert_refused(add(workspace, identifier, "--only", "hrnet,unet3", ok=False),
+                    "unknown architecture", "unet3", "karimi")
     assert digest(path) == before
 
 
 def test_dataset_without_plans(workspace, source):
-    _refused(add(workspace, "NoSuchPlans", ok=False), "plans NoSuchPlans", "Available:",
-             "nnUNetv2_plan_and_preprocess")
+    assert_refused(add(workspace, "NoSuchPlans", ok=False), "plans NoSuchPlans", "Available:",
+                    "nnUNetv2_plan_and_preprocess")
 
 
 def test_patch_an_architecture_cannot_take_is_refused_before_writing(workspace, plans):
@@ -98,11 +98,11 @@ def test_patch_an_architecture_cannot_take_is_refused_before_writing(workspace, 
     data["configurations"]["3d_fullres"]["patch_size"] = [30, 32, 32]  # 30 / 8 is not whole
     json.dump(data, open(path, "w"))
     before = digest(path)
-    _refused(add(workspace, identifier, ok=False), "patch size [30, 32, 32]", "divisible")
+    assert_refused(add(workspace, identifier, ok=False), "patch size [30, 32, 32]", "divisible")
     assert digest(path) == before
 
 
-def test_2d_configuration_is_refused(workspace, plans):
+def test_2d_configuration_isassert_refused(workspace, plans):
     identifier, path = plans
     data = json.load(open(path))
     data["configurations"]["2d_small"] = {"inherits_from": "3d_fullres", "architecture": {
@@ -111,4 +111,4 @@ def test_2d_configuration_is_refused(workspace, plans):
         **data["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"],
         "conv_op": "torch.nn.modules.conv.Conv2d"}
     json.dump(data, open(path, "w"))
-    _refused(add(workspace, identifier, "-c", "2d_small", ok=False), "2D configuration")
+    assert_refused(add(workspace, identifier, "-c", "2d_small", ok=False), "2D configuration")

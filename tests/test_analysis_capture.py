@@ -16,13 +16,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from networks import plain_unet, residual_unet
+from support.networks import plain_unet, residual_unet
 from nnunetv2.training.dataloading.nnunet_dataset import (
     comp_blosc2_params,
     nnUNetDatasetBlosc2,
     nnUNetDatasetNumpy,
 )
-from test_architectures import base_kwargs
+from support.architecture_checks import base_kwargs
 
 from nnunet_transfer.analysis import linear_cka, pwcca, svcca
 from nnunet_transfer.analysis.blocks import BlockSampler, preprocessed_folder

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import ONE_THREAD
+from support.nnunet_workspace import ONE_THREAD
+from support.refusals import assert_refused
 
 LAYERS = ["encoder-1", "encoder-2", "encoder-3", "decoder-1", "decoder-2", "decoder-3"]
 ENCODER = LAYERS[:3]
@@ -48,12 +49,10 @@ def assert_png(path: str) -> None:
     assert float(image[..., :3].std()) > 0.01, f"{path} is blank"
 
 
-def assert_refused(result, *fragments: str) -> None:
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
+def assert_analysis_refused(result, *fragments: str) -> None:
+    """Refused as every command refuses, in the CLI's own error format."""
+    assert_refused(result, *fragments)
     assert result.stderr.startswith("nnunet-transfer: error:"), result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -278,12 +277,12 @@ def test_other_architecture_and_other_data_are_refused(workspace, runs, strategy
     result = analyze(workspace, "similarity", "-o", str(tmp_path / "s"),
                      "--group", "A", runs["FineTune"], runs["Scratch"],
                      "--group", "B", other_architecture_run, ok=False)
-    assert_refused(result, "different architectures", "PlainConvUNet", "WeatherittUNet")
+    assert_analysis_refused(result, "different architectures", "PlainConvUNet", "WeatherittUNet")
     # The source's labels, on another dataset: same architecture, other data.
     result = analyze(workspace, "reuse", "-o", str(tmp_path / "r"),
                      "--transfer", strategy_runs["FrozenDecoderAndHead"]["folder"],
                      "--scratch", source["folder"], ok=False)
-    assert_refused(result, "different data", "Dataset803", "Dataset801")
+    assert_analysis_refused(result, "different data", "Dataset803", "Dataset801")
 
 
 def test_missing_snapshot_is_refused(workspace, runs, tmp_path):
@@ -292,19 +291,19 @@ def test_missing_snapshot_is_refused(workspace, runs, tmp_path):
     os.remove(os.path.join(copy, "transfer", "snapshots", "epoch_0000.pth"))
     result = analyze(workspace, "reuse", "-o", str(tmp_path / "r"), "--transfer", copy,
                      "--scratch", runs["Scratch"], ok=False)
-    assert_refused(result, "no snapshot after 0 epochs", "it has snapshots after 1, 2 epochs")
+    assert_analysis_refused(result, "no snapshot after 0 epochs", "it has snapshots after 1, 2 epochs")
     result = analyze(workspace, "weights", "-o", str(tmp_path / "w"), "--start", "1", "--end",
                      "7", copy, ok=False)
-    assert_refused(result, "no snapshot after 7 epochs")
+    assert_analysis_refused(result, "no snapshot after 7 epochs")
 
 
 def test_unknown_layer_is_refused_with_close_names(workspace, runs, tmp_path):
     result = analyze(workspace, "evolution", "-o", str(tmp_path / "e"), runs["Scratch"],
                      "--layers", "encoder.stages.0", "encoder.stage.1", ok=False)
-    assert_refused(result, "no layer 'encoder.stage.1'", "Closest names: encoder.stages.1")
+    assert_analysis_refused(result, "no layer 'encoder.stage.1'", "Closest names: encoder.stages.1")
     result = analyze(workspace, "weights", "-o", str(tmp_path / "w"), "--filter-layer",
                      "encoder.stages.0", runs["Scratch"], ok=False)
-    assert_refused(result, "not a convolution")
+    assert_analysis_refused(result, "not a convolution")
 
 
 def test_too_few_voxels_warns_on_stderr_and_in_the_summary(workspace, runs, tmp_path):
@@ -324,11 +323,11 @@ def test_not_a_run_and_bad_output_folder_are_refused(workspace, runs, tmp_path):
     plain = tmp_path / "plain"
     plain.mkdir()
     result = analyze(workspace, "convergence", "-o", str(tmp_path / "c"), str(plain), ok=False)
-    assert_refused(result, "is not a run of nnunet-transfer's trainers")
+    assert_analysis_refused(result, "is not a run of nnunet-transfer's trainers")
     model_folder = os.path.dirname(runs["Scratch"])
     result = analyze(workspace, "weights", "-o", str(tmp_path / "w"), model_folder, ok=False)
-    assert_refused(result, "give one of those fold folders", "fold_0")
+    assert_analysis_refused(result, "give one of those fold folders", "fold_0")
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
     result = analyze(workspace, "convergence", "-o", str(a_file), runs["Scratch"], ok=False)
-    assert_refused(result, "is a file")
+    assert_analysis_refused(result, "is a file")

@@ -10,7 +10,7 @@ import os
 
 import pytest
 import torch
-from test_architectures import base_kwargs
+from support.architecture_checks import base_kwargs
 
 from nnunet_transfer.analysis.weights import (
     convergence_epoch,

@@ -7,54 +7,31 @@ import torch
 from torch.nn import functional as F
 
 from nnunet_transfer.architectures import partition
-from nnunet_transfer.architectures.autofocus import (AutofocusConv, AutofocusNet,
-                                                     AutofocusOptions, dilated_conv3d)
-from nnunet_transfer.architectures.conv_settings import ConvSettings
+from nnunet_transfer.architectures.autofocus import AutofocusConv, AutofocusNet, dilated_conv3d
 from nnunet_transfer.architectures.registry import architecture_entry
 from nnunet_transfer.errors import UserError
 
-from arch_helpers import assert_finite_logits_under_autocast
-
-RATES = (2, 6, 10, 14)
-
-
-def layer(in_channels=4, out_channels=3, kernel=(3, 3, 3), rates=RATES, stop_gradient=True):
-    torch.manual_seed(0)
-    conv = AutofocusConv(ConvSettings(), AutofocusOptions(rates, stop_gradient), in_channels,
-                         out_channels, kernel)
-    conv.apply(AutofocusNet.initialize)
-    return conv
-
-
-def small(layers_per_block=1, strides=((1, 1, 1), (1, 2, 2), (2, 2, 2)),
-          dilations=(1, 2, 3)) -> AutofocusNet:
-    n = len(strides)
-    torch.manual_seed(0)
-    network = AutofocusNet(input_channels=1, num_classes=2, n_stages=n,
-                           features_per_stage=[4, 6, 8, 8][:n], strides=[list(s) for s in strides],
-                           kernel_sizes=[[1, 3, 3]] + [[3, 3, 3]] * (n - 1), dilations=dilations,
-                           layers_per_block=layers_per_block)
-    network.apply(network.initialize)
-    return network
+from support.networks import AUTOFOCUS_RATES, autofocus_layer
+from support.small_architectures import autofocus
 
 
 def test_attention_weights_are_a_distribution_over_the_rates_at_every_voxel():
     x = torch.randn(2, 4, 6, 7, 5)
-    weights = layer().attention_weights(x)
-    assert weights.shape == (2, len(RATES), 6, 7, 5)
+    weights = autofocus_layer().attention_weights(x)
+    assert weights.shape == (2, len(AUTOFOCUS_RATES), 6, 7, 5)
     assert (weights >= 0).all()
     torch.testing.assert_close(weights.sum(dim=1), torch.ones(2, 6, 7, 5))
     assert weights.std(dim=1).mean() > 0  # not a constant split
 
 
 def test_branches_share_one_convolution_applied_at_each_rate():
-    af = layer()
+    af = autofocus_layer()
     convs = [m for m in af.modules() if isinstance(m, torch.nn.Conv3d) and m.out_channels == 3]
     assert convs == [af.conv]  # one set of branch weights, whatever the number of rates
-    assert len(af.norms) == len(RATES)  # but one norm per branch
+    assert len(af.norms) == len(AUTOFOCUS_RATES)  # but one norm per branch
     x = torch.randn(1, 4, 20, 24, 18)
     branches = af.branches(x)
-    for rate, branch in zip(RATES, branches):
+    for rate, branch in zip(AUTOFOCUS_RATES, branches):
         expected = F.conv3d(x, af.conv.weight, af.conv.bias, padding=rate, dilation=rate)
         torch.testing.assert_close(branch, expected)
     # changing the shared weights changes every branch
@@ -66,17 +43,18 @@ def test_branches_share_one_convolution_applied_at_each_rate():
 
 
 def test_output_is_the_attention_weighted_sum_of_the_normalised_branches():
-    af = layer()
+    af = autofocus_layer()
     x = torch.randn(2, 4, 8, 9, 7)
     weights = af.attention_weights(x)
     expected = sum(weights[:, k:k + 1] * norm(branch)
                    for k, (norm, branch) in enumerate(zip(af.norms, af.branches(x))))
     torch.testing.assert_close(af(x), expected)
     # an attention that picks rate k alone makes the layer that branch
-    for k in range(len(RATES)):
+    for k in range(len(AUTOFOCUS_RATES)):
         with torch.no_grad():
             af.attention[-1].weight.zero_()
-            af.attention[-1].bias.copy_(torch.where(torch.arange(len(RATES)) == k, 50.0, -50.0))
+            chosen = torch.arange(len(AUTOFOCUS_RATES)) == k
+            af.attention[-1].bias.copy_(torch.where(chosen, 50.0, -50.0))
         torch.testing.assert_close(af(x), af.norms[k](af.branches(x)[k]))
 
 
@@ -101,7 +79,7 @@ def test_fast_cpu_path_equals_the_dilated_convolution_in_value_and_gradient(kern
 
 def test_attention_learns_from_the_loss_but_sends_no_gradient_below_it_unless_asked():
     for stop, reaches_input in ((True, False), (False, True)):
-        af = layer(stop_gradient=stop)
+        af = autofocus_layer(stop_gradient=stop)
         x = torch.randn(1, 4, 6, 6, 6, requires_grad=True)
         af.attention_weights(x)[:, 0].square().sum().backward()
         assert (x.grad is not None and x.grad.abs().sum() > 0) == reaches_input
@@ -110,7 +88,7 @@ def test_attention_learns_from_the_loss_but_sends_no_gradient_below_it_unless_as
 
 @pytest.mark.parametrize("layers_per_block", [1, 2])
 def test_autofocus_layers_sit_at_the_bottleneck_and_in_every_decoder_stage(layers_per_block):
-    network = small(layers_per_block)
+    network = autofocus(layers_per_block)
     located = [name for name, m in network.named_modules() if isinstance(m, AutofocusConv)]
     per_block = ["block.second"] if layers_per_block == 1 else ["block.first.0", "block.second"]
     assert located == (
@@ -125,7 +103,7 @@ def test_autofocus_layers_sit_at_the_bottleneck_and_in_every_decoder_stage(layer
 
 
 def test_split_and_analysis_layers_follow_the_docstring():
-    network = small()
+    network = autofocus()
     parts = partition(network)
     ids = {part: {id(p) for p in parts.parameters(part)} for part in ("encoder", "decoder", "head")}
     assert ids["encoder"] == {id(p) for p in network.encoder.parameters()}
@@ -135,14 +113,10 @@ def test_split_and_analysis_layers_follow_the_docstring():
     assert network.analysis_layers() == {
         "encoder": ["encoder.stages.0", "encoder.stages.1", "encoder.stages.2"],
         "decoder": ["decoder.stages.1", "decoder.stages.0.block.first", "decoder.stages.0"]}
-    two = small(strides=((1, 1, 1), (2, 2, 2)))
+    two = autofocus(strides=((1, 1, 1), (2, 2, 2)))
     modules = dict(two.named_modules())
     for names in two.analysis_layers().values():
         assert len(set(names)) == 3 and all(name in modules for name in names)
-
-
-def test_runs_under_autocast():
-    assert_finite_logits_under_autocast(small(), (4, 16, 16))
 
 
 def test_template_defaults_are_the_papers_rates():

@@ -15,24 +15,10 @@ from nnunet_transfer.architectures.hrnet import (DownPath, HRNet3D, ResidualBloc
 from nnunet_transfer.architectures.registry import architecture_entry, build_network, template
 from nnunet_transfer.errors import UserError
 
-from script_modules import apply_strategy
+from support.script_modules import apply_strategy
 
-LAYERS = dict(conv_op="torch.nn.modules.conv.Conv3d",
-              norm_op="torch.nn.modules.instancenorm.InstanceNorm3d",
-              norm_op_kwargs={"eps": 1e-5, "affine": True}, nonlin="torch.nn.LeakyReLU",
-              nonlin_kwargs={"inplace": True}, conv_bias=True)
-# Anisotropic plans: the first down-sampling leaves axis 0 alone, the first kernel is 1x3x3.
-STRIDES = [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]
-KERNELS = [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]]
-PATCH = (12, 24, 24)  # streams 12x24x24, 12x12x12, 6x6x6, 3x3x3
-
-
-def hrnet(in_channels=1, classes=2, widths=(4, 8, 12, 16), strides=STRIDES, kernels=KERNELS,
-          **kwargs):
-    n = len(widths)
-    return HRNet3D(input_channels=in_channels, num_classes=classes, n_stages=n,
-                   features_per_stage=list(widths), strides=strides[:n],
-                   kernel_sizes=kernels[:n], **LAYERS, **kwargs)
+from support.small_architectures import (HRNET_KERNELS, HRNET_LAYERS, HRNET_PATCH,
+                                         HRNET_STRIDES, hrnet)
 
 
 def sizes(patch, strides):
@@ -92,7 +78,7 @@ def test_template_defaults_on_the_contract_plans():
     kwargs = dict(n_stages=4, features_per_stage=[8, 16, 32, 64], strides=[[1, 1, 1]] +
                   [[2, 2, 2]] * 3, kernel_sizes=[[3, 3, 3]] * 4, n_conv_per_stage=[2] * 4,
                   n_conv_per_stage_decoder=[2] * 3, dropout_op=None, dropout_op_kwargs=None,
-                  **LAYERS)
+                  **HRNET_LAYERS)
     net = build_network("hrnet", kwargs, [24, 40, 24], 2, 3)
     widths = [16, 32, 64, 128]
     assert [net.encoder.stages[3].branches[r][0].conv2.out_channels for r in range(4)] == widths
@@ -109,17 +95,17 @@ def test_streams_live_at_the_plans_resolutions_with_the_plans_widths():
     for s, stage in enumerate(net.encoder.stages):
         stage.register_forward_hook(lambda m, i, out, s=s: seen.__setitem__(s, out))
     with torch.no_grad():
-        net(torch.randn(1, 1, *PATCH))
-    expected = sizes(PATCH, STRIDES)
+        net(torch.randn(1, 1, *HRNET_PATCH))
+    expected = sizes(HRNET_PATCH, HRNET_STRIDES)
     for s in range(4):
         assert [tuple(x.shape[1:]) for x in seen[s]] == [
             (w, *size) for w, size in zip((4, 8, 12, 16)[:s + 1], expected[:s + 1])]
     # No 4x reduction in the stem: the first stream is at full resolution.
-    assert expected[0] == PATCH
+    assert expected[0] == HRNET_PATCH
     # The new stream of each stage is a strided conv with the plans' stride and kernel.
     for s in range(1, 4):
         new = net.encoder.stages[s].new_stream[0]
-        assert list(new.stride) == STRIDES[s] and list(new.kernel_size) == KERNELS[s]
+        assert list(new.stride) == HRNET_STRIDES[s] and list(new.kernel_size) == HRNET_KERNELS[s]
     # Every stream's residual blocks use that resolution's kernel (1x3x3 at full resolution).
     block = net.encoder.stages[3].branches[0][0]
     assert isinstance(block, ResidualBlock) and block.conv2.kernel_size == (1, 3, 3)
@@ -142,11 +128,12 @@ def test_every_fusion_connects_every_stream_to_every_resolution():
                 else:
                     assert isinstance(path, DownPath)
                     convs = [m for m in path.modules() if isinstance(m, nn.Conv3d)]
-                    assert [list(c.stride) for c in convs] == STRIDES[source + 1:target + 1]
-                    assert [list(c.kernel_size) for c in convs] == KERNELS[source + 1:target + 1]
+                    assert [list(c.stride) for c in convs] == HRNET_STRIDES[source + 1:target + 1]
+                    kernels = HRNET_KERNELS[source + 1:target + 1]
+                    assert [list(c.kernel_size) for c in convs] == kernels
     # Functionally: a change in any one stream reaches every fused output.
     fuse = net.decoder.fuse
-    shapes = sizes(PATCH, STRIDES)
+    shapes = sizes(HRNET_PATCH, HRNET_STRIDES)
     streams = [torch.randn(1, w, *s) for w, s in zip((4, 8, 12, 16), shapes)]
     with torch.no_grad():
         base = fuse(streams)
@@ -170,11 +157,11 @@ def test_hrnetv2_head_concatenates_every_stream_at_full_resolution():
     net.decoder.representation.register_forward_hook(
         lambda m, inputs, out: captured.update(concatenated=inputs[0]))
     with torch.no_grad():
-        net(torch.randn(1, 1, *PATCH))
-    assert tuple(captured["concatenated"].shape) == (1, 40, *PATCH)
+        net(torch.randn(1, 1, *HRNET_PATCH))
+    assert tuple(captured["concatenated"].shape) == (1, 40, *HRNET_PATCH)
     # The concatenation is every fused stream of the last stage, up-sampled (trilinear) to the
     # first stream's size, finest first.
-    expected = torch.cat([nn.functional.interpolate(x, size=PATCH, mode="trilinear")
+    expected = torch.cat([nn.functional.interpolate(x, size=HRNET_PATCH, mode="trilinear")
                           for x in captured["fused"]], 1)
     assert torch.allclose(captured["concatenated"], expected, atol=1e-6)
 
@@ -203,8 +190,8 @@ def test_split_and_analysis_layers():
         modules[name].register_forward_hook(
             lambda m, i, out, name=name: captured.update({name: out}))
     with torch.no_grad():
-        net(torch.randn(1, 1, *PATCH))
-    full, half, _, eighth = sizes(PATCH, STRIDES)
+        net(torch.randn(1, 1, *HRNET_PATCH))
+    full, half, _, eighth = sizes(HRNET_PATCH, HRNET_STRIDES)
     shapes = [tuple(captured[n].shape[1:]) for n in layers["encoder"] + layers["decoder"]]
     assert shapes == [(4, *full), (8, *half), (16, *eighth),
                       (16, *eighth), (4, *full), (40, *full)]
@@ -217,23 +204,9 @@ def test_frozen_encoder_sends_no_gradient_into_it():
     net = hrnet()
     net.apply(net.initialize)
     apply_strategy(net, {"encoder"}, random_init=True)
-    net(torch.randn(1, 1, *PATCH)).square().mean().backward()
+    net(torch.randn(1, 1, *HRNET_PATCH)).square().mean().backward()
     assert all(p.grad is None for p in net.encoder.parameters())
     assert all(p.grad is not None for p in (*net.decoder.parameters(), *net.head.parameters()))
-
-
-@pytest.mark.parametrize("upsampling", ["trilinear", "nearest"])
-def test_no_deep_supervision_and_autocast(upsampling):
-    assert HRNet3D.has_deep_supervision is False
-    net = hrnet(deep_supervision=True, upsampling=upsampling)
-    x = torch.randn(1, 1, *PATCH)
-    with torch.no_grad():
-        outputs = net(x)
-        assert isinstance(outputs, list) and len(outputs) == 1
-        net.decoder.deep_supervision = False
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = net(x)
-    assert logits.shape == (1, 2, *PATCH) and torch.isfinite(logits.float()).all()
 
 
 def test_a_first_stride_above_one_still_gives_full_resolution_logits():
@@ -243,17 +216,18 @@ def test_a_first_stride_above_one_still_gives_full_resolution_logits():
 
 
 def test_refusals():
-    kwargs = dict(n_stages=4, features_per_stage=[4, 8, 12, 16], kernel_sizes=KERNELS, **LAYERS)
-    HRNet3D.check_patch_size(list(PATCH), STRIDES, **kwargs)
+    kwargs = dict(n_stages=4, features_per_stage=[4, 8, 12, 16], kernel_sizes=HRNET_KERNELS,
+                  **HRNET_LAYERS)
+    HRNet3D.check_patch_size(list(HRNET_PATCH), HRNET_STRIDES, **kwargs)
     # The coarsest stream shorter than its 3-voxel kernel on a down-sampled axis.
     with pytest.raises(UserError, match="patch size .* fewer than its kernel"):
-        HRNet3D.check_patch_size([12, 16, 16], STRIDES, **kwargs)
+        HRNet3D.check_patch_size([12, 16, 16], HRNET_STRIDES, **kwargs)
     # An axis that is never down-sampled only needs the contract's 2 voxels.
     HRNet3D.check_patch_size([2, 24, 24], [[1, 1, 1], [1, 2, 2], [1, 2, 2], [1, 2, 2]], **kwargs)
     with pytest.raises(UserError, match="patch size .* at least 2 resolutions"):
         HRNet3D.check_patch_size([16, 16, 16], [[1, 1, 1]], **{**kwargs, "n_stages": 1})
     with pytest.raises(UserError, match="upsampling"):
-        HRNet3D.check_patch_size(list(PATCH), STRIDES, upsampling="bicubic", **kwargs)
+        HRNet3D.check_patch_size(list(HRNET_PATCH), HRNET_STRIDES, upsampling="bicubic", **kwargs)
     with pytest.raises(UserError, match="num_blocks"):
         hrnet(num_blocks=0)
     with pytest.raises(UserError, match="at least 2 resolutions"):
@@ -263,4 +237,5 @@ def test_refusals():
     with pytest.raises(UserError, match="patch size"):
         architecture_entry("hrnet", dict(n_stages=5, features_per_stage=[8] * 5,
                                          strides=[[1, 1, 1]] + [[2, 2, 2]] * 4,
-                                         kernel_sizes=[[3, 3, 3]] * 5, **LAYERS), [16, 16, 16])
+                                         kernel_sizes=[[3, 3, 3]] * 5, **HRNET_LAYERS),
+                           [16, 16, 16])

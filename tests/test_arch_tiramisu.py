@@ -11,29 +11,15 @@ from nnunet_transfer.architectures.conv_settings import ConvSettings
 from nnunet_transfer.architectures.registry import architecture_entry, template
 from nnunet_transfer.architectures.tiramisu import Tiramisu, TransitionUp
 
-from arch_helpers import (assert_analysis_layers_in_their_parts,
-                          assert_finite_logits_under_autocast, assert_template_setting_refused)
-
-LAYERS = {"conv_op": nn.Conv3d, "norm_op": nn.InstanceNorm3d,
-          "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "nonlin": nn.ReLU,
-          "nonlin_kwargs": {"inplace": True}, "conv_bias": True}
-
-
-def make(n_stages=3, first=6, growth_rate=3, layers=(2, 3, 2, 2, 2, 2), input_channels=1,
-         num_classes=2, strides=None, kernel_sizes=None, **kwargs) -> Tiramisu:
-    strides = strides or [[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1)
-    kernel_sizes = kernel_sizes or [[3, 3, 3]] * n_stages
-    return Tiramisu(input_channels, num_classes, n_stages=n_stages,
-                    features_per_stage=[first * 2 ** i for i in range(n_stages)],
-                    strides=strides, kernel_sizes=kernel_sizes, growth_rate=growth_rate,
-                    layers_per_block=list(layers), **{**LAYERS, **kwargs})
+from support.architecture_checks import PLANS, assert_template_setting_refused
+from support.small_architectures import tiramisu
 
 
 def fc_densenet_2d(growth_rate, layers) -> Tiramisu:
     """The paper's 2D networks (RGB in, 11 CamVid classes, 48 first maps, 5 poolings):
     1x3x3 kernels and 1x2x2 strides make every layer a 2D one."""
-    return make(6, 48, growth_rate, layers, input_channels=3, num_classes=11,
-                strides=[[1, 1, 1]] + [[1, 2, 2]] * 5, kernel_sizes=[[1, 3, 3]] * 6)
+    return tiramisu(6, 48, growth_rate, layers, input_channels=3, num_classes=11,
+                    strides=[[1, 1, 1]] + [[1, 2, 2]] * 5, kernel_sizes=[[1, 3, 3]] * 6)
 
 
 def test_fc_densenet103_feature_maps_and_parameters_as_in_the_paper():
@@ -71,7 +57,6 @@ def test_template_keeps_it_small_and_uses_relu():
     assert spec["arch_kwargs"]["layers_per_block"] == [3] * 5
     assert spec["arch_kwargs"]["nonlin"] == "torch.nn.ReLU"
     assert spec["features"]["base"] == 24
-    from test_architectures import PLANS
     entry = architecture_entry("tiramisu", PLANS["isotropic"][1], PLANS["isotropic"][0])
     network = Tiramisu(2, 3, **entry["arch_kwargs"])
     assert network.encoder.first_conv.out_channels == 24
@@ -89,7 +74,7 @@ def capture(network, names):
 
 def test_dense_layers_take_the_block_input_and_all_earlier_layers():
     torch.manual_seed(0)
-    network = make(3).eval()
+    network = tiramisu(3).eval()
     block = "encoder.blocks.1"
     names = [block] + [f"{block}.layers.{j}" for j in range(3)]
     seen = capture(network, names)
@@ -105,7 +90,7 @@ def test_dense_layers_take_the_block_input_and_all_earlier_layers():
 
 def test_down_path_concatenates_and_up_path_keeps_only_new_maps():
     torch.manual_seed(0)
-    network = make(3).eval()
+    network = tiramisu(3).eval()
     names = ["encoder.blocks.0", "encoder.downs.0", "encoder.blocks.2", "decoder.ups.0",
              "decoder.blocks.0", "decoder.ups.1", "decoder.blocks.1", "head"]
     seen = capture(network, names)
@@ -133,8 +118,8 @@ def test_transition_up_multiplies_the_size_by_the_stride(stride):
 
 
 def test_anisotropic_plans_pool_and_convolve_per_axis():
-    network = make(3, strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]],
-                   kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3]])
+    network = tiramisu(3, strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+                       kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3]])
     assert network.encoder.downs[0].pool.kernel_size == (1, 2, 2)
     assert network.encoder.downs[0].pool.stride == (1, 2, 2)
     assert network.encoder.blocks[0].layers[0].conv.kernel_size == (1, 3, 3)
@@ -145,41 +130,19 @@ def test_anisotropic_plans_pool_and_convolve_per_axis():
 
 def test_dropout_acts_in_training_only_and_can_be_switched_off():
     torch.manual_seed(0)
-    network = make(3, dropout_p=0.5)
+    network = tiramisu(3, dropout_p=0.5)
     x = torch.randn(1, 1, 8, 8, 8)
     with torch.no_grad():
         assert not torch.equal(network(x), network(x))
         network.eval()
         assert torch.equal(network(x), network(x))
-    assert not any(isinstance(m, nn.Dropout) for m in make(3, dropout_p=0.0).modules())
+    assert not any(isinstance(m, nn.Dropout) for m in tiramisu(3, dropout_p=0.0).modules())
 
 
 def test_layers_per_block_is_cut_to_the_plans_stages():
-    network = make(3, layers=(2, 3, 4, 5, 6))
+    network = tiramisu(3, layers=(2, 3, 4, 5, 6))
     assert [len(b.layers) for b in network.encoder.blocks] == [2, 3, 4]
     assert [len(b.layers) for b in network.decoder.blocks] == [3, 2]
-
-
-def test_no_deep_supervision_and_the_flag_lives_on_the_decoder():
-    network = make(3, deep_supervision=True)
-    assert Tiramisu.has_deep_supervision is False and network.decoder.deep_supervision
-    with torch.no_grad():
-        outputs = network(torch.randn(1, 1, 8, 8, 8))
-    assert isinstance(outputs, list) and len(outputs) == 1
-
-
-@pytest.mark.parametrize("n_stages", [2, 3, 5])
-def test_analysis_layers_for_few_and_many_stages(n_stages):
-    network = make(n_stages, first=2, growth_rate=2)
-    layers = assert_analysis_layers_in_their_parts(network)
-    if n_stages == 5:
-        assert layers["encoder"] == ["encoder.blocks.0", "encoder.blocks.2", "encoder.blocks.4"]
-        assert layers["decoder"] == ["decoder.blocks.0", "decoder.blocks.2", "decoder.blocks.3"]
-
-
-def test_runs_under_autocast():
-    torch.manual_seed(0)
-    assert_finite_logits_under_autocast(make(3), (8, 12, 8))
 
 
 @pytest.mark.parametrize("override, message", [

@@ -10,17 +10,7 @@ from nnunet_transfer.architectures.stage_settings import cumulative_strides
 from nnunet_transfer.architectures.unetpp import UNetPlusPlus, node_name
 from nnunet_transfer.errors import UserError
 
-ANISOTROPIC = [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]
-
-
-def small(strides=ANISOTROPIC, features=(2, 4, 6, 8), kernels=None, classes=3,
-          deep_supervision=True) -> UNetPlusPlus:
-    n = len(strides)
-    kernels = kernels or [[1, 3, 3]] + [[3, 3, 3]] * (n - 1)
-    torch.manual_seed(0)
-    return UNetPlusPlus(input_channels=1, num_classes=classes, n_stages=n,
-                        features_per_stage=list(features[:n]), strides=strides,
-                        kernel_sizes=kernels, deep_supervision=deep_supervision)
+from support.small_architectures import UNETPP_ANISOTROPIC, unetpp
 
 
 def record(network: UNetPlusPlus):
@@ -45,7 +35,7 @@ def node_output(outputs, i, j):
 
 
 def test_every_nested_node_sees_all_earlier_nodes_of_its_row_and_the_upsampled_row_below():
-    network = small()
+    network = unetpp()
     outputs, inputs, _ = record(network)
     with torch.no_grad():
         network(torch.randn(1, 1, 8, 16, 16))
@@ -63,12 +53,12 @@ def test_every_nested_node_sees_all_earlier_nodes_of_its_row_and_the_upsampled_r
 
 
 def test_outputs_are_the_last_node_of_each_row_at_each_resolution_of_the_plans():
-    network = small()
+    network = unetpp()
     outputs, inputs, _ = record(network)
     patch = (8, 16, 16)
     with torch.no_grad():
         logits = network(torch.randn(2, 1, *patch))
-    factors = cumulative_strides(ANISOTROPIC)
+    factors = cumulative_strides(UNETPP_ANISOTROPIC)
     assert [tuple(o.shape) for o in logits] == [
         (2, 3, *(p // f for p, f in zip(patch, factors[i]))) for i in range(3)]
     for i in range(3):
@@ -80,7 +70,7 @@ def test_outputs_are_the_last_node_of_each_row_at_each_resolution_of_the_plans()
 
 
 def test_without_deep_supervision_only_the_full_resolution_head_runs_and_it_sees_every_node():
-    network = small(deep_supervision=False)
+    network = unetpp(deep_supervision=False)
     calls = []
     for i, head in enumerate(network.decoder.seg_layers):
         head.register_forward_hook(lambda m, a, o, i=i: calls.append(i))
@@ -130,7 +120,7 @@ def test_size_at_the_papers_widths_matches_the_authors_network():
 
 
 def test_split_and_analysis_layers_follow_the_docstring():
-    network = small()
+    network = unetpp()
     parts = partition(network)
     head = {id(p) for p in parts.parameters("head")}
     assert head == {id(p) for p in network.decoder.seg_layers.parameters()}
@@ -141,14 +131,14 @@ def test_split_and_analysis_layers_follow_the_docstring():
                       "decoder": ["decoder.nodes.x2_1", "decoder.nodes.x1_2",
                                   "decoder.nodes.x0_3"]}
     for strides in ([[1, 1, 1], [2, 2, 2]], [[1, 1, 1], [2, 2, 2], [2, 2, 2]]):
-        shallow = small(strides=strides, kernels=[[3, 3, 3]] * len(strides))
+        shallow = unetpp(strides=strides, kernels=[[3, 3, 3]] * len(strides))
         names = shallow.analysis_layers()
         modules = dict(shallow.named_modules())
         assert all(len(set(v)) == 3 and all(n in modules for n in v) for v in names.values())
 
 
-def test_runs_under_autocast():
-    network = small(strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]], kernels=[[3, 3, 3]] * 3)
+def test_deep_supervision_outputs_under_autocast():
+    network = unetpp(strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]], kernels=[[3, 3, 3]] * 3)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         outputs = network(torch.randn(1, 1, 8, 8, 8))
     assert [o.shape[2:] for o in outputs] == [(8, 8, 8), (4, 4, 4)]

@@ -11,22 +11,8 @@ from nnunet_transfer.architectures.registry import template
 from nnunet_transfer.architectures.vnet import VNet
 from nnunet_transfer.errors import UserError
 
-from arch_helpers import (assert_analysis_layers_in_their_parts,
-                          assert_finite_logits_under_autocast, assert_template_setting_refused)
-
-LAYERS = {"conv_op": nn.Conv3d, "norm_op": nn.InstanceNorm3d,
-          "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "nonlin": nn.PReLU,
-          "nonlin_kwargs": {}, "conv_bias": True}
-
-
-def make(n_stages=3, features=(4, 8, 16), input_channels=1, num_classes=2, strides=None,
-         kernel_sizes=None, **kwargs) -> VNet:
-    strides = strides or [[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1)
-    kernel_sizes = kernel_sizes or [[3, 3, 3]] * n_stages
-    settings = {**LAYERS, **kwargs}
-    return VNet(input_channels, num_classes, n_stages=n_stages,
-                features_per_stage=list(features[:n_stages]), strides=strides,
-                kernel_sizes=kernel_sizes, **settings)
+from support.architecture_checks import assert_template_setting_refused
+from support.small_architectures import vnet
 
 
 def conv_norm_act(cin: int, cout: int, kernel_volume: int) -> int:
@@ -38,7 +24,7 @@ def test_parameter_count_at_the_papers_settings():
     """One channel in, two classes, 16..256 maps, five stages of 1, 2, 3, 3, 3 5x5x5
     convolutions, 2x2x2 strided and transposed convolutions; right half at 2 F_i maps."""
     features, convs = [16, 32, 64, 128, 256], [1, 2, 3, 3, 3]
-    network = make(5, features, 1, 2, kernel_sizes=[[3, 3, 3]] * 5,
+    network = vnet(5, features, 1, 2, kernel_sizes=[[3, 3, 3]] * 5,
                    convs_per_stage=convs)
     expected = conv_norm_act(1, 16, 125)
     for i in range(1, 5):
@@ -65,7 +51,7 @@ def test_template_gives_the_papers_widths_kernels_and_prelu():
 
 
 def test_kernels_follow_the_plans_strides_and_unit_axes():
-    network = make(3, kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3]],
+    network = vnet(3, kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3]],
                    strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]])
     convs = {name: m for name, m in network.named_modules() if isinstance(m, nn.Conv3d)}
     assert convs["encoder.stages.0.convs.0.conv"].kernel_size == (1, 5, 5)
@@ -89,7 +75,7 @@ def silence_last_conv(block) -> None:
 
 def test_stages_add_their_input_and_the_first_stage_tiles_the_image():
     torch.manual_seed(0)
-    network = make(3, input_channels=3)  # 3 channels tiled over 4
+    network = vnet(3, input_channels=3)  # 3 channels tiled over 4
     stage0 = network.encoder.stages[0]
     x = torch.randn(1, 3, 8, 8, 8)
     with torch.no_grad():
@@ -105,7 +91,7 @@ def test_stages_add_their_input_and_the_first_stage_tiles_the_image():
 
 def test_up_stages_concatenate_the_encoder_output_and_add_the_concatenation():
     torch.manual_seed(0)
-    network = make(3).eval()
+    network = vnet(3).eval()
     seen = {}
     network.encoder.stages[1].register_forward_hook(lambda m, i, o: seen.update(enc=o))
     network.decoder.stages[0].up.register_forward_hook(lambda m, i, o: seen.update(up=o))
@@ -120,49 +106,23 @@ def test_up_stages_concatenate_the_encoder_output_and_add_the_concatenation():
 
 
 def test_prelu_has_one_slope_per_channel_and_other_plans_nonlinearities_are_honoured():
-    network = make(3)
+    network = vnet(3)
     prelus = [m for m in network.modules() if isinstance(m, nn.PReLU)]
     assert prelus and all(m.num_parameters > 1 for m in prelus)
     assert network.encoder.stages[2].down.act.num_parameters == 16
-    leaky = make(3, nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True})
+    leaky = vnet(3, nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True})
     assert not any(isinstance(m, nn.PReLU) for m in leaky.modules())
     assert any(isinstance(m, nn.LeakyReLU) for m in leaky.modules())
 
 
-def test_no_deep_supervision_and_the_flag_lives_on_the_decoder():
-    network = make(3, deep_supervision=True)
-    assert VNet.has_deep_supervision is False
-    assert network.decoder.deep_supervision is True
-    with torch.no_grad():
-        outputs = network(torch.randn(1, 1, 8, 8, 8))
-    assert isinstance(outputs, list) and len(outputs) == 1
-    network.decoder.deep_supervision = False
-    with torch.no_grad():
-        assert network(torch.randn(1, 1, 8, 8, 8)).shape == (1, 2, 8, 8, 8)
-
-
 def test_split_puts_the_deepest_stage_in_the_encoder_and_the_1x1x1_conv_in_the_head():
-    network = make(3)
+    network = vnet(3)
     parts = partition(network)
     assert parts.modules["head"] == (network.head,)
     assert network.head.kernel_size == (1, 1, 1)
     part_of = parts.part_of()
     assert {part_of[id(p)] for p in network.encoder.stages[-1].parameters()} == {"encoder"}
     assert {part_of[id(p)] for p in network.decoder.stages[0].up.parameters()} == {"decoder"}
-
-
-@pytest.mark.parametrize("n_stages", [2, 3, 5])
-def test_analysis_layers_for_few_and_many_stages(n_stages):
-    network = make(n_stages, features=(2, 4, 4, 4, 4))
-    layers = assert_analysis_layers_in_their_parts(network)
-    if n_stages == 5:
-        assert layers["encoder"] == ["encoder.stages.0", "encoder.stages.2", "encoder.stages.4"]
-        assert layers["decoder"] == ["decoder.stages.0", "decoder.stages.2", "decoder.stages.3"]
-
-
-def test_runs_under_autocast():
-    torch.manual_seed(0)
-    assert_finite_logits_under_autocast(make(3), (8, 12, 8))
 
 
 @pytest.mark.parametrize("override, message", [
@@ -173,7 +133,7 @@ def test_runs_under_autocast():
 def test_bad_settings_are_refused_at_plan_time(override, message, monkeypatch):
     assert_template_setting_refused("vnet", override, message, monkeypatch)
     with pytest.raises(UserError, match=message):
-        make(3, **override)
+        vnet(3, **override)
 
 
 def test_one_stage_plans_are_refused():

@@ -9,24 +9,9 @@ from torch import nn
 
 from nnunet_transfer.architectures import partition
 from nnunet_transfer.architectures.registry import architecture_entry, template
-from nnunet_transfer.architectures.weatheritt import WeatherittUNet
 from nnunet_transfer.errors import UserError
 
-from arch_helpers import assert_finite_logits_under_autocast
-
-ANISOTROPIC = dict(strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]],
-                   kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3]])
-
-
-def weatheritt(in_channels=1, classes=2, n_stages=4, base=8, **kwargs):
-    arch = dict(strides=[[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1),
-                kernel_sizes=[[3, 3, 3]] * n_stages)
-    arch.update(kwargs)
-    own = {k: v for k, v in template("weatheritt")["arch_kwargs"].items()
-           if k in ("convs_per_stage", "decoder_convs_per_stage")}
-    return WeatherittUNet(in_channels, classes, n_stages=n_stages,
-                          features_per_stage=[base * 2 ** i for i in range(n_stages)],
-                          nonlin=nn.ReLU, **{**own, **arch})
+from support.small_architectures import WEATHERITT_ANISOTROPIC, weatheritt
 
 
 def test_size_at_the_papers_setting_is_about_220k():
@@ -53,7 +38,7 @@ def test_no_learned_upsampling_and_relu_blocks():
 
 def test_pooling_follows_the_plans_strides_and_unpooling_restores_the_maxima():
     torch.manual_seed(0)
-    net = weatheritt(n_stages=3, base=4, **ANISOTROPIC)
+    net = weatheritt(n_stages=3, base=4, **WEATHERITT_ANISOTROPIC)
     assert [p.kernel_size for p in net.encoder.pools] == [(1, 2, 2), (2, 2, 2)]
     assert net.encoder.stages[0][0][0].kernel_size == (1, 3, 3)
     x = torch.randn(2, 1, 8, 16, 16)
@@ -76,12 +61,6 @@ def test_decoder_width_matches_the_unpooling_it_feeds():
     assert net.encoder.stages[-1][-1][0].out_channels == 32  # bottleneck ends at F_2
     assert [s.convs[0][0].in_channels for s in net.decoder.stages] == [64, 32, 16]
     assert [s.convs[-1][0].out_channels for s in net.decoder.stages] == [16, 8, 8]
-
-
-def test_runs_under_autocast_and_on_odd_patches():
-    net = weatheritt(n_stages=3, base=4, **ANISOTROPIC)
-    with torch.no_grad():
-        assert_finite_logits_under_autocast(net, (12, 20, 28))
 
 
 def test_analysis_layers_with_few_stages():

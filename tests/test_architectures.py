@@ -16,38 +16,8 @@ from nnunet_transfer.architectures.registry import (ARCHITECTURES, architecture_
 from nnunet_transfer.errors import UserError
 from nnunet_transfer.training.strategies import ONE_PHASE_STRATEGIES
 
-from test_freezing import assert_strategy_moves_exactly_its_trained_parts
-
-
-def base_kwargs(strides, kernel_sizes, features=(8, 16, 32, 64, 64)):
-    """arch_kwargs of a 3d_fullres configuration as nnU-Net 2.8 writes them."""
-    n = len(strides)
-    return {
-        "n_stages": n, "features_per_stage": list(features[:n]),
-        "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": kernel_sizes,
-        "strides": strides, "n_conv_per_stage": [2] * n,
-        "n_conv_per_stage_decoder": [2] * (n - 1), "conv_bias": True,
-        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-        "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None,
-        "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
-        "nonlin_kwargs": {"inplace": True},
-    }
-
-
-# Isotropic plans with a coarsest map of 4 x 5 x 4 (nnU-Net's patches are multiples of the
-# total stride, not powers of two; its planner keeps at least 4 voxels per down-sampled axis)
-# and anisotropic plans with 1x3x3 kernels in the first stage (coarsest map 5 x 6 x 5).
-PLANS = {
-    "isotropic": ([32, 40, 32], base_kwargs([[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
-                                            [[3, 3, 3]] * 4)),
-    "anisotropic": ([20, 48, 40], base_kwargs([[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]],
-                                              [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]])),
-}
-
-
-def build(name, plans="isotropic", channels=2, classes=3, deep_supervision=False):
-    patch, kwargs = PLANS[plans]
-    return build_network(name, kwargs, patch, channels, classes, deep_supervision), patch
+from support.architecture_checks import PLANS, base_kwargs, build
+from support.freezing_checks import assert_strategy_moves_exactly_its_trained_parts
 
 
 @pytest.mark.parametrize("plans", sorted(PLANS))

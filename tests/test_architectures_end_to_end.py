@@ -23,9 +23,9 @@ from nnunet_transfer.architectures.registry import ARCHITECTURES
 from nnunet_transfer.training.strategies import (
     ONE_PHASE_STRATEGIES, FROZEN_DECODER_AND_HEAD, FROZEN_ENCODER, SCRATCH, Pretrained)
 
-from conftest import ONE_THREAD, SMALL_PLANS, SOURCE_ID
-from run_checks import (assert_frozen_identical_and_trainable_changed,
-                        assert_predictions_match_images, assert_starts_from_source)
+from support.nnunet_workspace import ONE_THREAD, SMALL_PLANS, SOURCE_ID
+from support.run_checks import (assert_frozen_identical_and_trainable_changed,
+                                assert_predictions_match_images, assert_starts_from_source)
 
 BUDGET = {"NNUNET_TRANSFER_EPOCHS": "1", "NNUNET_TRANSFER_ITERS": "2",
           "NNUNET_TRANSFER_VAL_ITERS": "1", "NNUNET_TRANSFER_SNAPSHOT_EVERY": "1",

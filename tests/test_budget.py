@@ -22,6 +22,7 @@ def test_missing_seed_is_drawn_and_recorded():
 @pytest.mark.parametrize("variable, value, words", [
     ("NNUNET_TRANSFER_EPOCHS", "ten", "is not a number"),
     ("NNUNET_TRANSFER_EPOCHS", "0", "is not a whole number >= 1"),
+    ("NNUNET_TRANSFER_EPOCHS", "2.5", "is not a whole number >= 1"),
     ("NNUNET_TRANSFER_LR", "-0.1", "is not a number > 0"),
     ("NNUNET_TRANSFER_LOAD", "decoder", "is not known (did you mean encoder?); choose from all, encoder"),
 ])

@@ -15,8 +15,8 @@ from nnunet_transfer.architectures import partition
 from nnunet_transfer.checkpoints.reader import Checkpoint
 from nnunet_transfer.training.pretrained import plan_load
 
-from checkpoint_files import nnssl_checkpoint, v1_network, v1_plans, write_v1_model
-from networks import residual_unet
+from support.checkpoint_files import nnssl_checkpoint, v1_network, v1_plans, write_v1_model
+from support.networks import residual_unet
 
 POOLS = [[2, 2, 2], [1, 2, 2]]
 SAME_KERNELS = [[3, 3, 3]] * 3

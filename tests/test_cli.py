@@ -10,14 +10,8 @@ import torch
 
 from nnunet_transfer.checkpoints.reader import Checkpoint
 
-from conftest import BUDGET, SMALL_PLANS, SOURCE_ID
-
-
-def _refused(result, *words):
-    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    for word in words:
-        assert word in result.stderr, result.stderr[-3000:]
+from support.nnunet_workspace import BUDGET, SMALL_PLANS, SOURCE_ID
+from support.refusals import assert_refused
 
 
 def test_env_points_nnunet_at_the_trainers(workspace):
@@ -31,25 +25,26 @@ def test_env_points_nnunet_at_the_trainers(workspace):
 
 
 def test_env_rejects_bad_budget(workspace):
-    _refused(workspace.run("nnunet-transfer", "env", "--iters", "0", ok=False),
-             "--iters 0", "is not a whole number >= 1")
+    assert_refused(workspace.run("nnunet-transfer", "env", "--iters", "0", ok=False),
+                    "--iters 0", "is not a whole number >= 1")
 
 
 def test_plans_transfer_unknown_dataset(workspace, source):
-    _refused(workspace.run("nnunet-transfer", "plans-transfer", "--source", "999", "--target",
-                           str(SOURCE_ID), ok=False), "no dataset with id 999", source["name"])
+    assert_refused(workspace.run("nnunet-transfer", "plans-transfer", "--source", "999",
+                                 "--target", str(SOURCE_ID), ok=False),
+                   "no dataset with id 999", source["name"])
 
 
 def test_plans_transfer_unknown_plans(workspace, target):
-    _refused(workspace.run("nnunet-transfer", "plans-transfer", "--source", str(SOURCE_ID),
-                           "--target", str(target["id"]), "-p", "NoSuchPlans", ok=False),
-             "plans NoSuchPlans", "Available:", SMALL_PLANS)
+    assert_refused(workspace.run("nnunet-transfer", "plans-transfer", "--source", str(SOURCE_ID),
+                                  "--target", str(target["id"]), "-p", "NoSuchPlans", ok=False),
+                    "plans NoSuchPlans", "Available:", SMALL_PLANS)
 
 
 def test_plans_transfer_without_nnunet_paths(workspace):
     result = workspace.run("nnunet-transfer", "plans-transfer", "--source", "1", "--target", "2",
                            ok=False, extra_env={"nnUNet_raw": ""})
-    _refused(result, "nnUNet_raw is not set")
+    assert_refused(result, "nnUNet_raw is not set")
 
 
 def test_transferred_plans_record_their_source(workspace, target):
@@ -78,8 +73,8 @@ def test_small_plans_build_a_network_that_takes_its_patch(workspace, source, pat
 
 
 def test_small_plans_bad_patch(workspace, source):
-    _refused(workspace.run("nnunet-transfer", "small-plans", "-d", str(SOURCE_ID), "--patch",
-                           "20", "20", ok=False), "--patch needs 3 positive sizes")
+    assert_refused(workspace.run("nnunet-transfer", "small-plans", "-d", str(SOURCE_ID), "--patch",
+                                  "20", "20", ok=False), "--patch needs 3 positive sizes")
 
 
 def _train(workspace, target, trainer, *extra, env=None):
@@ -89,15 +84,15 @@ def _train(workspace, target, trainer, *extra, env=None):
 
 
 def test_strategy_needing_weights_refuses_to_start_without(workspace, target):
-    _refused(_train(workspace, target, "nnUNetTrainer_FineTune"),
-             "nnUNetTrainer_FineTune", "needs the source network", "-pretrained_weights")
+    assert_refused(_train(workspace, target, "nnUNetTrainer_FineTune"),
+                    "nnUNetTrainer_FineTune", "needs the source network", "-pretrained_weights")
 
 
 def test_corrupt_checkpoint(workspace, target, tmp_path):
     bad = tmp_path / "checkpoint_final.pth"
     bad.write_bytes(b"\x80\x02 not really a checkpoint")
-    _refused(_train(workspace, target, "nnUNetTrainer_FrozenEncoder", "-pretrained_weights",
-                    str(bad)), "not a readable PyTorch checkpoint", str(bad))
+    assert_refused(_train(workspace, target, "nnUNetTrainer_FrozenEncoder", "-pretrained_weights",
+                           str(bad)), "not a readable PyTorch checkpoint", str(bad))
 
 
 def test_checkpoint_of_other_plans_gets_table_and_fix(workspace, source, target, tmp_path):
@@ -111,23 +106,23 @@ def test_checkpoint_of_other_plans_gets_table_and_fix(workspace, source, target,
     path = tmp_path / "other_plans.pth"
     torch.save(checkpoint, path)
     result = _train(workspace, target, "nnUNetTrainer_FineTune", "-pretrained_weights", str(path))
-    _refused(result, "do not fit the network", "channel counts differ",
-             f"nnunet-transfer plans-transfer --source {SOURCE_ID}", "-p nnUNetPlans",
-             "encoder.stages.0.0.convs.0.conv.weight")
+    assert_refused(result, "do not fit the network", "channel counts differ",
+                    f"nnunet-transfer plans-transfer --source {SOURCE_ID}", "-p nnUNetPlans",
+                    "encoder.stages.0.0.convs.0.conv.weight")
 
 
 def test_bad_budget_variable_stops_training(workspace, target):
-    _refused(_train(workspace, target, "nnUNetTrainer_Scratch",
-                    env={"NNUNET_TRANSFER_EPOCHS": "many"}),
-             "NNUNET_TRANSFER_EPOCHS='many' is not a number")
+    assert_refused(_train(workspace, target, "nnUNetTrainer_Scratch",
+                           env={"NNUNET_TRANSFER_EPOCHS": "many"}),
+                    "NNUNET_TRANSFER_EPOCHS='many' is not a number")
 
 
 def test_evaluate_names_a_missing_folder(workspace, tmp_path):
-    _refused(workspace.run("nnunet-transfer", "evaluate", str(tmp_path / "nope"), str(tmp_path),
-                           "-o", str(tmp_path / "out"), ok=False),
-             f"prediction folder {tmp_path / 'nope'} does not exist")
+    assert_refused(workspace.run("nnunet-transfer", "evaluate", str(tmp_path / "nope"),
+                                 str(tmp_path), "-o", str(tmp_path / "out"), ok=False),
+                    f"prediction folder {tmp_path / 'nope'} does not exist")
 
 
 def test_convert_msd_names_a_missing_folder(workspace, tmp_path):
-    _refused(workspace.run("nnunet-transfer", "convert-msd", str(tmp_path / "Task04_X"),
-                           "--id", "990", ok=False), "MSD task folder", "does not exist")
+    assert_refused(workspace.run("nnunet-transfer", "convert-msd", str(tmp_path / "Task04_X"),
+                                  "--id", "990", ok=False), "MSD task folder", "does not exist")

@@ -27,7 +27,7 @@ from nnunet_transfer.data.synthetic import Domain
 from nnunet_transfer.data.volumes import Hdf5Layout
 from nnunet_transfer.errors import UserError
 
-from data_commands import run_command
+from support.data_commands import run_command
 
 HIPPOCAMPUS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                            "msd_hippocampus")

@@ -6,7 +6,7 @@ matplotlib figure, a real CSV (more rows than the preview, a name with a space, 
 a status notice, an empty section and three levels of subsections, with <, & and quotes in the
 titles. The HTML is read back with the standard library's HTML parser and the Markdown with
 markdown-it-py (a CommonMark parser), not with the code under test. The browser check runs the
-script on the same report when Chromium is on PATH (skipped otherwise, with the reason).
+script on the same report where Chromium is installed (skipped otherwise, with the reason).
 """
 
 from __future__ import annotations
@@ -36,13 +36,6 @@ CSV_ROWS = 60
 WIDE_TABLE = markdown_table([[f"run {i}"] + [0.123456 * (i + j) for j in range(40)]
                              for i in range(3)],
                             columns=["run"] + [f"metric_{j}" for j in range(40)])
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(n)), None)
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="Chromium not on PATH (apt-get install chromium): the real-browser "
-                             "check of the report is skipped")
-
-
 def build_example(folder: str) -> dict:
     """Write the example report into `folder`; returns the inputs the tests compare with."""
     import matplotlib
@@ -438,7 +431,7 @@ def test_screenshot_script_without_chromium(example, tmp_path):
     assert "Chromium not found" in result.stderr and "apt-get install chromium" in result.stderr
 
 
-@needs_chromium
+@pytest.mark.usefixtures("chromium")
 def test_report_renders_in_chromium(example, tmp_path):
     from PIL import Image
 
@@ -473,7 +466,7 @@ def _inspect():
     return inspect_report
 
 
-@needs_chromium
+@pytest.mark.usefixtures("chromium")
 def test_figures_as_drawn_and_the_page_height(tmp_path):
     """In the browser at 1400 px: the gallery's figures are not drawn until unfolded; a figure
     drawn beyond 3:1 and a page beyond its height are named by layout_problems."""
@@ -498,7 +491,7 @@ def test_figures_as_drawn_and_the_page_height(tmp_path):
     assert "beyond 3:1" in problems[0]
 
 
-@needs_chromium
+@pytest.mark.usefixtures("chromium")
 def test_blank_page_is_refused(tmp_path):
     blank = tmp_path / "blank.html"
     blank.write_text("<!DOCTYPE html><html><body></body></html>")

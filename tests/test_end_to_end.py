@@ -14,9 +14,9 @@ import torch
 
 from nnunet_transfer.training.strategies import ONE_PHASE_STRATEGIES, Pretrained
 
-from run_checks import (assert_frozen_identical_and_trainable_changed,
-                        assert_predictions_match_images, assert_starts_from_source,
-                        snapshot)
+from support.run_checks import (assert_frozen_identical_and_trainable_changed,
+                                assert_predictions_match_images, assert_starts_from_source,
+                                snapshot)
 
 @pytest.fixture(scope="module")
 def runs(strategy_runs):

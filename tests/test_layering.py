@@ -3,7 +3,7 @@ and the check really finds an up-import, a circle and an uncovered module in sma
 
 import textwrap
 
-from script_modules import LAYERS, check_layering, layer_of
+from support.script_modules import LAYERS, check_layering, layer_of
 
 
 def test_the_package_keeps_its_layers():

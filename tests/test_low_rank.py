@@ -23,9 +23,8 @@ from nnunet_transfer.training.low_rank import (
     ALPHA, adapter_parameters, adapter_state_dict, add_adapters, base_state_dict, has_adapters,
     load_adapter_state_dict, merged_state_dict)
 
-from networks import batch, plain_unet
-from test_arch_autofocus import layer as autofocus_layer
-from test_architectures import base_kwargs
+from support.architecture_checks import base_kwargs
+from support.networks import autofocus_layer, batch, plain_unet
 
 RANK = 2
 PATCH = (16, 16, 16)

@@ -14,8 +14,8 @@ import torch
 
 from nnunet_transfer.data.synthetic import write_synthetic_dataset
 
-from conftest import BUDGET, ONE_THREAD, SMALL_PLANS, SOURCE_ID, write_split
-from run_checks import load_checkpoint_file, snapshot
+from support.nnunet_workspace import BUDGET, ONE_THREAD, SMALL_PLANS, SOURCE_ID, write_split
+from support.run_checks import load_checkpoint_file, snapshot
 
 CHANNELS_ID = 804
 ANISOTROPIC_PLANS = f"{SMALL_PLANS}_from{SOURCE_ID}_anisotropic"

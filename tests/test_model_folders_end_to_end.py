@@ -15,9 +15,9 @@ from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
 from nnunet_transfer.checkpoints.reader import Checkpoint
 from nnunet_transfer.checkpoints.inspection import inspect_text
 
-from checkpoint_files import (
-    V1_MISSING, nnssl_checkpoint, v1_available, v1_network, v1_plans, write_v1_model)
-from conftest import BUDGET, ONE_THREAD, SOURCE_ID, TARGET_ID
+from support.checkpoint_files import (V1_MISSING, nnssl_checkpoint, v1_available, v1_network,
+                                      v1_plans, write_v1_model)
+from support.nnunet_workspace import BUDGET, ONE_THREAD, SOURCE_ID, TARGET_ID
 
 OTHER_PLANS = "nnUNetPlansOtherCPU"
 PLAIN_TRAINER = "nnUNetTrainer_PlainShortForTests"

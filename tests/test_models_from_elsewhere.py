@@ -21,7 +21,7 @@ from nnunet_transfer.checkpoints.inspection import part_coverage
 from nnunet_transfer.training.schedule import Phase, Rule, Schedule
 from nnunet_transfer.training.strategies import STRATEGIES
 
-from checkpoint_files import (
+from support.checkpoint_files import (
     old_format_plans, plain_arch_kwargs, v2_plans, write_v2_model)
 
 PATCH = [32, 32, 32]

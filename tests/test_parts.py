@@ -4,7 +4,7 @@ from torch import nn
 from nnunet_transfer.architectures import partition
 from nnunet_transfer.errors import UserError
 
-from networks import plain_unet, residual_unet
+from support.networks import plain_unet, residual_unet
 
 
 @pytest.mark.parametrize("build", [plain_unet, residual_unet], ids=["plain", "residual"])

@@ -11,7 +11,7 @@ from nnunet_transfer.errors import UserError
 from nnunet_transfer.training.pretrained import (
     PRETRAINED, adapt_input_channels, apply_load, plan_load, refusal_message)
 
-from networks import batch, checkpoint_of, plain_unet
+from support.networks import batch, checkpoint_of, plain_unet
 
 LABELS2 = {"background": 0, "organ": 1}
 LABELS3 = {"background": 0, "organ": 1, "core": 2}

@@ -5,7 +5,7 @@ import os
 
 import torch
 
-from conftest import BUDGET
+from support.nnunet_workspace import BUDGET
 
 
 def _weights(path: str) -> dict:

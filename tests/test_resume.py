@@ -4,7 +4,7 @@ import csv
 import json
 import os
 
-from conftest import BUDGET
+from support.nnunet_workspace import BUDGET
 
 
 def test_continued_run_keeps_epoch_zero_and_appends_to_the_log(workspace, target):

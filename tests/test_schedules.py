@@ -19,8 +19,8 @@ from nnunet_transfer.training.strategies import (
     GRADUAL_UNFREEZE, LAYERWISE_LR, LINEAR_PROBE_THEN_FINE_TUNE, NORM_AND_BIAS,
     SCHEDULED_STRATEGIES, WARMUP_FINE_TUNE)
 
-from networks import batch, plain_unet, residual_unet
-from test_architectures import build
+from support.networks import batch, plain_unet, residual_unet
+from support.architecture_checks import build
 
 LORA_FREE = [s for s in SCHEDULED_STRATEGIES if s.name != "LoRA"]
 

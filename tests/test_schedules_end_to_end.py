@@ -5,6 +5,10 @@ merged checkpoints, and `--c` resuming mid-schedule in the right phase.
 
 Its own runs (the one-phase strategies are `strategy_runs`' and the architecture matrix's):
 four epochs of two iterations, so that every phase of LP-FT and of the custom file gets one.
+Every scheduled strategy runs on U-Net; on karimi, those whose checks below read karimi's runs
+(the phases' frozen parts, LoRA's merge). What the others select and step on every
+architecture is checked in-process (test_schedules.test_every_architecture_selects_and_steps),
+in a fraction of the time of a real run each.
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ from nnunet_transfer.checkpoints.reader import Checkpoint
 from nnunet_transfer.training.low_rank import add_adapters, load_adapter_state_dict
 from nnunet_transfer.training.strategies import CUSTOM_TRAINER, SCHEDULED_STRATEGIES
 
-from conftest import ONE_THREAD, SMALL_PLANS, SOURCE_ID
-from run_checks import (assert_predictions_match_images, load_checkpoint_file, parts_by_key,
-                        snapshot)
+from support.nnunet_workspace import ONE_THREAD, SMALL_PLANS, SOURCE_ID
+from support.run_checks import (assert_predictions_match_images, load_checkpoint_file,
+                                parts_by_key, snapshot)
 
 BUDGET = {"NNUNET_TRANSFER_EPOCHS": "4", "NNUNET_TRANSFER_ITERS": "2",
           "NNUNET_TRANSFER_VAL_ITERS": "1", "NNUNET_TRANSFER_SNAPSHOT_EVERY": "1",
@@ -54,6 +58,9 @@ phases:
 CUSTOM_PHASES = ["head", "decoder", "all", "all"]
 NAMES = [s.name for s in SCHEDULED_STRATEGIES] + ["Custom"]
 UNET, KARIMI = "3d_fullres", "3d_fullres_karimi"
+ON_KARIMI = ["LinearProbeThenFineTune", "LoRA", "Custom"]
+# (configuration, strategy) pairs trained and predicted
+RUNS = [(UNET, name) for name in NAMES] + [(KARIMI, name) for name in ON_KARIMI]
 
 
 def trainer_of(name: str) -> str:
@@ -70,8 +77,8 @@ def custom_file(workspace) -> str:
 
 @pytest.fixture(scope="module")
 def scheduled_runs(workspace, source, target, custom_file) -> dict:
-    """Every scheduled strategy and the custom file on both networks (two trainings at a time),
-    then one prediction each (one at a time)."""
+    """The RUNS of the scheduled strategies and the custom file (two trainings at a time), then
+    one prediction each (one at a time)."""
     for dataset, plans in ((SOURCE_ID, SMALL_PLANS), (target["id"], target["plans"])):
         workspace.run("nnunet-transfer", "add-architectures", "-d", str(dataset), "-p", plans,
                       "--only", "karimi")
@@ -89,7 +96,7 @@ def scheduled_runs(workspace, source, target, custom_file) -> dict:
     runs = {}
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {(c, n): pool.submit(train, target["id"], target["plans"], c, trainer_of(n),
-                                       sources[c]) for c in (UNET, KARIMI) for n in NAMES}
+                                       sources[c]) for c, n in RUNS}
         for (configuration, name), future in futures.items():
             runs[configuration, name] = {"train": future.result(), "folder": workspace.run_folder(
                 target["name"], trainer_of(name), target["plans"], configuration=configuration)}
@@ -116,8 +123,7 @@ def changed_parts(folder: str, first: int, second: int) -> set[str]:
     return {part for key, part in parts.items() if not torch.equal(a[key], b[key])}
 
 
-@pytest.mark.parametrize("configuration", [UNET, KARIMI])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("configuration, name", RUNS)
 def test_scheduled_strategy_trains_and_predicts(scheduled_runs, workspace, target, name,
                                                 configuration):
     run = scheduled_runs[configuration, name]

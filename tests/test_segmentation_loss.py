@@ -7,7 +7,7 @@ from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
-from script_modules import SegmentationLoss
+from support.script_modules import SegmentationLoss
 
 
 def nnunet_loss(n_outputs: int):

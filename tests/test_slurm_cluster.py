@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from test_study_end_to_end import cli, environment, read_state, wait_for, write_study
+from support.smoke_study import cli, environment, read_state, wait_for, write_study
 
 from nnunet_transfer.study.executors.base import CommandJob, JobStatus
 from nnunet_transfer.study.executors.kinds import make_executor

@@ -13,7 +13,7 @@ from nnunet_transfer.data.splits import INDEX_NAME, SPLITS_NAME, TEST_NAME, \
     cross_site_splits, few_shot_folds, few_shot_splits
 from nnunet_transfer.errors import UserError
 
-from data_commands import run_command
+from support.data_commands import run_command
 
 SITES = {"a": 8, "b": 6, "c": 4}   # cases per site
 

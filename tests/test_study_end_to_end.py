@@ -10,87 +10,14 @@ killed training from its checkpoint.
 from __future__ import annotations
 
 import csv
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import textwrap
-import time
 
 import pytest
 
-STUDY = """\
-    study: smoke
-    workdir: .
-    device: cpu
-    executor: {{kind: {executor}, jobs: 2}}
-    datasets:
-      src: {{id: 811, name: SmokeSource, synthetic: {{cases: 5, shape: [24, 24, 24], seed: 1}}}}
-      tgt: {{id: 812, name: SmokeTarget, synthetic: {{cases: 7, shape: [24, 24, 24],
-             low_quality: true, seed: 2}}}}
-      unseen: {{id: 813, name: SmokeUnseen, synthetic: {{cases: 2, test_cases: 2,
-                shape: [24, 24, 24], low_quality: true, seed: 3}}}}
-    source: src
-    target: tgt
-    test_cases: 3
-    validation_cases: 1
-    generalization: {generalization}
-    plans: {{small: {{patch: [24, 24, 24], features: 4, max_features: 16, batch: 2, stages: 3}}}}
-    sizes: [2]
-    seeds: {seeds}
-    strategies: {strategies}
-    budget: {{epochs: {epochs}, iterations: 3, val_iterations: 1, snapshot_every: 1,
-             source_epochs: 2}}
-    analyses: {analyses}
-    analysis: {{blocks: 2, voxels_per_block: 512}}
-    prediction: {{step_size: 0.5, disable_tta: true}}
-"""
-
-
-def write_study(folder, **values) -> str:
-    settings = dict(executor="local", generalization="unseen", seeds="[0, 1]",
-                    strategies="[Scratch, FineTune]", epochs=3,
-                    analyses="[convergence, evolution, similarity, reuse, weights]")
-    settings.update(values)
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, "study.yaml")
-    with open(path, "w") as f:
-        f.write(textwrap.dedent(STUDY.format(**settings)))
-    return path
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "nnunet_transfer.cli", *args]
-
-
-def environment() -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("nnUNet_", "NNUNET_TRANSFER_"))}
-    env.update(nnUNet_compile="f", nnUNet_def_n_proc="1", OMP_NUM_THREADS="1")
-    return env
-
-
-def read_state(folder: str) -> dict:
-    path = os.path.join(folder, "study", "state.json")
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)["jobs"]
-
-
-def wait_for(predicate, timeout: float, what: str, process=None):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = predicate()
-        if value:
-            return value
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"the runner ended (exit {process.returncode}) before {what}")
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
-
+from support.smoke_study import cli, environment, read_state, wait_for, write_study
 
 def run_folder(folder: str, training: str) -> str:
     """The fold folder of a training job of the smoke study (one size: the fold is the seed)."""
@@ -198,16 +125,18 @@ def test_predictions_ran_with_the_study_files_settings(resumed_study):
         assert "-step_size 0.5 -chk checkpoint_final.pth --disable_tta" in command, command
 
 
-def test_report_is_self_contained_and_renders(resumed_study):
+def test_report_is_self_contained(resumed_study):
     study = os.path.join(resumed_study["folder"], "study")
     with open(os.path.join(study, "report.html")) as f:
         html = f.read()
     assert "Accuracy on the held-out test cases" in html and "data:image/png;base64," in html
     assert "Feature reuse" in html and "Generalisation" in html
     assert "http://" not in html and "https://" not in html
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+
+
+@pytest.mark.usefixtures("chromium")
+def test_report_renders_in_chromium(resumed_study):
+    study = os.path.join(resumed_study["folder"], "study")
     shot = os.path.join(study, "report.png")
     result = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "..",
                                                           "scripts", "screenshot_report.py"),
@@ -217,6 +146,7 @@ def test_report_is_self_contained_and_renders(resumed_study):
     assert os.path.getsize(shot) > 10_000
 
 
+@pytest.mark.usefixtures("chromium")
 def test_report_reads_like_a_paper_in_the_browser(resumed_study):
     """The smoke study's report at 1400 px in headless Chromium (DevTools over a pipe): findings
     and the headline figure on the first screen, a screenshot of the top and of each section,
@@ -237,9 +167,6 @@ def test_report_reads_like_a_paper_in_the_browser(resumed_study):
         from screenshot_report import check_not_blank
     finally:
         sys.path.remove(scripts)
-    if inspect_report.find_chromium() is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install chromium; .ci/run "
-                    "installs it): the report is not looked at in a browser")
     out = os.path.join(study, "screens")
     found = inspect_report.inspect(os.path.join(study, "report.html"), out, width=1400,
                                    height=900)

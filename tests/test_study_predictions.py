@@ -20,16 +20,16 @@ from nnunet_transfer.study.runner import StudyRunner, study_status
 from nnunet_transfer.study.state import StudyState
 from nnunet_transfer.study.study_file import load_study
 
-from test_study_spec import GOOD
+from support.study_files import SMALL_STUDY
 
-# GOOD's grid cut down to one size and architecture: 4 runs, one pretraining, one analysis
+# SMALL_STUDY's grid cut down to one size and architecture: 4 runs, one pretraining, one analysis
 SMALLER = {"sizes": [2], "strategies": ["Scratch", "FineTune"], "architectures": ["unet"],
            "analyses": ["convergence"]}
 
 
 def write(tmp_path, extra: str = "") -> str:
     path = tmp_path / "study.yaml"
-    path.write_text(textwrap.dedent(GOOD) + textwrap.dedent(extra))
+    path.write_text(textwrap.dedent(SMALL_STUDY) + textwrap.dedent(extra))
     return str(path)
 
 
@@ -80,7 +80,7 @@ def test_prediction_mistakes_are_reported_with_their_lines(tmp_path):
         load_study(path)
     text = str(error.value)
     assert "5 mistakes" not in text and "4 mistakes" in text
-    first = len(textwrap.dedent(GOOD).splitlines()) + 2
+    first = len(textwrap.dedent(SMALL_STUDY).splitlines()) + 2
     assert f"study.yaml:{first}: prediction.step_size: 1.5 is not a number > 0 and <= 1 " \
            "(nnU-Net's default 0.5" in text
     assert f"study.yaml:{first + 1}: prediction.disable_tta: 'yes please' is not true or false" in text

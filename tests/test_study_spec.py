@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -15,41 +14,23 @@ from nnunet_transfer.study.grid import StudyLayout, expand
 from nnunet_transfer.study.runner import study_executor
 from nnunet_transfer.study.study_file import load_study
 
-
-def write(tmp_path, text: str, name: str = "study.yaml") -> str:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return str(path)
-
-
-GOOD = """\
-    study: small
-    datasets:
-      src: {id: 801, name: Src, synthetic: {cases: 6}}
-      tgt: {id: 802, name: Tgt, synthetic: {cases: 9, low_quality: true}}
-    source: src
-    target: tgt
-    test_cases: 3
-    sizes: [2, all]
-    seeds: [0, 1]
-    strategies: [Scratch, FineTune, FrozenEncoder]
-    architectures: [unet, karimi]
-"""
+from support.study_files import SMALL_STUDY, write_study_text
 
 
 def test_example_and_demo_files_are_valid(tmp_path):
-    spec = load_study(write(tmp_path, example_study()))
+    spec = load_study(write_study_text(tmp_path, example_study()))
     assert spec.strategies[0].name == "Scratch" and spec.generalization == "unseen"
     assert spec.workdir == str(tmp_path)
     hippocampus = tmp_path / "Task04_Hippocampus"
     (hippocampus / "imagesTr").mkdir(parents=True)
-    spec = load_study(write(tmp_path, study_text("h", hippocampus=str(hippocampus)), "h.yaml"))
+    text = study_text("h", hippocampus=str(hippocampus))
+    spec = load_study(write_study_text(tmp_path, text, "h.yaml"))
     assert spec.datasets["all"].options["msd"] == str(hippocampus)
     assert spec.datasets["source"].inputs == ("all", "held")
 
 
 def test_grid_folds_and_names_are_unique_and_stable(tmp_path):
-    spec = load_study(write(tmp_path, GOOD))
+    spec = load_study(write_study_text(tmp_path, SMALL_STUDY))
     pretrainings, runs = expand(spec, pool_size=6)
     # all = the pool minus one validation case; FineTune and FrozenEncoder need pretraining
     assert sorted({r.n for r in runs}) == [2, 5]
@@ -65,13 +46,13 @@ def test_grid_folds_and_names_are_unique_and_stable(tmp_path):
 
 
 def test_sizes_that_coincide_give_one_run(tmp_path):
-    spec = load_study(write(tmp_path, GOOD.replace("[2, all]", "[5, all]")))
+    spec = load_study(write_study_text(tmp_path, SMALL_STUDY.replace("[2, all]", "[5, all]")))
     _, runs = expand(spec, pool_size=6)
     assert sorted({r.n for r in runs}) == [5] and len(runs) == 2 * 3 * 2
 
 
 def test_every_mistake_is_reported_with_its_line(tmp_path):
-    path = write(tmp_path, """\
+    path = write_study_text(tmp_path, """\
         study: small
         executor: {kind: slurmm, jobs: 0}
         datasets:
@@ -108,7 +89,7 @@ def test_every_mistake_is_reported_with_its_line(tmp_path):
 
 
 def test_dataset_cycles_and_missing_folders(tmp_path):
-    path = write(tmp_path, """\
+    path = write_study_text(tmp_path, """\
         study: s
         datasets:
           a: {id: 1, name: A, subset: b, count: 2}
@@ -127,7 +108,7 @@ def test_dataset_cycles_and_missing_folders(tmp_path):
 
 
 def test_yaml_syntax_error_names_the_line_through_the_cli(tmp_path):
-    path = write(tmp_path, "study: x\n  bad: [\n")
+    path = write_study_text(tmp_path, "study: x\n  bad: [\n")
     result = subprocess.run([sys.executable, "-m", "nnunet_transfer.cli", "study", "check", path],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -135,7 +116,7 @@ def test_yaml_syntax_error_names_the_line_through_the_cli(tmp_path):
 
 
 def test_check_accepts_a_good_file_through_the_cli(tmp_path):
-    path = write(tmp_path, GOOD)
+    path = write_study_text(tmp_path, SMALL_STUDY)
     result = subprocess.run([sys.executable, "-m", "nnunet_transfer.cli", "study", "check", path],
                             capture_output=True, text=True, cwd=os.path.dirname(path))
     assert result.returncode == 0, result.stderr
@@ -152,7 +133,7 @@ def test_slurm_study_without_jobs_keeps_many_in_flight(tmp_path, monkeypatch, jo
         (tools / tool).write_text("#!/bin/sh\nexit 1\n")
         (tools / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
-    text = GOOD + f"    executor: {{kind: slurm{jobs}, slurm: {{time_min: 60}}}}\n"
-    executor = study_executor(load_study(write(tmp_path, text)))
+    text = SMALL_STUDY + f"    executor: {{kind: slurm{jobs}, slurm: {{time_min: 60}}}}\n"
+    executor = study_executor(load_study(write_study_text(tmp_path, text)))
     assert executor.capacity == in_flight
     assert f"slurm: up to {in_flight} jobs in flight" in executor.describe()

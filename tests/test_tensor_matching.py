@@ -13,7 +13,7 @@ from nnunet_transfer.training.pretrained import apply_load, frozen_part_refusal,
 from nnunet_transfer.training.tensor_matching import (
     fit_kernel, output_channel_names, stage_key)
 
-from networks import batch, plain_unet
+from support.networks import batch, plain_unet
 
 LABELS2 = {"background": 0, "organ": 1}
 INPUT = "encoder.stages.0.0.convs.0.conv.weight"

@@ -6,7 +6,7 @@ import torch
 from nnunet_transfer.training.strategies import ONE_PHASE_STRATEGIES
 from nnunet_transfer_trainers import nnUNetTrainer_transfer as trainers
 
-from conftest import BUDGET
+from support.nnunet_workspace import BUDGET
 
 
 @pytest.fixture

@@ -57,9 +57,20 @@ def parse_knob(knob: Knob, text: str, given_as: str, fix: str) -> object:
     """The value of `knob` written as `text`, or a UserError naming how it was given."""
     try:
         return knob.rule.parse(text)
-    except ValueError as error:
-        reason = str(error) if isinstance(error, NotAllowed) else "is not a number"
-        raise UserError(f"{given_as} {reason} ({knob.described}); {fix}") from None
+    except NotAllowed as refusal:
+        reason = str(refusal)
+    except ValueError:
+        # a number of the wrong kind (2.5 epochs) is named by the rule, only words are not numbers
+        reason = knob.rule.complaint(text) if _is_float(text) else "is not a number"
+    raise UserError(f"{given_as} {reason} ({knob.described}); {fix}")
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,16 @@
-"""Small nnU-Net networks built directly, for in-process tests."""
+"""Small networks built directly, for in-process tests: nnU-Net's U-Nets and one autofocus layer."""
 
 from __future__ import annotations
 
 import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet, ResidualEncoderUNet
 from torch import nn
+
+from nnunet_transfer.architectures.autofocus import AutofocusConv, AutofocusNet, AutofocusOptions
+from nnunet_transfer.architectures.conv_settings import ConvSettings
+
+# the dilation rates of the autofocus paper
+AUTOFOCUS_RATES = (2, 6, 10, 14)
 
 
 def _common(n_stages: int, features: int) -> dict:
@@ -43,3 +49,13 @@ def checkpoint_of(network: nn.Module, labels: dict | None = None) -> dict:
 
 def batch(in_channels: int = 1, size: int = 8) -> torch.Tensor:
     return torch.randn(2, in_channels, size, size, size)
+
+
+def autofocus_layer(in_channels=4, out_channels=3, kernel=(3, 3, 3), rates=AUTOFOCUS_RATES,
+                    stop_gradient=True) -> AutofocusConv:
+    """One seeded autofocus convolution, initialised as AutofocusNet initialises its layers."""
+    torch.manual_seed(0)
+    conv = AutofocusConv(ConvSettings(), AutofocusOptions(rates, stop_gradient), in_channels,
+                         out_channels, kernel)
+    conv.apply(AutofocusNet.initialize)
+    return conv
