@@ -29,7 +29,8 @@ OWN_WORKSPACE = {"test_architectures_end_to_end"}
 # registered in pyproject.toml; `pytest -m "not e2e"` runs the unit tests alone):
 # - e2e: drives nnU-Net's commands, trains or runs a study in subprocesses (minutes). A test is
 #   e2e when it uses the nnU-Net workspace (every fixture that trains builds on it) or sits in a
-#   module named *_end_to_end;
+#   module named *_end_to_end; one that runs nnU-Net's commands in a folder of its own says so
+#   itself (@pytest.mark.e2e);
 # - slurm: needs the real one-node SLURM cluster (the `cluster` fixture); also e2e;
 # - browser: looks at a page in headless Chromium (the `chromium` fixture).
 END_TO_END_FIXTURES = {"workspace"}

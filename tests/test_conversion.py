@@ -136,6 +136,7 @@ def test_hippocampus_rerun_converts_nothing(hippocampus):
 
 
 @needs_hippocampus
+@pytest.mark.e2e    # nnU-Net's fingerprint command in a subprocess
 def test_converted_subset_passes_nnunet_integrity_check(tmp_path):
     """nnU-Net's own check (the one of plan_and_preprocess) on 6 converted real cases, among
     them a float-stored label."""
