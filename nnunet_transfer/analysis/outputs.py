@@ -100,6 +100,13 @@ def figure_name(kind: str, suffix: str) -> str:
     return _name(kind, suffix, "png")
 
 
+def save_figure(figure, path: str) -> None:
+    """`figure` as a PNG at `path` (written atomically), as every figure of the package is."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def write_output(kind: str, folder: str, output: Output, notes: Notes, command: str,
                  stream=None) -> list[str]:
     """Write the tables, figures and summary of `output`; print the notes to stderr.
@@ -115,9 +122,7 @@ def write_output(kind: str, folder: str, output: Output, notes: Notes, command: 
         paths.append(path)
     for suffix, figure in output.figures.items():
         path = os.path.join(folder, _name(kind, suffix, "png"))
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-        atomic_write_bytes(path, buffer.getvalue())
+        save_figure(figure, path)
         paths.append(path)
     note_lines = notes.lines()
     for line in note_lines:

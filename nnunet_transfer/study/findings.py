@@ -7,7 +7,8 @@ anchor) and the CSV behind it, so that a reader, and the tests, can check it.
 
 The inputs are the study's own files: `comparison.csv` (evaluation.stats.comparison_table),
 `training_cost.csv` (results.run_costs), an analysis cell's `weights.csv` and
-`reuse_summary.csv`.
+`reuse_summary.csv`, and the sources' tables of `source_choice` (`source_comparison.csv`,
+`ranking_agreement.csv`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 
 from nnunet_transfer.document.markdown import md_code, md_escape
 from nnunet_transfer.evaluation.stats import METRIC_TITLES, p_text
+from nnunet_transfer.study.source_choice import NO_TEST, ranking_caveat
 
 FRONT_STRATEGY = "FrozenRandomEncoder"   # the papers' control: a random encoder, frozen
 HEADLINE_METRIC = "dsc"                  # higher is better
@@ -167,6 +169,70 @@ def reuse_findings(summary: pd.DataFrame, source: str, where: str = "",
     if top["reuse"] <= 0:
         text += " No layer of the transfer runs stayed closer to its start than scratch's did."
     return [Finding(text, figure, source)]
+
+
+def _cell_prefix(row, several_architectures: bool) -> str:
+    n = "" if pd.isna(row["n"]) else f", n = {int(row['n'])}"
+    return (f"{row['architecture']}, " if several_architectures else "") + \
+        f"{row['strategy']}{n}"
+
+
+def source_findings(comparison: pd.DataFrame, source: str, alpha: float = 0.05,
+                    figure: str = "which-source") -> list[Finding]:
+    """Per architecture, strategy, n and structure, the sources compared as strategies are: the
+    best source's test DSC, every other source's difference to it and its p, and which are
+    significantly worse (`source_choice.source_comparison`'s table)."""
+    if comparison.empty:
+        return []
+    name = METRIC_TITLES[HEADLINE_METRIC]
+    several = comparison["architecture"].nunique() > 1
+    structures = comparison["structure"].nunique() > 1
+    findings = []
+    for _, group in comparison.groupby(["architecture", "strategy", "n", "structure"],
+                                       sort=False, dropna=False):
+        first = group.iloc[0]
+        best = group[group["source"] == first["best"]].iloc[0]
+        others = group[group["source"] != first["best"]].sort_values("mean", ascending=False)
+        if others.empty:
+            continue
+        at = _cell_prefix(first, several) + (f", {first['structure']}" if structures else "")
+        parts = [f"{row['source']} {row['mean']:.3f} ({row['difference']:+.3f}; "
+                 f"{_significance(row, alpha)})" for _, row in others.iterrows()]
+        worse = list(others[others["p_ttest"] < alpha]["source"])
+        findings.append(Finding(
+            f"{at}: source {best['source']} gives the highest {name}, {best['mean']:.3f}; "
+            + "; ".join(parts) + f". Significantly below {best['source']}: "
+            f"{', '.join(worse) or 'none'} (of {len(others)}).", figure, source))
+    return findings
+
+
+def ranking_findings(agreement: pd.DataFrame, source: str, alpha: float = 0.05,
+                     figure: str = "which-source") -> list[Finding]:
+    """Per architecture, strategy and n: whether `rank-sources`' ranking held after
+    fine-tuning (the verdict of `source_choice.rank_agreement`, from Kendall tau and its p),
+    whether its first source was the best fine-tuned one; then the caveat of each number of
+    sources (`source_choice.ranking_caveat`: what k sources allow tau to show)."""
+    findings = []
+    several = agreement["architecture"].nunique() > 1
+    for _, row in agreement.iterrows():
+        at = _cell_prefix(row, several)
+        if row["verdict"] == NO_TEST:
+            findings.append(Finding(f"{at}: no rank correlation ({row['sources']} source(s) "
+                                    "with both a rank and an evaluated run).", figure, source))
+            continue
+        numbers = ", ".join(part for part in (f"Kendall tau = {row['tau']:+.2f}",
+                                              p_phrase(row["p"]),
+                                              f"{row['sources']} sources") if part)
+        same = row["ranked_first"] == row["fine_tuned_best"]
+        findings.append(Finding(
+            f"{at}: the ranking {row['verdict']} ({numbers}); the source ranked first, "
+            f"{row['ranked_first']}, {'was' if same else 'was not'} the best after "
+            f"fine-tuning" + ("." if same else f" ({row['fine_tuned_best']} was)."),
+            figure, source))
+    for k in sorted(set(agreement["sources"])):
+        if k >= 2:
+            findings.append(Finding(ranking_caveat(int(k), alpha), figure, source))
+    return findings
 
 
 def findings_markdown(findings: list[Finding], anchors: dict[str, str]) -> str:

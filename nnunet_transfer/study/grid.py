@@ -143,6 +143,11 @@ class StudyLayout:
         return self.path("test", "dataset.json")
 
     @property
+    def ranking_csv(self) -> str:
+        """`rank-sources`' table of the study's sources (source, rank, score, ...)."""
+        return self.path("ranking", "sources.csv")
+
+    @property
     def generalization_labels(self) -> str:
         return self.path("test", "labelsUnseen")
 

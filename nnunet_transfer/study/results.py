@@ -15,7 +15,6 @@ missing).
 from __future__ import annotations
 
 import glob
-import io
 import os
 import time
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import pandas as pd
 
 from nnunet_transfer.analysis.accuracy_figure import accuracy_figure
 from nnunet_transfer.analysis.kinds import ANALYSIS_KINDS
-from nnunet_transfer.analysis.outputs import figure_name
+from nnunet_transfer.analysis.outputs import figure_name, save_figure
 from nnunet_transfer.atomic_files import atomic_write_bytes
 from nnunet_transfer.document import Section, markdown_table, md_escape, write_report
 from nnunet_transfer.document.markdown import md_code
@@ -33,6 +32,7 @@ from nnunet_transfer.study.grid import (
 from nnunet_transfer.study.findings import (
     Finding, accuracy_findings, convergence_findings, findings_markdown, reuse_findings,
     weight_findings)
+from nnunet_transfer.study.source_report import baseline_note, which_source
 from nnunet_transfer.study.spec import StudySpec
 from nnunet_transfer.study.state import FAILED, SUCCEEDED, StudyState
 from nnunet_transfer.training.strategies import SCRATCH
@@ -92,9 +92,10 @@ def cell_accuracies(layout: StudyLayout, runs: list[Run], state: StudyState,
 
 
 def accuracy_section(layout: StudyLayout, cells: list[CellAccuracy], title: str,
-                     key: str) -> Section | None:
+                     key: str, note: str | None = None) -> Section | None:
     """Compact tables per source and architecture (strategy rows; metric and n columns), box
-    plots per strategy at each n when there are several n, the full comparison as a file."""
+    plots per strategy at each n when there are several n, the full comparison as a file;
+    `note` (Markdown) above them."""
     from nnunet_transfer.evaluation.stats import to_markdown
     if not cells:
         return None
@@ -115,7 +116,15 @@ def accuracy_section(layout: StudyLayout, cells: list[CellAccuracy], title: str,
                                     "p-values")],
             status=f"{cell.missing} of {cell.total} runs have no evaluation yet (not finished "
                    "or failed)" if cell.missing else None))
-    return Section(title, subsections=subsections, key=key)
+    return Section(title, markdown=note or "", subsections=subsections, key=key)
+
+
+def evaluated_runs(cells: list[CellAccuracy]) -> pd.DataFrame:
+    """The per-case rows of every cell, with their source and architecture."""
+    if not cells:
+        return pd.DataFrame()
+    return pd.concat([cell.runs.assign(source=cell.source, architecture=cell.architecture)
+                      for cell in cells], ignore_index=True)
 
 
 def headline_figure(layout: StudyLayout, cells: list[CellAccuracy]) -> tuple[str, str] | None:
@@ -131,12 +140,6 @@ def headline_figure(layout: StudyLayout, cells: list[CellAccuracy]) -> tuple[str
                   "averaged over seeds), band ± std, dots the seeds' means" if several else
                   "over the test cases (each averaged over seeds): box, dots the cases, "
                   "diamond the mean") + "; a colour per strategy, the same in every figure.")
-
-
-def save_figure(figure, path: str) -> None:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def run_costs(layout: StudyLayout, runs: list[Run], state: StudyState,
@@ -342,20 +345,25 @@ def write_study_report(spec: StudySpec, state: StudyState, pool_size: int) -> st
     tolerance = spec.analysis.tolerance
     cells = cell_accuracies(layout, runs, state, TEST)
     costs = run_costs(layout, runs, state, tolerance)
+    baselines = baseline_note(spec)
+    sources, source_found = which_source(layout, spec, evaluated_runs(cells), TEST)
     sections = [accuracy_section(layout, cells, "Accuracy on the held-out test cases of the "
-                                 "target", "accuracy"),
+                                 "target", "accuracy", baselines),
+                sources,
                 cost_section(layout, costs, tolerance, convergence_figures(layout, runs)),
                 *analysis_sections(layout, spec, runs)]
     if spec.generalization:
         sections.append(accuracy_section(
             layout, cell_accuracies(layout, runs, state, GENERALIZATION),
             f"Generalisation to the unseen test set "
-            f"({spec.datasets[spec.generalization].folder_name})", "generalization"))
+            f"({spec.datasets[spec.generalization].folder_name})", "generalization",
+            baselines))
     sections += [failure_section(layout, keys, state), setup_section(spec, layout)]
     sections = [s for s in sections if s is not None]
     anchors = {s.key: s.key for s in sections if s.key}
     headline = headline_figure(layout, cells)
-    findings = findings_markdown(study_findings(layout, spec, cells, costs, runs), anchors)
+    findings = findings_markdown(study_findings(layout, spec, cells, costs, runs)
+                                 + source_found, anchors)
     sections.insert(0, Section("Findings", key="findings", figures_first=True,
                                figures=[headline] if headline else [],
                                markdown=findings or "Nothing to conclude yet: no run has been "
