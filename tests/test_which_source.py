@@ -7,6 +7,7 @@ are checked against numbers computed here from the same files."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -16,6 +17,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
+from nnunet_transfer.analysis.source_figure import source_score_figure
 from nnunet_transfer.study.grid import TEST, StudyLayout, expand, transferred_plans
 from nnunet_transfer.study.results import write_study_report
 from nnunet_transfer.study.source_choice import (
@@ -218,6 +220,37 @@ def test_the_figure_keeps_the_reports_layout(study):
     _, layout = study
     with Image.open(layout.path("figures", "which_source.png")) as image:
         assert 1 / 3 <= image.width / image.height <= 3
+
+
+@pytest.mark.parametrize("architectures, ns", [(["unet"], [5]), (["unet", "karimi"], [2, 5, 9])])
+def test_the_figure_has_a_panel_per_n_and_its_legend_below(architectures, ns):
+    sources = [f"s{k}" for k in range(7)]
+    points = pd.DataFrame([{"architecture": a, "strategy": strategy, "n": n, "source": s,
+                            "score": k, "dsc": 0.5 + 0.01 * k}
+                           for a in architectures for n in ns for k, s in enumerate(sources)
+                           for strategy in ("FineTune", "HeadOnly", "LoRA")])
+    figure = source_score_figure(points, sources)
+    panels = [axis for axis in figure.axes if axis.get_visible()]
+    assert len(panels) == len(architectures) * len(ns)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    with Image.open(buffer) as image:
+        assert 1 / 3 <= image.width / image.height <= 3
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)
+    [legend] = figure.legends
+    assert len(legend.get_texts()) == 3 + len(sources)
+    for axis in panels:
+        assert not legend.get_window_extent(renderer).overlaps(axis.get_tightbbox(renderer))
+
+
+def test_a_source_missing_from_the_ranking_is_named(tmp_path):
+    _, layout = evaluated_study(tmp_path, ranking=RANKING[RANKING["source"] != "c"])
+    text = report_text(layout)
+    assert "Not in the ranking, so left out of tau: c." in text
+    agreement = pd.read_csv(layout.path("tables", TEST, "ranking_agreement.csv"))
+    assert set(agreement["sources"]) == {2}
+    assert "With 2 sources Kendall tau can only be -1, 1" in text
 
 
 @pytest.mark.usefixtures("chromium")

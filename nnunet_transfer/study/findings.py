@@ -202,7 +202,8 @@ def source_findings(comparison: pd.DataFrame, source: str, alpha: float = 0.05,
         findings.append(Finding(
             f"{at}: source {best['source']} gives the highest {name}, {best['mean']:.3f}; "
             + "; ".join(parts) + f". Significantly below {best['source']}: "
-            f"{', '.join(worse) or 'none'} (of {len(others)}).", figure, source))
+            f"{', '.join(worse) or 'none'} (of {len(others)} other "
+            f"source{'' if len(others) == 1 else 's'}).", figure, source))
     return findings
 
 

@@ -3,13 +3,13 @@
 Sections, in the order of a paper's results: the findings (the headline accuracy figure and
 sentences computed from the tables, `findings`), accuracy per source, architecture, n and
 strategy (compact tables: mean +- std over test cases, paired tests against Scratch at the same
-n), convergence and training cost, the analyses (evolution, cross-network RSIM, feature reuse,
-weight change and filters: one comparative figure each, their other figures (per-run
-galleries) and their own summaries folded), generalisation to the
-unseen test set, what failed, and how it was produced (study file and commands, folded). Paths
-are relative to the study folder. Everything is computed from the files the runs left, so the
-report can be written at any time, also for a study that is still running (it says what is
-missing).
+n), which source (a study of several sources: `source_report`), convergence and training cost,
+the analyses (evolution, cross-network RSIM, feature reuse, weight change and filters: one
+comparative figure each, their other figures (per-run galleries) and their own summaries
+folded), generalisation to the unseen test set, what failed, and how it was produced (study
+file and commands, folded). Paths are relative to the study folder. Everything is computed from
+the files the runs left, so the report can be written at any time, also for a study that is
+still running (it says what is missing).
 """
 
 from __future__ import annotations
@@ -136,10 +136,14 @@ def headline_figure(layout: StudyLayout, cells: list[CellAccuracy]) -> tuple[str
     figure = accuracy_figure({cell.title: cell.runs for cell in cells})
     save_figure(figure, path)
     several = any(cell.runs["n"].nunique() > 1 for cell in cells)
+    sources = len({cell.source for cell in cells}) > 1
     return path, ("Test DSC of every strategy " + ("against n: mean over the test cases (each "
                   "averaged over seeds), band ± std, dots the seeds' means" if several else
                   "over the test cases (each averaged over seeds): box, dots the cases, "
-                  "diamond the mean") + "; a colour per strategy, the same in every figure.")
+                  "diamond the mean") + "; a colour per strategy, the same in every figure."
+                  + (" A panel per source on one DSC axis, so that the sources compare as the "
+                     "strategies do (the best source against each other one, per strategy: "
+                     "the findings and Which source)." if sources else ""))
 
 
 def run_costs(layout: StudyLayout, runs: list[Run], state: StudyState,

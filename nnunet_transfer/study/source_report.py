@@ -107,6 +107,10 @@ def which_source(layout: StudyLayout, spec: StudySpec, runs: pd.DataFrame, test_
                      "out, as it takes nothing from a source but its plans).\n\n"
                      + _agreement_table(agreement) + "\n\n"
                      + " ".join(md_escape(ranking_caveat(k)) for k in counts))
+        unranked = [s for s in spec.sources if s not in set(ranking["source"])]
+        if unranked:
+            parts.append(f"Not in the ranking, so left out of tau: "
+                         f"{md_escape(', '.join(unranked))}.")
         tables.append((agreement_path, "tau, p and the verdict per strategy and n"))
         findings += ranking_findings(agreement, os.path.relpath(agreement_path, layout.root))
     comparison = source_comparison(runs)
