@@ -20,7 +20,7 @@ import os
 from nnunet_transfer.atomic_files import atomic_write_json
 from nnunet_transfer.checkpoints.content import FORMAT_NNSSL
 from nnunet_transfer.checkpoints.inspection import next_commands
-from nnunet_transfer.checkpoints.reader import Checkpoint, CheckpointUse
+from nnunet_transfer.checkpoints.reader import Checkpoint, CheckpointUse, file_sha256
 from nnunet_transfer.errors import UserError
 from nnunet_transfer import value_rules as rules
 from nnunet_transfer.study.spec import ModelSpec
@@ -128,14 +128,6 @@ def training_problem(model: ModelSpec, checkpoint: Checkpoint) -> str | None:
             "for yet (it carries no nnU-Net plans: the target must be planned for the "
             f"architecture it names, {checkpoint.architecture}); fine-tune from it by hand:\n    "
             + commands)
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def hold_model_files(models: dict[str, ModelSpec], record: str) -> None:
