@@ -40,16 +40,14 @@ A dataset entry has `id`, `name` and one way of making it:
     pool: [KEY, ...]                  the datasets pooled into one (`pool`), labels matched by name
     existing: true                    already in nnU-Net's raw folder under this id
 
-A model entry has `path`: anything `-pretrained_weights` takes (a v2 model folder, fold folder
-or checkpoint file, a v1 model folder or `.model`), relative to this file; the target is
-preprocessed with the model's own plans and configuration for its runs (`model_sources`).
+A model entry has `path` (what `-pretrained_weights` takes), relative to this file
+(`model_sources`).
 
-`load_study` checks the whole file before anything runs and reports every mistake at once,
-each with its line, every (source, strategy) pair that could not train among them
-(`source_pairs`). Where the file is silent, the study chooses on purpose (`StudySpec.defaults`
-says what, and `study check` prints it): without `strategies:` the one-phase strategies that
-every source can feed (a pair that cannot train is left out, so every source is compared on the
-same strategies); without `analyses:` every analysis kind that can give a number on the grid.
+`load_study` checks the whole file before anything runs and reports every mistake at once, each
+with its line, every (source, strategy) pair that cannot train among them (`source_pairs`).
+Where the file is silent the study chooses (`StudySpec.defaults`, printed by `study check`):
+without `strategies:` the one-phase strategies every source can feed (the same for every
+source); without `analyses:` every analysis kind that can give a number on the grid.
 """
 
 from __future__ import annotations
@@ -379,31 +377,23 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
         analysis=analysis, prediction=prediction, models=models, defaults=tuple(defaults))
 
 
-def _source_key(problems: _Problems, path: tuple, value, datasets: dict,
-                models: dict) -> str | None:
-    if value in models:
+def _source_key(problems: _Problems, path: tuple, value, datasets: dict, models: dict):
+    if value is None or value in models or value in datasets:
         return value
-    if value is not None and value not in datasets:
-        problems.add(path, f"{value!r} is not a key of datasets or models"
-                     + _suggest(value, sorted([*datasets, *models])))
-        return None
-    return value
+    problems.add(path, f"{value!r} is not a key of datasets or models"
+                 + _suggest(value, sorted([*datasets, *models])))
 
 
 def _check_analyses(problems: _Problems, written: bool, analyses: tuple, strategies, seeds,
                     defaults: list[str]) -> tuple:
     """Analyses that could not produce a number with this grid: mistakes, found now, where the
     file names them; left out of the default (every kind) otherwise."""
-    kept, left_out = [], []
-    for kind in ANALYSIS_KINDS.values():
-        problem = kind.grid_problem(strategies, seeds) if kind.name in analyses else None
-        if problem and written:
-            problems.add(("analyses",), problem)
-        elif problem:
-            left_out.append(f"{kind.name} ({problem})")
-        if kind.name in analyses and not (problem and not written):
-            kept.append(kind.name)
-    if not written:
-        defaults.append("analyses not given: every kind that can give a number on this grid"
-                        + ("; left out: " + "; ".join(left_out) if left_out else ""))
-    return tuple(k for k in analyses if k in kept)
+    found = {k: ANALYSIS_KINDS[k].grid_problem(strategies, seeds) for k in analyses}
+    for problem in filter(None, found.values() if written else ()):
+        problems.add(("analyses",), problem)
+    if written:
+        return analyses
+    left_out = [f"{k} ({problem})" for k, problem in found.items() if problem]
+    defaults.append("analyses not given: every kind that can give a number on this grid"
+                    + ("; left out: " + "; ".join(left_out) if left_out else ""))
+    return tuple(k for k, problem in found.items() if not problem)
