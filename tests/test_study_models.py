@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import pydoc
 import subprocess
+
 
 import torch
 from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
-import pydoc
 
 from nnunet_transfer.checkpoints.reader import Checkpoint
 from nnunet_transfer.study.grid import (StudyLayout, configuration_of, expand,
@@ -159,12 +160,75 @@ def test_frozen_head_on_a_new_label_is_refused_for_a_dataset_source(tmp_path):
                    "the target's label(s) core are not the source's (background, organ)")
 
 
-def test_written_analyses_are_still_refused(tmp_path):
-    path = _study(tmp_path, {"own": _v2_model(tmp_path / "own")}, "own",
-                  "    strategies: [FineTune]\n    analyses: [weights, similarity]")
+def test_default_analyses_apply_and_written_ones_are_still_refused(tmp_path):
+    """One seed, no Scratch: the default leaves out similarity and reuse (saying why); a file
+    that names them is refused at the line of `analyses`."""
+    own = _v2_model(tmp_path / "own")
+    silent = load_study(_study(tmp_path, {"own": own}, "own", "    strategies: [FineTune]"))
+    assert silent.analyses == ("convergence", "evolution", "weights")
+    assert any("left out: similarity (" in line and "reuse (" in line
+               for line in silent.defaults)
+    path = _study(tmp_path, {"own": own}, "own",
+                  "    strategies: [FineTune]\n    analyses: [weights, similarity, reuse]")
     result = _check(path)
-    assert_refused(result, "analyses:")
-    assert "similarity" in result.stderr or "seeds" in result.stderr
+    assert_refused(result, "study.yaml:13: analyses: similarity compares networks within a "
+                           "strategy: it needs at least two seeds",
+                   "study.yaml:13: analyses: reuse compares transfer runs with Scratch runs")
+
+
+def test_models_with_the_same_plans_share_one_preprocessing(tmp_path):
+    """The second model's setup step writes its own plans identifier over the first model's
+    preprocessed data (data_identifier kept), without preprocessing again."""
+    from nnunet_transfer.study.setup import StudySetup
+    path = _study(tmp_path, {"own": _v2_model(tmp_path / "own"),
+                             "copy": _v2_model(tmp_path / "copy")}, "[own, copy]",
+                  "    strategies: [FineTune]\n    analyses: [weights]")
+    spec = load_study(path)
+    setup = StudySetup(spec)
+    folder = setup.preprocessed_folder("tgt")
+    os.makedirs(folder)
+    first = {"plans_name": "nnUNetPlans_from_own", "transferred_from": {"model": "x"},
+             "configurations": {"3d_fullres": {"data_identifier": "nnUNetPlans_from_own_3d"}}}
+    with open(os.path.join(folder, "nnUNetPlans_from_own.json"), "w") as f:
+        json.dump(first, f)
+    os.makedirs(setup.layout.path("setup"))
+    setup.transfer_plans("copy")
+    with open(os.path.join(folder, "nnUNetPlans_from_copy.json")) as f:
+        copied = json.load(f)
+    assert copied["plans_name"] == "nnUNetPlans_from_copy"
+    assert copied["configurations"] == first["configurations"]
+    assert copied["transferred_from"] == {"model": spec.models["copy"].path, "data_of": "own"}
+
+
+def test_setup_checks_the_labels_the_datasets_turned_out_to_have(tmp_path):
+    """An existing target not yet in nnU-Net's raw folder: its labels are unknown to the file's
+    check, so the setup step refuses the pair once the dataset is there, before training."""
+    from nnunet_transfer.errors import UserError
+    from nnunet_transfer.study.setup import StudySetup
+    path = _study(tmp_path, {"own": _v2_model(tmp_path / "own")}, "own",
+                  "    strategies: [FineTune, FrozenDecoderAndHead]\n    analyses: [weights]"
+                  )
+    with open(path) as f:
+        text = f.read().replace("synthetic: {cases: 9, low_quality: true}", "existing: true")
+    with open(path, "w") as f:
+        f.write(text)
+    spec = load_study(path)   # the target's labels are not known yet: accepted
+    setup = StudySetup(spec)
+    raw = setup.raw_folder("tgt")
+    os.makedirs(raw)
+    with open(os.path.join(raw, "dataset.json"), "w") as f:
+        json.dump({**DATASET_JSON, "labels": {"background": 0, "organ": 1, "tumour": 2}}, f)
+    try:
+        setup.check_sources()
+    except UserError as error:
+        message = str(error)
+    else:
+        raise AssertionError("the pair was not refused")
+    assert "source 'own' cannot feed FrozenDecoderAndHead" in message
+    assert "label(s) tumour are not the source's (background, organ)" in message
+    with open(os.path.join(raw, "dataset.json"), "w") as f:
+        json.dump(DATASET_JSON, f)
+    setup.check_sources()   # the same labels: nothing to refuse
 
 
 def test_a_changed_model_file_is_refused_on_the_next_run(tmp_path):
