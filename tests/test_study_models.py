@@ -10,7 +10,6 @@ import os
 import pydoc
 import subprocess
 
-
 import torch
 from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
 
