@@ -45,9 +45,9 @@ def preprocessing_source(spec: StudySpec, source_key: str) -> str:
     """The source whose preprocessed target data this source's runs read: the first model
     source with the same plans and configuration (so they are preprocessed once); itself for
     every other source."""
-    if not spec.is_model(source_key):
+    model = spec.models.get(source_key)
+    if model is None or model.plans_digest is None:   # a dataset, or a model without plans
         return source_key
-    model = spec.models[source_key]
     return next(s for s in spec.sources if spec.is_model(s)
                 and spec.models[s].plans_digest == model.plans_digest)
 
