@@ -255,3 +255,25 @@ def test_a_changed_model_file_is_refused_on_the_next_run(tmp_path):
     assert not os.path.exists(layout.state_file)
     with open(layout.models_record) as f:
         assert json.load(f)["models"]["own"][checkpoint] == before   # the record is kept
+
+
+def test_a_source_pointed_at_another_model_is_refused(tmp_path):
+    """The same key, another model: its files are not the ones the study started with."""
+    from dataclasses import replace
+
+    from nnunet_transfer.errors import UserError
+    from nnunet_transfer.study.model_sources import hold_model_files, read_model
+    first = read_model("own", _v2_model(tmp_path / "first"))[0]
+    other = read_model("own", _v2_model(tmp_path / "other", features=(4, 8)))[0]
+    record = str(tmp_path / "models.json")
+    hold_model_files({"own": first}, record)
+    hold_model_files({"own": first}, record)   # unchanged: accepted again
+    try:
+        hold_model_files({"own": other}, record)
+    except UserError as error:
+        assert "source 'own' now reads" in str(error) and other.checkpoint in str(error)
+    else:
+        raise AssertionError("another model under the same key was accepted")
+    hold_model_files({"own": first, "new": replace(other, key="new")}, record)   # added: held
+    with open(record) as f:
+        assert set(json.load(f)["models"]) == {"own", "new"}

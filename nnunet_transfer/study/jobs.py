@@ -123,8 +123,7 @@ class StudyJobs:
             argv = [console_script("nnUNetv2_predict"), "-i", self.layout.test_images, "-o", out,
                     "-d", str(spec.datasets[spec.target].id), "-c",
                     configuration_of(spec, run.source, run.architecture), "-f", str(run.fold),
-                    "-p",
-                    transferred_plans(spec, run.source), "-tr", run.strategy.trainer_name,
+                    "-p", transferred_plans(spec, run.source), "-tr", run.strategy.trainer_name,
                     "-device", self.device, "-npp", "1", "-nps", "1", "--continue_prediction",
                     *spec.prediction.arguments()]
             return self._job(key, attempt, argv, {})

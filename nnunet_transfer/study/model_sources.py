@@ -119,11 +119,11 @@ def plans_digest(checkpoint: Checkpoint) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def training_problem(model: ModelSpec, checkpoint: Checkpoint) -> str | None:
-    """Why a study cannot train from this model (None: it can)."""
+def training_problem(model: ModelSpec, checkpoint: Checkpoint, target: str) -> str | None:
+    """Why a study cannot train from this model on `target` (a dataset id; None: it can)."""
     if model.format != FORMAT_NNSSL:
         return None
-    commands = "\n    ".join(next_commands(checkpoint, model.path, "<target id>", None))
+    commands = "\n    ".join(next_commands(checkpoint, model.path, target, None))
     return (f"model {model.key!r} is an nnssl encoder, which a study cannot plan the target "
             "for yet (it carries no nnU-Net plans: the target must be planned for the "
             f"architecture it names, {checkpoint.architecture}); fine-tune from it by hand:\n    "
@@ -146,8 +146,12 @@ def hold_model_files(models: dict[str, ModelSpec], record: str) -> None:
         before = recorded.get(key)
         if before is None:
             continue   # a source added to the file since: held from now on
+        if set(files) != set(before):
+            changed.append(f"source {key!r} now reads {', '.join(sorted(files))} instead of "
+                           f"{', '.join(sorted(before))}")
+            continue
         for path, sha in files.items():
-            if path in before and before[path] != sha:
+            if before[path] != sha:
                 changed.append(f"source {key!r}: {path} had sha256 {before[path]} when the "
                                f"study started and has {sha} now")
     if changed:

@@ -120,7 +120,8 @@ def judge_pairs(problems: Problems, written: bool, strategies: tuple, sources: t
     refused = []
     for index, source in enumerate(sources):
         if source in models:
-            problem = training_problem(models[source], checkpoints[source])
+            target_id = str(datasets[target].id) if target else "<target id>"
+            problem = training_problem(models[source], checkpoints[source], target_id)
             if problem:
                 problems.add(("models", source), problem)
         verdict = ModelVerdicts(checkpoints[source]) if source in models else None
