@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 from nnunet_transfer.data.synthetic import LOW_QUALITY_DOMAIN, write_synthetic_dataset
 
 from support.browser import CHROMIUM_NAMES
+from support.plain_model import train_plain_model
 from support.nnunet_workspace import (BUDGET, ONE_THREAD, SMALL_PLANS, SOURCE_ID,
                                       SAME_LABELS_TARGET_ID, TARGET_ID, TRANSFERRED_PLANS,
                                       Workspace, workspace_env, write_split)
@@ -119,6 +120,14 @@ def source(workspace) -> dict:
     folder = workspace.run_folder(name, "nnUNetTrainer_Scratch", SMALL_PLANS)
     return {"name": name, "folder": folder,
             "checkpoint": os.path.join(folder, "checkpoint_final.pth")}
+
+
+@pytest.fixture(scope="session")
+def plain_model(workspace, source, tmp_path_factory) -> str:
+    """A model folder trained by (a shortened) plain nnUNetTrainer on the source dataset under
+    plans of its own (other features and stages than the shared source run's)."""
+    return train_plain_model(workspace, SOURCE_ID, source["name"],
+                             str(tmp_path_factory.mktemp("plain_trainer")))
 
 
 def _transferred_target(workspace, dataset_id: int, name: str, with_core: bool) -> dict:

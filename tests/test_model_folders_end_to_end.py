@@ -18,44 +18,14 @@ from nnunet_transfer.checkpoints.inspection import inspect_text
 from support.checkpoint_files import (V1_MISSING, nnssl_checkpoint, v1_available, v1_network,
                                       v1_plans, write_v1_model)
 from support.nnunet_workspace import BUDGET, ONE_THREAD, SOURCE_ID, TARGET_ID
+from support.plain_model import OTHER_PLANS, PLAIN_TRAINER
 
-OTHER_PLANS = "nnUNetPlansOtherCPU"
-PLAIN_TRAINER = "nnUNetTrainer_PlainShortForTests"
-# nnU-Net's own trainer, only shorter: a model folder "not ours".
-PLAIN_TRAINER_SOURCE = f'''
-import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-
-class {PLAIN_TRAINER}(nnUNetTrainer):
-    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 1
-        self.num_iterations_per_epoch = 2
-        self.num_val_iterations_per_epoch = 1
-'''
 RESENC_PLANS = "nnUNetPlansResEncCPU"
 V1_PLANS = "nnUNetPlansv2.1_fromTask099"
 
 
 def _load(path: str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
-
-
-@pytest.fixture(scope="module")
-def plain_model(workspace, source, tmp_path_factory) -> str:
-    """A model folder trained by (a shortened) plain nnUNetTrainer on the source dataset under
-    plans of its own (other features and stages than the shared source run's)."""
-    ext = str(tmp_path_factory.mktemp("plain_trainer"))
-    with open(os.path.join(ext, f"{PLAIN_TRAINER}.py"), "w") as f:
-        f.write(PLAIN_TRAINER_SOURCE)
-    workspace.run("nnunet-transfer", "small-plans", "-d", str(SOURCE_ID), "--name", OTHER_PLANS,
-                  "--features", "4", "--stages", "3")
-    workspace.run("nnUNetv2_train", str(SOURCE_ID), "3d_fullres", "0", "-p", OTHER_PLANS,
-                  "-tr", PLAIN_TRAINER, "-device", "cpu",
-                  extra_env={"nnUNet_n_proc_DA": "0", "nnUNet_extTrainer": os.pathsep.join(
-                      (workspace.env["nnUNet_extTrainer"], ext))})
-    return os.path.dirname(workspace.run_folder(source["name"], PLAIN_TRAINER, OTHER_PLANS))
 
 
 def _resenc_plans(workspace, target) -> tuple[dict, list]:

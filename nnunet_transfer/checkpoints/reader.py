@@ -219,13 +219,7 @@ class Checkpoint:
     @cached_property
     def sha256(self) -> str | None:
         """The SHA-256 of the file read (None for weights in memory)."""
-        if self.path is None:
-            return None
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        return None if self.path is None else file_sha256(self.path)
 
     # -- the network -------------------------------------------------------------------------
 
@@ -284,6 +278,15 @@ class Checkpoint:
 
         plans_manager = PlansManager(self.init_args["plans"])
         return plans_manager, plans_manager.get_configuration(self.init_args["configuration"])
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks (a checkpoint may be gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _strip_wrapper_prefixes(key: str) -> str:

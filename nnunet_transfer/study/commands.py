@@ -19,13 +19,23 @@ def load_with_environment(study_file: str) -> StudySpec:
     return spec
 
 
+def check_summary(spec: StudySpec) -> str:
+    """What `study check` says of a file without mistakes: the sources and their kinds, the
+    grid, and what the study chose where the file is silent."""
+    sources = "\n".join(f"  {s}: {spec.source_kind(s)}" for s in spec.sources)
+    chosen = "".join(f"\n  {line}" for line in spec.defaults)
+    return (f"Study {spec.name}: sources\n{sources}\nstrategies "
+            f"{', '.join(s.name for s in spec.strategies)}; sizes {list(spec.sizes)}; "
+            f"seeds {list(spec.seeds)}; "
+            f"architectures {', '.join(spec.architectures)}; "
+            f"analyses {', '.join(spec.analyses) or 'none'}; "
+            f"executor {spec.executor.kind} x {spec.executor.jobs or 'default'}; files under "
+            f"{spec.workdir}" + (f"\nChosen where the file is silent:{chosen}" if chosen else ""))
+
+
 def _cmd_check(args):
     spec = load_study(args.study)
-    print(f"{args.study}: no mistakes found. Study {spec.name}: strategies "
-          f"{', '.join(s.name for s in spec.strategies)}; sizes {list(spec.sizes)}; "
-          f"seeds {list(spec.seeds)}; "
-          f"architectures {', '.join(spec.architectures)}; analyses {', '.join(spec.analyses)}; "
-          f"executor {spec.executor.kind} x {spec.executor.jobs or 'default'}; files under {spec.workdir}")
+    print(f"{args.study}: no mistakes found. {check_summary(spec)}")
 
 
 def run_and_print(study_file: str) -> str:

@@ -5,7 +5,9 @@ Every name here is a pure function of the study file, so a re-run finds the same
 and folders, and nothing finished is redone.
 
 Run identity in nnU-Net's results folder: the target dataset, the trainer (= strategy), the
-plans (the target preprocessed with one source's plans), the configuration (= architecture) and
+plans (the target preprocessed with one source's plans: a dataset source's planned in the study,
+a model source's own; models whose plans are the same share one preprocessed folder, each with
+its own plans identifier), the configuration (= architecture) and
 the fold. Each (n, seed) of the few-shot splits is its own fold (splits.few_shot_folds: n outer,
 seed inner), so no two runs of the grid share a folder. The seed is also the run's
 initialisation seed (NNUNET_TRANSFER_SEED).
@@ -31,11 +33,30 @@ def plans_of_source(spec: StudySpec) -> str:
 
 
 def transferred_plans(spec: StudySpec, source_key: str) -> str:
-    """The target's plans made from a source's (planning.transfer_plans' naming)."""
+    """The target's plans made from a source's: a dataset source's as planning.transfer_plans
+    names them (<plans>_from<id>), a model's <its plans>_from_<key> (a key, unlike an id, may
+    hold letters, so the two never meet)."""
+    if spec.is_model(source_key):
+        return f"{spec.models[source_key].plans_name or 'plans'}_from_{source_key}"
     return f"{plans_of_source(spec)}_from{spec.datasets[source_key].id:03d}"
 
 
-def configuration_of(spec: StudySpec, architecture: str) -> str:
+def preprocessing_source(spec: StudySpec, source_key: str) -> str:
+    """The source whose preprocessed target data this source's runs read: the first model
+    source with the same plans and configuration (so they are preprocessed once); itself for
+    every other source."""
+    model = spec.models.get(source_key)
+    if model is None or model.plans_digest is None:   # a dataset, or a model without plans
+        return source_key
+    return next(s for s in spec.sources if spec.is_model(s)
+                and spec.models[s].plans_digest == model.plans_digest)
+
+
+def configuration_of(spec: StudySpec, source: str, architecture: str) -> str:
+    """The configuration a source's runs train: a model's own, else the study's (with the
+    architecture's suffix)."""
+    if spec.is_model(source):
+        return spec.models[source].configuration
     if architecture == UNET:
         return spec.configuration
     from nnunet_transfer.planning.architecture_configurations import \
@@ -131,6 +152,11 @@ class StudyLayout:
         return self.path("state.json")
 
     @property
+    def models_record(self) -> str:
+        """The sha256 of every model source's files, as they were when the study started."""
+        return self.path("models.json")
+
+    @property
     def test_images(self) -> str:
         return self.path("test", "imagesTs")
 
@@ -172,15 +198,22 @@ class StudyLayout:
         source = self.spec.datasets[pretraining.source]
         return RunFolder.in_results(
             self.spec.nnunet["results"], source.folder_name, PRETRAIN_TRAINER,
-            plans_of_source(self.spec), configuration_of(self.spec, pretraining.architecture),
-            "all")
+            plans_of_source(self.spec),
+            configuration_of(self.spec, pretraining.source, pretraining.architecture), "all")
+
+    def source_weights(self, source: str, architecture: str) -> str:
+        """What a run from `source` loads (its -pretrained_weights): a dataset source's
+        pretraining's final checkpoint, a model source's path as the study file gives it."""
+        if self.spec.is_model(source):
+            return self.spec.models[source].path
+        return self.pretrained_folder(Pretraining(source, architecture)).final_checkpoint
 
     def run_folder(self, run: Run) -> RunFolder:
         target = self.spec.datasets[self.spec.target]
         return RunFolder.in_results(
             self.spec.nnunet["results"], target.folder_name, run.strategy.trainer_name,
             transferred_plans(self.spec, run.source),
-            configuration_of(self.spec, run.architecture), run.fold)
+            configuration_of(self.spec, run.source, run.architecture), run.fold)
 
 
 def expand(spec: StudySpec, pool_size: int) -> tuple[list[Pretraining], list[Run]]:
@@ -193,7 +226,7 @@ def expand(spec: StudySpec, pool_size: int) -> tuple[list[Pretraining], list[Run
     runs: dict[str, Run] = {}
     for source in spec.sources:
         for architecture in spec.architectures:
-            if any(s.needs_pretrained for s in spec.strategies):
+            if not spec.is_model(source) and any(s.needs_pretrained for s in spec.strategies):
                 pretrainings.append(Pretraining(source, architecture))
             for size in spec.sizes:
                 n = resolve_size(size, pool_size)

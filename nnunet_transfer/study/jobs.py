@@ -83,7 +83,8 @@ class StudyJobs:
         folder = self.layout.pretrained_folder(pretraining)
         env = spec.budget.pretraining_environment()
         command = self._training(pretraining.key, spec.datasets[pretraining.source].id,
-                                 configuration_of(spec, pretraining.architecture), "all",
+                                 configuration_of(spec, pretraining.source,
+                                                  pretraining.architecture), "all",
                                  plans_of_source(spec), PRETRAIN_TRAINER, folder, env, None)
         return StudyJob(pretraining.key, "pretrain", command, self._final_checkpoint(folder))
 
@@ -91,16 +92,18 @@ class StudyJobs:
         spec = self.spec
         folder = self.layout.run_folder(run)
         needs, pretrained = (), None
-        if run.strategy.needs_pretrained:
-            pretraining = Pretraining(run.source, run.architecture)
-            needs = (pretraining.key,)
-            pretrained = self.layout.pretrained_folder(pretraining).final_checkpoint
         env = spec.budget.run_environment(run.seed)
+        if run.strategy.needs_pretrained:
+            pretrained = self.layout.source_weights(run.source, run.architecture)
+            if not spec.is_model(run.source):
+                needs = (Pretraining(run.source, run.architecture).key,)
+            elif spec.models[run.source].encoder_only:
+                env = {**env, "NNUNET_TRANSFER_LOAD": "encoder"}
         if run.strategy.file:   # nnUNetTrainer_Custom reads its strategy from there
             env = {**env, "NNUNET_TRANSFER_STRATEGY_FILE": run.strategy.file}
         key = run.train_key
         command = self._training(key, spec.datasets[spec.target].id,
-                                 configuration_of(spec, run.architecture), run.fold,
+                                 configuration_of(spec, run.source, run.architecture), run.fold,
                                  transferred_plans(spec, run.source),
                                  run.strategy.trainer_name, folder, env, pretrained)
         return StudyJob(key, "train", command, self._final_checkpoint(folder), needs=needs,
@@ -119,8 +122,8 @@ class StudyJobs:
         def command(attempt: int) -> CommandJob:
             argv = [console_script("nnUNetv2_predict"), "-i", self.layout.test_images, "-o", out,
                     "-d", str(spec.datasets[spec.target].id), "-c",
-                    configuration_of(spec, run.architecture), "-f", str(run.fold), "-p",
-                    transferred_plans(spec, run.source), "-tr", run.strategy.trainer_name,
+                    configuration_of(spec, run.source, run.architecture), "-f", str(run.fold),
+                    "-p", transferred_plans(spec, run.source), "-tr", run.strategy.trainer_name,
                     "-device", self.device, "-npp", "1", "-nps", "1", "--continue_prediction",
                     *spec.prediction.arguments()]
             return self._job(key, attempt, argv, {})

@@ -30,6 +30,7 @@ from nnunet_transfer.study.executors.kinds import jobs_in_flight, make_executor
 from nnunet_transfer.study.executors.slurm import NOT_AN_ATTEMPT, job_kind
 from nnunet_transfer.study.grid import StudyLayout
 from nnunet_transfer.study.jobs import StudyJob, StudyJobs
+from nnunet_transfer.study.model_sources import hold_model_files
 from nnunet_transfer.study.progress import StudyProgress, estimate_time_left
 from nnunet_transfer.study.setup import StudySetup
 from nnunet_transfer.study.spec import StudySpec
@@ -58,6 +59,8 @@ class StudyRunner:
     def run(self) -> str:
         device = study_device(self.spec)   # before minutes of setup
         with exclusive_run(self.layout.path("run.lock")):
+            # before anything runs: a model file changed since the study started is refused
+            hold_model_files(self.spec.models, self.layout.models_record)
             setup = StudySetup(self.spec)
             setup.run(self.say)
             state = StudyState(self.layout.state_file)

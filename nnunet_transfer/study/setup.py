@@ -1,5 +1,8 @@
-"""The steps before any training: make the datasets, plan and preprocess the sources, move their
-plans to the target, write the few-shot splits and the held-out test folder.
+"""The steps before any training: make the datasets, check every (source, strategy) pair against
+the labels the datasets turned out to have, plan and preprocess the dataset sources, move each
+source's plans to the target (a model source's own plans, as `plans-transfer --source-model`
+does; models with the same plans share one preprocessing), write the few-shot splits and the
+held-out test folder.
 
 The datasets and the splits are made by calling the data functions; planning runs nnU-Net's
 preprocessing with the study's nnU-Net folders, so it runs as commands in a subprocess (nnU-Net's
@@ -22,8 +25,12 @@ from nnunet_transfer.atomic_files import atomic_write_json
 from nnunet_transfer.data.raw_dataset import read_dataset_json
 from nnunet_transfer.discovery import console_script, ext_trainer_value
 from nnunet_transfer.errors import UserError
+from nnunet_transfer.planning.plans_files import read_json
 from nnunet_transfer.study.executors.kinds import jobs_in_flight
-from nnunet_transfer.study.grid import UNSEEN_PREFIX, StudyLayout, plans_of_source, study_ns
+from nnunet_transfer.study.grid import (
+    UNSEEN_PREFIX, StudyLayout, plans_of_source, preprocessing_source, study_ns,
+    transferred_plans)
+from nnunet_transfer.study.source_pairs import label_problem, raw_labels
 from nnunet_transfer.study.spec import UNET, DatasetSpec, StudySpec
 
 
@@ -97,8 +104,10 @@ class StudySetup:
         spec = self.spec
         steps = [SetupStep(f"dataset_{key}", lambda key=key: self.make_dataset(spec.datasets[key]))
                  for key in self._dataset_order()]
+        steps.append(SetupStep("check_sources", self.check_sources))
         for source in spec.sources:
-            steps.append(SetupStep(f"plan_{source}", lambda s=source: self.plan_source(s)))
+            if not spec.is_model(source):
+                steps.append(SetupStep(f"plan_{source}", lambda s=source: self.plan_source(s)))
         steps.append(SetupStep("splits", self.write_splits))
         for source in spec.sources:
             steps.append(SetupStep(f"transfer_plans_{source}",
@@ -126,7 +135,7 @@ class StudySetup:
                 visit(other)
             order.append(key)
 
-        needed = [*self.spec.sources, self.spec.target,
+        needed = [*(s for s in self.spec.sources if not self.spec.is_model(s)), self.spec.target,
                   *([self.spec.generalization] if self.spec.generalization else [])]
         for key in needed:
             visit(key)
@@ -243,12 +252,50 @@ class StudySetup:
                             "case(s); at least 2 must stay for training and validation")
         return len(cases) - self.spec.test_cases
 
-    def transfer_plans(self, source: str) -> None:
+    def check_sources(self) -> None:
+        """Every pair whose strategy keeps the source's head, against the labels the datasets
+        have now that they exist (the study file's check knew them only where it could)."""
         spec = self.spec
-        self.command(f"transfer_plans_{source}", "nnunet-transfer", "plans-transfer", "--source",
-                     str(spec.datasets[source].id), "--target", str(spec.datasets[spec.target].id),
-                     "-p", plans_of_source(spec), "-c", spec.configuration, "-np",
-                     str(self.processes))
+        target = raw_labels(self.raw_folder(spec.target))
+        problems = []
+        for source in spec.sources:
+            labels = (spec.models[source].labels if spec.is_model(source)
+                      else raw_labels(self.raw_folder(source)))
+            for strategy in spec.strategies:
+                problem = label_problem(strategy, labels, target)
+                if problem:
+                    problems.append(f"source {source!r} cannot feed {strategy.name}: {problem}")
+        if problems:
+            raise UserError(f"{spec.path}: " + "\n  ".join(
+                ["the datasets made have labels that some pairs cannot train on; remove these "
+                 "strategies (nothing was trained):", *problems]))
+
+    def transfer_plans(self, source: str) -> None:
+        spec, step = self.spec, f"transfer_plans_{source}"
+        target = str(spec.datasets[spec.target].id)
+        if not spec.is_model(source):
+            self.command(step, "nnunet-transfer", "plans-transfer", "--source",
+                         str(spec.datasets[source].id), "--target", target,
+                         "-p", plans_of_source(spec), "-c", spec.configuration, "-np",
+                         str(self.processes))
+            return
+        model = spec.models[source]
+        first = preprocessing_source(spec, source)
+        if first == source:
+            self.command(step, "nnunet-transfer", "plans-transfer", "--source-model", model.path,
+                         "--target", target, "--target-plans", transferred_plans(spec, source),
+                         "-c", model.configuration, "-np", str(self.processes))
+            return
+        # The same plans as an earlier model's: its preprocessed data (the data_identifier
+        # stays that model's), under an identifier of this source's own.
+        folder = self.preprocessed_folder(spec.target)
+        plans = read_json(os.path.join(folder, transferred_plans(spec, first) + ".json"),
+                          f"the plans of source {first!r} on the target")
+        plans["plans_name"] = transferred_plans(spec, source)
+        plans["transferred_from"] = {**plans.get("transferred_from", {}), "model": model.path,
+                                     "data_of": first}
+        atomic_write_json(os.path.join(folder, plans["plans_name"] + ".json"), plans)
+        self.log(step, f"same plans as source {first!r}: its preprocessed data is used")
 
     def write_test_folder(self) -> None:
         """The images every run predicts, in one folder for one nnUNetv2_predict call: the

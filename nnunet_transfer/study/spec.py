@@ -1,5 +1,5 @@
 """What a study is, as `study_file.load_study` reads it from its file: `StudySpec` and its
-parts (the datasets, the executor, the training budget).
+parts (the datasets, the models it starts from, the executor, the training budget).
 
 A spec holds objects, not names to look up again: its strategies are the `Strategy` objects of
 `training.strategies`, its budget is made of the trainer's own `Budget` (the study file keeps
@@ -52,6 +52,40 @@ class DatasetSpec:
         if self.kind == "pool":
             return tuple(self.options["pool"])
         return ()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model the study fine-tunes from (`models: {KEY: {path: PATH}}`), as it was read when
+    the study file was checked (`model_sources.read_model`).
+
+    Attributes:
+        key: its key in the study file, named in `source:` like a dataset's.
+        path: the absolute path as given (what `-pretrained_weights` gets): a v2 model, fold
+            folder or checkpoint file, a v1 model folder or `.model`, an nnssl checkpoint.
+        format: the checkpoint's format (checkpoints.content FORMAT_*).
+        checkpoint: the absolute path of the checkpoint file that is loaded.
+        files: the files a run reads from it (the checkpoint and the plans / dataset json
+            beside it), whose sha256 the study records when it starts.
+        configuration: the model's own configuration, which the target is preprocessed for
+            (None for an nnssl encoder: it carries no nnU-Net plans).
+        plans_name: the identifier of the model's plans (None without plans).
+        plans_digest: sha256 of its plans as they reach the target (without their names), so
+            that models with the same plans share one preprocessing.
+        labels: the model's label names (None when unknown).
+        encoder_only: it holds an encoder only (decoder and head start fresh).
+    """
+
+    key: str
+    path: str
+    format: str
+    checkpoint: str
+    files: tuple[str, ...]
+    configuration: str | None
+    plans_name: str | None
+    plans_digest: str | None
+    labels: tuple[str, ...] | None
+    encoder_only: bool
 
 
 @dataclass(frozen=True)
@@ -131,6 +165,18 @@ class StudySpec:
     analyses: tuple[str, ...]
     analysis: AnalysisSettings        # what the study file's `analysis` sets, device "auto"
     prediction: PredictionSpec = PredictionSpec()
+    models: dict = field(default_factory=dict)   # key -> ModelSpec (sources that are models)
+    defaults: tuple[str, ...] = ()    # what the study chose where the file is silent (check)
+
+    def is_model(self, source: str) -> bool:
+        """Whether the source is a model (else a dataset the study pretrains on)."""
+        return source in self.models
+
+    def source_kind(self, source: str) -> str:
+        """A source's kind in words: the dataset's or the model's format."""
+        if self.is_model(source):
+            return self.models[source].format
+        return f"dataset {self.datasets[source].folder_name}, pretrained in the study"
 
     @property
     def state_folder(self) -> str:

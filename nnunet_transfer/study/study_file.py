@@ -13,7 +13,9 @@ A study file is YAML (an example with every key: `nnunet-transfer study example`
     datasets:                            # every dataset the study uses or makes, by a key
       source: {id: 901, name: Source, synthetic: {cases: 10, seed: 0}}
       target: {id: 902, name: Target, synthetic: {cases: 12, low_quality: true, seed: 1}}
-    source: source                       # the dataset(s) pretrained on (a key or a list)
+    models:                              # optional: models to fine-tune from, by a key
+      liver_v1: {path: models/Task003_Liver/nnUNetTrainerV2__nnUNetPlansv2.1}
+    source: source                       # datasets pretrained on and/or models (a key or a list)
     target: target                       # fine-tuned on; its held-out test cases are drawn once
     test_cases: 6
     validation_cases: 2                  # optional cap on each fold's validation cases
@@ -38,8 +40,14 @@ A dataset entry has `id`, `name` and one way of making it:
     pool: [KEY, ...]                  the datasets pooled into one (`pool`), labels matched by name
     existing: true                    already in nnU-Net's raw folder under this id
 
-`load_study` checks the whole file before anything runs and reports every mistake at once,
-each with its line.
+A model entry has `path` (what `-pretrained_weights` takes), relative to this file
+(`model_sources`).
+
+`load_study` checks the whole file before anything runs and reports every mistake at once, each
+with its line, every (source, strategy) pair that cannot train among them (`source_pairs`).
+Where the file is silent the study chooses (`StudySpec.defaults`, printed by `study check`):
+without `strategies:` the one-phase strategies every source can feed (the same for every
+source); without `analyses:` every analysis kind that can give a number on the grid.
 """
 
 from __future__ import annotations
@@ -54,6 +62,8 @@ from nnunet_transfer.errors import UserError
 from nnunet_transfer import value_rules as rules
 from nnunet_transfer.analysis.defaults import TOLERANCE
 from nnunet_transfer.study import value_checks as checks
+from nnunet_transfer.study.model_sources import read_models
+from nnunet_transfer.study.source_pairs import judge_pairs
 from nnunet_transfer.study.executors.slurm import check_slurm_options
 from nnunet_transfer.study.spec import (
     ALL, CHECKPOINTS, DATASET_KINDS, DEVICES, EXECUTOR_KINDS, UNET, DatasetSpec, ExecutorSpec,
@@ -92,25 +102,34 @@ TOP_LEVEL_KEYS = {
                 "test_cases, shape, low_quality, core, seed}`, `msd: FOLDER` (converted), "
                 "`subset: KEY` with `count: N` and/or `exclude: KEY`, `degrade: KEY` "
                 "(low-quality-site copy), `pool: [KEY, ...]`, `existing: true`",
+    "models": "models to fine-tune from, by a key: `{path: PATH}`, anything "
+              "`-pretrained_weights` takes (v2 model folder, fold folder or checkpoint; v1 model "
+              "folder or `.model`), relative to the study file; the target is preprocessed with "
+              "each model's plans and configuration; the files' sha256 are held from the first "
+              "`study run` on",
     "source": "the dataset key(s) pretrained on (each once, `nnUNetTrainer_Scratch`, fold "
-              "`all`, without nnU-Net's final validation)",
+              "`all`, without nnU-Net's final validation) and/or model keys, mixed",
     "target": "the dataset key fine-tuned on",
     "test_cases": "held-out target cases, drawn once (4)",
     "test_seed": "the seed of that draw (0)",
     "validation_cases": "a cap on nnU-Net's validation cases per run",
     "generalization": "the key of a second, unseen test set",
     "plans": "`identifier` (nnUNetPlans), `configuration` (3d_fullres), optional `small: "
-             "{patch, features, max_features, batch, stages}` (CPU-size plans)",
+             "{patch, features, max_features, batch, stages}` (CPU-size plans); for the dataset "
+             "sources (model sources bring their own)",
     "sizes": "target training cases per run (`all` = the pool but one validation case); each "
              "(n, seed) is one fold of `splits_final.json`",
     "seeds": "seeds: another draw of the cases and another initialisation ([0])",
     "strategies": "strategy names (`nnunet-transfer strategies`) and at most one custom "
-                  "strategy file (a path ending in `.yaml`, relative to the study file)",
-    "architectures": "`unet` (the plans' own network) and the extra architectures",
+                  "strategy file (a path ending in `.yaml`, relative to the study file); "
+                  "every (source, strategy) pair is judged before anything runs (default: the "
+                  "one-phase strategies every source can feed)",
+    "architectures": "`unet` (the plans' own network) and the extra architectures (dataset "
+                     "sources only)",
     "budget": "`epochs`, `iterations`, `val_iterations`, `snapshot_every`, `source_epochs`, "
               "`source_iterations`",
     "analyses": "which `nnunet-transfer analyze` kinds run per (source, architecture, n) "
-                "(all)",
+                "(default: every kind that can give a number on the grid)",
     "analysis": "their `blocks`, `voxels_per_block`, `seed`, `layers`, `tolerance`",
     "prediction": "`nnUNetv2_predict`'s settings for the test cases: `step_size` (0.5), "
                   "`disable_tta` (false), `checkpoint` (`checkpoint_final.pth` or "
@@ -273,11 +292,12 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
             datasets[key] = spec
     _check_dataset_graph(problems, datasets)
 
+    models, checkpoints = read_models(problems, top.value.get("models"), base, datasets)
     sources = top.get("source", rules.list_of(rules.TEXT, allow_single=True), (),
                       required=True)
     sources = tuple(k for i, k in enumerate(sources)
-                    if _dataset_key(problems, ("source",) + ((i,) if len(sources) > 1 else ()),
-                                    k, datasets))
+                    if _source_key(problems, ("source",) + ((i,) if len(sources) > 1 else ()),
+                                   k, datasets, models))
     target = _dataset_key(problems, ("target",), top.get("target", rules.TEXT, required=True),
                           datasets)
     if target is not None and target in sources:
@@ -309,15 +329,22 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
     seeds = top.get("seeds", rules.list_of(rules.NON_NEGATIVE_WHOLE_NUMBER), (0,))
     strategies = top.get("strategies", rules.list_of(lambda v: checks.strategy(v, base)),
                          ONE_PHASE_STRATEGIES)
+    defaults: list[str] = []
+    strategies = judge_pairs(problems, "strategies" in top.value, strategies or (), sources,
+                              models, checkpoints, datasets, target, nnunet["raw"], defaults)
     if sum(bool(s.file) for s in strategies or ()) > 1:   # they share nnUNetTrainer_Custom's folder
         problems.add(("strategies",), "give at most one custom strategy file per study")
     architectures = top.get("architectures", rules.list_of(checks.architecture), (UNET,))
+    if any(s in models for s in sources) and tuple(architectures or ()) != (UNET,):
+        problems.add(("architectures",), "a model source trains its own network (unet): the "
+                     "extra architectures apply to dataset sources only; give architectures: "
+                     "[unet], or pretrain on a dataset for them")
 
     bu = _Reader(problems, top.value.get("budget"), ("budget",), set(BUDGET_KEYS))
     given = {knob: bu.get(key, check) for key, (knob, check) in BUDGET_KEYS.items()}
     budget = StudyBudget.of(**{knob: value for knob, value in given.items() if value is not None})
 
-    analyses = top.get("analyses", rules.list_of(rules.choice(ANALYSES)), ANALYSES)
+    analyses = top.get("analyses", rules.list_of(rules.choice(ANALYSES)), ANALYSES) or ()
     an = _Reader(problems, top.value.get("analysis"), ("analysis",), set(STUDY_FILE_KEYS))
     default = DEFAULT_SETTINGS
     layers = an.get("layers", rules.list_of(rules.TEXT))
@@ -337,7 +364,8 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
         disable_tta=pr.get("disable_tta", rules.BOOLEAN, default.disable_tta),
         checkpoint=pr.get("checkpoint", rules.choice(CHECKPOINTS), default.checkpoint))
     # by name: the analyses' checks name the strategies as the study file does
-    _check_analyses(problems, analyses, tuple(s.name for s in strategies or ()), seeds or ())
+    analyses = _check_analyses(problems, "analyses" in top.value, analyses,
+                               tuple(s.name for s in strategies or ()), seeds or (), defaults)
     problems.raise_if_any()
     return StudySpec(
         path=os.path.abspath(path), name=name, workdir=workdir, nnunet=nnunet, device=device,
@@ -346,12 +374,26 @@ def load_study(path: str, overrides: dict | None = None) -> StudySpec:
         generalization=generalization, plans=plans,
         configuration=configuration, small_plans=small, sizes=sizes, seeds=seeds,
         strategies=strategies, architectures=architectures, budget=budget, analyses=analyses,
-        analysis=analysis, prediction=prediction)
+        analysis=analysis, prediction=prediction, models=models, defaults=tuple(defaults))
 
 
-def _check_analyses(problems: _Problems, analyses, strategies, seeds) -> None:
-    """Analyses that could not produce a number with this grid are mistakes, found now."""
-    for kind in ANALYSIS_KINDS.values():
-        problem = kind.grid_problem(strategies, seeds) if kind.name in analyses else None
-        if problem:
-            problems.add(("analyses",), problem)
+def _source_key(problems: _Problems, path: tuple, value, datasets: dict, models: dict):
+    if value is None or value in models or value in datasets:
+        return value
+    problems.add(path, f"{value!r} is not a key of datasets or models"
+                 + _suggest(value, sorted([*datasets, *models])))
+
+
+def _check_analyses(problems: _Problems, written: bool, analyses: tuple, strategies, seeds,
+                    defaults: list[str]) -> tuple:
+    """Analyses that could not produce a number with this grid: mistakes, found now, where the
+    file names them; left out of the default (every kind) otherwise."""
+    found = {k: ANALYSIS_KINDS[k].grid_problem(strategies, seeds) for k in analyses}
+    for problem in filter(None, found.values() if written else ()):
+        problems.add(("analyses",), problem)
+    if written:
+        return analyses
+    left_out = [f"{k} ({problem})" for k, problem in found.items() if problem]
+    defaults.append("analyses not given: every kind that can give a number on this grid"
+                    + ("; left out: " + "; ".join(left_out) if left_out else ""))
+    return tuple(k for k, problem in found.items() if not problem)
