@@ -1,11 +1,17 @@
 """A study with three sources, one of each kind, through `nnunet-transfer study run`: a dataset
 pretrained in the study, a v2 model folder trained by nnU-Net's own trainer under plans of its
 own (other patch and features than the target would get), and a v1 model made by v1's own
-Generic_UNet. Every run starts from its source's tensors; the report has a panel per source."""
+Generic_UNet. Every run starts from its source's tensors; the report has a panel per source.
+
+The runner is killed twice on the way, with everything it started: while the target is planned
+from a model, and while the sources are ranked; each next `study run` redoes nothing that had
+finished and loses nothing."""
 
 from __future__ import annotations
 
+import csv
 import os
+import signal
 import subprocess
 import textwrap
 import time
@@ -14,12 +20,12 @@ import pytest
 import torch
 
 from nnunet_transfer.checkpoints.reader import Checkpoint
-from nnunet_transfer.study.grid import StudyLayout, expand
+from nnunet_transfer.study.grid import RANKING_KEY, StudyLayout, expand
 from nnunet_transfer.study.study_file import load_study
 
 from support.checkpoint_files import (V1_MISSING, v1_available, v1_network, v1_plans,
                                       write_v1_model)
-from support.smoke_study import cli, environment, read_state
+from support.smoke_study import cli, environment, read_state, wait_for
 
 STUDY = """\
     study: three_sources
@@ -63,12 +69,56 @@ def study(plain_model, tmp_path_factory) -> dict:
     path = os.path.join(folder, "study.yaml")
     with open(path, "w") as f:
         f.write(textwrap.dedent(STUDY.format(plain=plain_model, v1=os.path.relpath(v1, folder))))
+    setup = os.path.join(folder, "study", "setup")
     started = time.time()
+
+    def planning_a_model():
+        return (os.path.isfile(os.path.join(setup, "transfer_plans_plain.log"))
+                and not os.path.isfile(os.path.join(setup, "transfer_plans_plain.done")))
+
+    def ranking():
+        record = read_state(folder).get(RANKING_KEY, {})
+        return record if record.get("state") == "running" and record.get("handle") else None
+
+    kills = [_run_until(path, folder, planning_a_model, "the target planned from a model")]
+    record = None
+
+    def ranking_seen():
+        nonlocal record
+        record = ranking()
+        return record
+
+    kills.append(_run_until(path, folder, ranking_seen, "the sources being ranked",
+                            job_group=lambda: record["handle"]["pgid"]))
     result = subprocess.run(cli("study", "run", path), env=environment(), capture_output=True,
                             text=True, timeout=1200)
-    print(f"three-source study: {time.time() - started:.0f} s")
+    print(f"three-source study, killed twice: {time.time() - started:.0f} s")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return {"path": path, "folder": folder, "result": result}
+    return {"path": path, "folder": folder, "result": result, "kills": kills}
+
+
+def _run_until(path: str, folder: str, predicate, what: str, job_group=None) -> dict:
+    """Run the study until `predicate` holds, then SIGKILL the runner with what it started (its
+    process group; and the job's own group, given `job_group`). What had finished then: the
+    setup steps done and the jobs succeeded, with their attempts."""
+    runner = subprocess.Popen(cli("study", "run", path), env=environment(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        wait_for(predicate, 900, what, runner)
+    finally:
+        groups = [runner.pid] + ([job_group()] if job_group and runner.poll() is None else [])
+        for group in groups:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        runner.wait()
+    setup = os.path.join(folder, "study", "setup")
+    return {"done": {name: os.path.getmtime(os.path.join(setup, name))
+                     for name in os.listdir(setup) if name.endswith(".done")},
+            "succeeded": {k: r["attempts"] for k, r in read_state(folder).items()
+                          if r["state"] == "succeeded"}}
 
 
 def test_three_sources_run_to_the_end_from_their_own_tensors(study):
@@ -114,3 +164,36 @@ def test_a_second_run_redoes_nothing(study):
     assert "started" not in result.stdout
     assert {k: r["attempts"] for k, r in read_state(study["folder"]).items()} == {
         k: r["attempts"] for k, r in before.items()}
+
+
+def test_killed_planning_and_ranking_redo_nothing_finished(study):
+    setup = os.path.join(study["folder"], "study", "setup")
+    jobs = read_state(study["folder"])
+    planning, ranking = study["kills"]
+    assert "transfer_plans_plain.done" not in planning["done"]   # killed in that step
+    assert os.path.isfile(os.path.join(setup, "transfer_plans_plain.done"))
+    for kill in (planning, ranking):
+        for name, mtime in kill["done"].items():   # a finished step is never run again
+            assert os.path.getmtime(os.path.join(setup, name)) == mtime, name
+        for key, attempts in kill["succeeded"].items():
+            assert jobs[key]["attempts"] == attempts, key
+    assert RANKING_KEY not in ranking["succeeded"]
+    assert jobs[RANKING_KEY]["state"] == "succeeded" and jobs[RANKING_KEY]["attempts"] == 2
+
+
+def test_sources_ranked_on_the_training_pool_only(study):
+    layout = StudyLayout(load_study(study["path"]))
+    with open(layout.ranking_csv) as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["source"] for r in rows) == ["old", "plain", "src"]
+    assert sorted(int(r["rank"]) for r in rows) == [1, 2, 3]
+    with open(layout.path("ranking", "test_cases.txt")) as f:
+        held_out = f.read().split()
+    assert len(held_out) == 2
+    log = os.path.join(layout.job_folder(RANKING_KEY), "attempt2.log")
+    with open(log) as f:
+        text = f.read()
+    assert "3 training case(s), 2 excluded" in text, text[-2000:]
+    with open(os.path.join(study["folder"], "study", "report.md")) as f:
+        report = f.read()
+    assert "Which source" in report and "Kendall" in report

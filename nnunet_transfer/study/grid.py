@@ -130,9 +130,25 @@ def cells(runs: list[Run]) -> list[tuple]:
     return list(dict.fromkeys(run.cell for run in runs))
 
 
+# The job that ranks the sources (`nnunet-transfer rank-sources`) before the trainings.
+RANKING_KEY = "rank__sources"
+
+
+def ranks_sources(spec: StudySpec) -> bool:
+    """Whether the study ranks its sources: where there are two or more to choose from and a
+    strategy that loads one (the report then tests the ranking against the fine-tuned one)."""
+    return len(spec.sources) >= 2 and any(s.needs_pretrained for s in spec.strategies)
+
+
+def ranking_architecture(spec: StudySpec) -> str:
+    """The architecture whose source networks are ranked: the study's first (model sources
+    bring their own network, which is `unet`)."""
+    return spec.architectures[0]
+
+
 def job_keys(spec: StudySpec, pretrainings: list[Pretraining], runs: list[Run]) -> list[str]:
     """The keys of every job of the study, in `jobs.StudyJobs.all`'s order."""
-    return [*(p.key for p in pretrainings),
+    return [*(p.key for p in pretrainings), *((RANKING_KEY,) if ranks_sources(spec) else ()),
             *(key for run in runs for key in (run.train_key, run.predict_key)),
             *(analysis_key(kind, cell) for cell in cells(runs) for kind in spec.analyses)]
 

@@ -1,7 +1,8 @@
-"""The jobs of a study: the commands that pretrain, train, predict and analyse, what each needs
-before it can start, and how to tell that its outputs are complete.
+"""The jobs of a study: the commands that pretrain, rank the sources, train, predict and
+analyse, what each needs before it can start, and how to tell that its outputs are complete.
 
-Every job is a real command line (nnUNetv2_train, nnUNetv2_predict, nnunet-transfer analyze),
+Every job is a real command line (nnUNetv2_train, nnunet-transfer rank-sources,
+nnUNetv2_predict, nnunet-transfer analyze),
 so any executor runs it, here or on a cluster. The evaluation of a prediction folder is quick
 and runs inside the runner once the prediction succeeded (`after`).
 """
@@ -12,12 +13,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from nnunet_transfer.atomic_files import atomic_write_bytes
 from nnunet_transfer.analysis.kinds import ANALYSIS_KINDS, CellRun, StudyCell
+from nnunet_transfer.data.splits import TEST_NAME, read_case_list
 from nnunet_transfer.discovery import console_script
 from nnunet_transfer.study.executors.base import CommandJob
 from nnunet_transfer.study.grid import (
-    GENERALIZATION, PRETRAIN_TRAINER, TEST, Pretraining, Run, StudyLayout, analysis_key, cells,
-    configuration_of, expand, plans_of_source, transferred_plans)
+    GENERALIZATION, PRETRAIN_TRAINER, RANKING_KEY, TEST, Pretraining, Run, StudyLayout,
+    analysis_key, cells, configuration_of, expand, plans_of_source, ranking_architecture,
+    ranks_sources, transferred_plans)
 from nnunet_transfer.study.setup import StudySetup
 from nnunet_transfer.study.spec import StudySpec
 from nnunet_transfer.study.state import SUCCEEDED, StudyState
@@ -27,7 +31,7 @@ from nnunet_transfer.training.run_folder import RunFolder
 @dataclass
 class StudyJob:
     key: str
-    kind: str                                  # pretrain, train, predict, analyze
+    kind: str                                  # pretrain, rank, train, predict, analyze
     command: Callable[[int], CommandJob | str]  # attempt -> the command, or why it is skipped
     missing: Callable[[], str | None]          # what is missing of its outputs (None: complete)
     needs: tuple[str, ...] = ()                # jobs that must succeed first
@@ -44,6 +48,8 @@ class StudyJobs:
 
     def all(self) -> list[StudyJob]:
         jobs = [self.pretrain_job(p) for p in self.pretrainings]
+        if ranks_sources(self.spec):
+            jobs.append(self.ranking_job())
         for run in self.runs:   # the runner starts ready jobs in this order: a run's prediction
             jobs += [self.train_job(run), self.predict_job(run)]   # before later trainings
         for cell in cells(self.runs):
@@ -106,8 +112,36 @@ class StudyJobs:
                                  configuration_of(spec, run.source, run.architecture), run.fold,
                                  transferred_plans(spec, run.source),
                                  run.strategy.trainer_name, folder, env, pretrained)
+        # the ranking is the choice made before fine-tuning: it runs first, and a failed one
+        # stops nothing
+        waits = (RANKING_KEY,) if ranks_sources(spec) else ()
         return StudyJob(key, "train", command, self._final_checkpoint(folder), needs=needs,
-                        runs=(run,))
+                        waits_for=waits, runs=(run,))
+
+    def ranking_job(self) -> StudyJob:
+        """`nnunet-transfer rank-sources` over every source's network, on the target's training
+        pool only: the held-out test cases are written to a file the command never reads."""
+        spec, layout = self.spec, self.layout
+        architecture = ranking_architecture(spec)
+        excluded = layout.path("ranking", "test_cases.txt")
+
+        def command(attempt: int) -> CommandJob:
+            test = read_case_list(os.path.join(self.setup.preprocessed_folder(spec.target),
+                                               TEST_NAME))
+            atomic_write_bytes(excluded, "".join(f"{case}\n" for case in test).encode())
+            argv = [console_script("nnunet-transfer"), "rank-sources", "--target",
+                    str(spec.datasets[spec.target].id), "--csv", layout.ranking_csv,
+                    "--exclude-cases", excluded, "-device", self.device,
+                    *(f"{source}={layout.source_weights(source, architecture)}"
+                      for source in spec.sources)]
+            return self._job(RANKING_KEY, attempt, argv, {})
+
+        def missing() -> str | None:
+            path = layout.ranking_csv
+            return None if os.path.isfile(path) else f"{path} is missing"
+
+        needs = tuple(p.key for p in self.pretrainings if p.architecture == architecture)
+        return StudyJob(RANKING_KEY, "rank", command, missing, needs=needs)
 
     def test_sets(self) -> tuple[str, ...]:
         return (TEST, GENERALIZATION) if self.spec.generalization else (TEST,)

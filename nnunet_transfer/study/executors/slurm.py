@@ -3,7 +3,7 @@
 submitit's SlurmExecutor, and what the job states of sacct mean.
 
 Options apply to every job; `by_kind` overrides them for one kind of job (the first word of a
-job's key: pretrain, train, predict, analyze_...), e.g. GPUs and a longer time limit for the
+job's key: pretrain, rank, train, predict, analyze_...), e.g. GPUs and a longer time limit for the
 trainings only. `array_size` is not SLURM's: it caps how many jobs go into one job array
 (the runner submits every ready job of a wave at once).
 """
