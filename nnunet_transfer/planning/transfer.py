@@ -96,6 +96,14 @@ def _moved(plans: dict, target_name: str, target_plans: str, raw: str,
     return moved
 
 
+def plans_for_target(plans: dict, target_name: str, target_plans: str, raw: str,
+                     target_json: dict) -> tuple[dict, list[str]]:
+    """`plans` moved to the target dataset in `raw` (named `target_plans`) and fitted to its
+    channels, as plans-transfer writes them; with the notes on the channels' normalisation."""
+    moved = _moved(plans, target_name, target_plans, raw, target_json)
+    return moved, _fit_plans_to_channels(moved, len(target_json["channel_names"]))
+
+
 def transfer_plans(source: str | int | None, target: str | int,
                    source_plans: str = "nnUNetPlans", target_plans: str | None = None,
                    configurations: tuple[str, ...] | None = ("3d_fullres",),
@@ -151,8 +159,7 @@ def transfer_plans(source: str | int | None, target: str | int,
                 f"{target_name[7:10]} --verify_dataset_integrity -no_pp for details.") from None
     # nnU-Net's planner leaves dataset.json beside the plans; preprocessing reads it there.
     shutil.copyfile(os.path.join(raw, "dataset.json"), os.path.join(preprocessed, "dataset.json"))
-    moved = _moved(plans, target_name, target_plans, raw, target_json)
-    notes = _fit_plans_to_channels(moved, len(target_json["channel_names"]))
+    moved, notes = plans_for_target(plans, target_name, target_plans, raw, target_json)
     moved["transferred_from"] = {"dataset": plans.get("dataset_name"),
                                  "plans": plans["plans_name"], "notes": notes,
                                  **({"model": source_label} if source_model else {})}
