@@ -266,19 +266,21 @@ def known_answer(workspace) -> dict:
     write_unrelated_dataset(workspace.raw, UNRELATED_ID, "RankVessel", num_training=4, seed=12)
     target = write_synthetic_dataset(workspace.raw, TARGET_ID, "RankTarget", num_training=6,
                                      num_test=1, domain=LOW_QUALITY_DOMAIN, seed=13)
-    workspace.run("nnUNetv2_plan_and_preprocess", "-d", str(SAME_ID), str(UNRELATED_ID),
-                  "-c", "3d_fullres", "-np", "1", "-npfp", "1")
-    models = {}
-    for key, dataset_id, name in (("same", SAME_ID, "RankOrgan"),
-                                  ("unrelated", UNRELATED_ID, "RankVessel")):
+
+    def source(dataset_id: int, name: str) -> str:
+        workspace.run("nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", "3d_fullres",
+                      "-np", "1", "-npfp", "1")
         workspace.run("nnunet-transfer", "small-plans", "-d", str(dataset_id))
-        models[key] = os.path.dirname(workspace.run_folder(
+        workspace.run("nnUNetv2_train", str(dataset_id), "3d_fullres", "all", "-p", SMALL_PLANS,
+                      "-tr", "nnUNetTrainer_Scratch", "-device", "cpu", extra_env=TRAINING)
+        return os.path.dirname(workspace.run_folder(
             f"Dataset{dataset_id}_{name}", "nnUNetTrainer_Scratch", SMALL_PLANS, fold="all"))
+
+    # one source per core: each chain is mostly nnU-Net's start-up and its worker processes
     with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(lambda d: workspace.run(
-            "nnUNetv2_train", str(d), "3d_fullres", "all", "-p", SMALL_PLANS,
-            "-tr", "nnUNetTrainer_Scratch", "-device", "cpu", extra_env=TRAINING),
-            (SAME_ID, UNRELATED_ID)))
+        same = pool.submit(source, SAME_ID, "RankOrgan")
+        unrelated = pool.submit(source, UNRELATED_ID, "RankVessel")
+        models = {"same": same.result(), "unrelated": unrelated.result()}
     held_out = "ranktarget_tr005"
     for folder, suffix in (("imagesTr", "_0000"), ("labelsTr", "")):
         _spoil(os.path.join(target, folder, f"{held_out}{suffix}.nii.gz"))
@@ -314,7 +316,9 @@ def _dice_by_nnunet_predictor(model: str, target: str, cases: list[str]) -> list
     return dice
 
 
-def test_the_same_task_source_ranks_first_for_the_reasons_it_should(known_answer):
+def test_the_same_task_source_ranks_first_for_the_reasons_it_should(known_answer, workspace,
+                                                                   monkeypatch):
+    monkeypatch.setenv("nnUNet_extTrainer", workspace.env["nnUNet_extTrainer"])
     ranking = read_ranking_csv(known_answer["csv"])
     same, unrelated = ranking.results
     assert (same.source, same.rank, unrelated.source, unrelated.rank) == (
@@ -339,6 +343,8 @@ def test_the_same_task_source_ranks_first_for_the_reasons_it_should(known_answer
     # the Dice as is: ours on the patches, nnU-Net's predictor on the whole cases
     expected = _dice_by_nnunet_predictor(known_answer["models"]["same"], known_answer["target"],
                                          known_answer["cases"])
-    assert same.dice_as_is["organ"] == pytest.approx(float(np.mean(expected)), abs=1e-6)
+    # (the command ran in another process with other threads: a voxel whose two logits nearly
+    # tie may fall the other way; one voxel moves a case's Dice by about 1e-3 / 5 cases)
+    assert same.dice_as_is["organ"] == pytest.approx(float(np.mean(expected)), abs=2e-3)
     assert same.dice_as_is["organ"] > 0.8
     assert unrelated.dice_as_is == {}
