@@ -28,7 +28,8 @@ from nnunet_transfer.source_ranking.ranking import (
 from nnunet_transfer.source_ranking.sources import CandidateSource
 
 from oracles.logme_reference import gaussian_log_evidence, reference_logme
-from support.checkpoint_files import nnssl_checkpoint
+from support.checkpoint_files import (V1_MISSING, nnssl_checkpoint, v1_available, v1_network,
+                                      v1_plans, write_v1_model)
 from support.networks import plain_unet, residual_unet
 from support.nnunet_workspace import ONE_THREAD, SMALL_PLANS
 from support.ranking_data import SHAPE, random_model, write_unrelated_dataset
@@ -210,6 +211,22 @@ def test_excluded_cases_are_never_read_and_the_figures_follow_the_plans(raw_targ
     again = rank_sources("901", sources, exclude_file=str(exclude))
     assert [(r.source, r.score) for r in again.results] == [
         (r.source, r.score) for r in ranking.results]   # deterministic
+
+
+@pytest.mark.skipif(not v1_available(), reason=V1_MISSING)
+def test_a_v1_model_is_ranked_with_its_own_plans(raw_target, tmp_path):
+    pools, kernels = [[2, 2, 2], [2, 2, 2]], [[3, 3, 3]] * 3
+    torch.manual_seed(0)
+    folder = write_v1_model(str(tmp_path), v1_network(1, 2, pools, kernels),
+                            v1_plans([16, 16, 16], [2.0, 1.0, 1.0], pools, kernels, {0: "MRI"}),
+                            labels={"0": "background", "1": "organ"})
+    (result,) = rank_sources("901", [CandidateSource.parse(f"v1={folder}")]).results
+    c = result.compatibility
+    assert c.loaded == {"encoder": 1.0, "decoder": 1.0, "head": 1.0}
+    assert c.shared_labels == ("organ",) and c.channels_matched == ("mri",)
+    assert c.spacing_ratio == (2.0, 1.0, 1.0)           # v1's spacing against the target's 1 mm
+    assert c.patch_ratio == (1.0, 0.5, 0.5)             # 16 / (32 voxels at 2 mm: 16)
+    assert math.isfinite(result.score) and set(result.dice_as_is) == {"organ"}
 
 
 def _lfs_pointer(path: str) -> str:
