@@ -178,7 +178,7 @@ def _spoil(path: str) -> None:
 
 
 def test_excluded_cases_are_never_read_and_the_figures_follow_the_plans(raw_target, tmp_path):
-    excluded = "ranktarget_tr003"
+    excluded = "ranktarget_tr000"   # the first case, which nnU-Net would read for its reader
     for folder, suffix in (("imagesTr", "_0000"), ("labelsTr", "")):
         _spoil(os.path.join(raw_target, folder, f"{excluded}{suffix}.nii.gz"))
     exclude = tmp_path / "held_out.txt"
@@ -189,7 +189,7 @@ def test_excluded_cases_are_never_read_and_the_figures_follow_the_plans(raw_targ
     sources = [CandidateSource.parse(f"same={same}"), CandidateSource.parse(other)]
     ranking = rank_sources("901", sources, exclude_file=str(exclude))
     assert ranking.excluded == (excluded,)
-    assert ranking.cases == ("ranktarget_tr000", "ranktarget_tr001", "ranktarget_tr002")
+    assert ranking.cases == ("ranktarget_tr001", "ranktarget_tr002", "ranktarget_tr003")
     by_name = {r.source: r for r in ranking.results}
     assert set(by_name) == {"same", other}                    # the path as given names it
     a, b = by_name["same"].compatibility, by_name[other].compatibility
@@ -298,7 +298,7 @@ def known_answer(workspace) -> dict:
         same = pool.submit(source, SAME_ID, "RankOrgan")
         unrelated = pool.submit(source, UNRELATED_ID, "RankVessel")
         models = {"same": same.result(), "unrelated": unrelated.result()}
-    held_out = "ranktarget_tr005"
+    held_out = "ranktarget_tr000"   # the first case, which nnU-Net would read for its reader
     for folder, suffix in (("imagesTr", "_0000"), ("labelsTr", "")):
         _spoil(os.path.join(target, folder, f"{held_out}{suffix}.nii.gz"))
     exclude = os.path.join(workspace.root, "held_out.txt")
@@ -309,7 +309,7 @@ def known_answer(workspace) -> dict:
                            "--csv", csv_path, "--exclude-cases", exclude, "-device", "cpu",
                            f"unrelated={models['unrelated']}", f"same={models['same']}")
     return {"models": models, "target": target, "csv": csv_path, "stdout": result.stdout,
-            "cases": [f"ranktarget_tr{i:03d}" for i in range(5)]}
+            "cases": [f"ranktarget_tr{i:03d}" for i in range(1, 6)]}
 
 
 def _dice_by_nnunet_predictor(model: str, target: str, cases: list[str]) -> list[float]:

@@ -72,9 +72,10 @@ def model_plans(source_model: str) -> tuple[dict, str]:
 
 
 def _moved(plans: dict, target_name: str, target_plans: str, raw: str,
-           target_json: dict) -> dict:
+           target_json: dict, example: str | None = None) -> dict:
     """`plans` for the target (as nnU-Net's move_plans_between_datasets makes them): its
-    dataset name, the new identifier in plans and data identifiers, the target's reader."""
+    dataset name, the new identifier in plans and data identifiers, the target's reader
+    (found by reading `example`, an image file of the target; default its first case's)."""
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
     from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
@@ -87,20 +88,22 @@ def _moved(plans: dict, target_name: str, target_plans: str, raw: str,
             configuration["data_identifier"] = (
                 target_plans + old[len(source_plans):] if old.startswith(source_plans)
                 else f"{target_plans}_{old}")
-    cases = get_filenames_of_train_images_and_targets(raw, target_json)
-    if not cases:
-        raise UserError(f"the target {target_name} in {raw} has no training cases")
-    example = next(iter(cases.values()))["images"][0]
+    if example is None:
+        cases = get_filenames_of_train_images_and_targets(raw, target_json)
+        if not cases:
+            raise UserError(f"the target {target_name} in {raw} has no training cases")
+        example = next(iter(cases.values()))["images"][0]
     moved["image_reader_writer"] = determine_reader_writer_from_dataset_json(
         target_json, example, allow_nonmatching_filename=True, verbose=False).__name__
     return moved
 
 
 def plans_for_target(plans: dict, target_name: str, target_plans: str, raw: str,
-                     target_json: dict) -> tuple[dict, list[str]]:
+                     target_json: dict, example: str | None = None) -> tuple[dict, list[str]]:
     """`plans` moved to the target dataset in `raw` (named `target_plans`) and fitted to its
-    channels, as plans-transfer writes them; with the notes on the channels' normalisation."""
-    moved = _moved(plans, target_name, target_plans, raw, target_json)
+    channels, as plans-transfer writes them; with the notes on the channels' normalisation.
+    nnU-Net finds the reader by reading one image: `example` (default the first case's)."""
+    moved = _moved(plans, target_name, target_plans, raw, target_json, example)
     return moved, _fit_plans_to_channels(moved, len(target_json["channel_names"]))
 
 

@@ -42,11 +42,13 @@ class PreprocessedCase:
 class SourcePreprocessor:
     """nnU-Net's preprocessor of a source's configuration, on the target's files."""
 
-    def __init__(self, checkpoint: Checkpoint, target: RankingTarget):
+    def __init__(self, checkpoint: Checkpoint, target: RankingTarget, example: str):
+        """`example`: an image file of a case the ranking reads anyway (nnU-Net finds the
+        reader by reading one; never an excluded case)."""
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
         plans, self.notes = plans_for_target(checkpoint.plans, target.name, _PLANS_NAME,
-                                             target.folder, target.dataset_json)
+                                             target.folder, target.dataset_json, example)
         self.plans_manager = PlansManager(plans)
         self.configuration = self.plans_manager.get_configuration(checkpoint.configuration)
         self._preprocessor = self.configuration.preprocessor_class(verbose=False)

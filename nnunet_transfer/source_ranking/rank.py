@@ -70,7 +70,8 @@ def score_source(source: CandidateSource, checkpoint: Checkpoint, target: Rankin
     """One source's figures on `cases` of `target` (rank 0 until ranked)."""
     start = time.perf_counter()
     classes = _target_classes(target)
-    preprocessor = SourcePreprocessor(checkpoint, target)
+    preprocessor = SourcePreprocessor(checkpoint, target,
+                                      next(iter(cases.values()))["images"][0])
     network = source_network(checkpoint, target.dataset_json, device)
     hooks = HeadInputs(network)
     dice = DiceAsIs(shared_label_pairs(checkpoint.labels, target.labels,
