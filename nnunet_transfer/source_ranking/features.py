@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from nnunet_transfer.architectures.parts import partition
+from nnunet_transfer.errors import UserError
 
 
 def patch_box(seg: np.ndarray, patch_size: tuple[int, ...]) -> tuple[int, ...]:
@@ -80,7 +81,8 @@ class HeadInputs:
         convolutions = [m for root in head for m in root.modules()
                         if isinstance(m, nn.modules.conv._ConvNd)]
         if not convolutions:
-            raise ValueError(f"the head of {type(network).__name__} has no convolution")
+            raise UserError(f"the head of {type(network).__name__} has no convolution: "
+                            "rank-sources scores the features a convolutional head reads")
         self.largest: torch.Tensor | None = None
         self._handles = [c.register_forward_pre_hook(self._keep) for c in convolutions]
 
@@ -113,7 +115,9 @@ def patch_outputs(network: nn.Module, hooks: HeadInputs, data: np.ndarray, seg: 
         logits = full_resolution_output(network(torch.from_numpy(image)[None].to(device)))
     features = hooks.largest
     if features is None or tuple(features.shape[2:]) != tuple(patch_size):
-        raise ValueError("the head's full-resolution input was not seen in the forward pass")
+        raise UserError(f"the head of {type(network).__name__} reads no features at the patch's "
+                        f"full resolution {tuple(patch_size)}: rank-sources scores networks "
+                        "whose head reads full-resolution features (nnU-Net's U-Nets)")
     return PatchOutputs(features[0].float().cpu().numpy(),
                         logits[0].argmax(0).cpu().numpy(), labels)
 
