@@ -15,6 +15,7 @@ from nnunet_transfer.data import commands as data_commands
 from nnunet_transfer.errors import UserError, exit_with_message
 from nnunet_transfer.evaluation import commands as evaluation_commands
 from nnunet_transfer.planning import commands as planning_commands
+from nnunet_transfer.source_ranking import commands as source_ranking_commands
 from nnunet_transfer.study import commands as study_commands
 from nnunet_transfer.training import commands as training_commands
 
@@ -23,6 +24,7 @@ from nnunet_transfer.training import commands as training_commands
 REGISTRATIONS = (
     training_commands.register,
     planning_commands.register,
+    source_ranking_commands.register,
     data_commands.register,
     evaluation_commands.register,
     study_commands.register,

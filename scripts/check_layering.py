@@ -35,7 +35,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # strategies (training) and the transferred plans (planning)
     ("planning", "training", "checkpoints"),
     ("evaluation",),
-    ("analysis",),
+    # analysis and source ranking: what forward passes of trained networks tell
+    ("analysis", "source_ranking"),
     ("study",),
     ("cli",),
 )

@@ -23,10 +23,10 @@ from support.nnunet_workspace import (BUDGET, ONE_THREAD, SMALL_PLANS, SOURCE_ID
                                       Workspace, workspace_env, write_split)
 
 
-# Modules whose tests use the nnU-Net workspace but train a matrix of their own: they get a
+# Modules whose tests use the nnU-Net workspace but train models of their own: they get a
 # workspace (and source pretraining) of their own in another worker, so that the matrix and the
 # other end-to-end tests run side by side instead of one after the other.
-OWN_WORKSPACE = {"test_architectures_end_to_end"}
+OWN_WORKSPACE = {"test_architectures_end_to_end", "test_rank_sources"}
 
 # The kinds of test, by what they use, so that a new test is marked by what it does (markers
 # registered in pyproject.toml; `pytest -m "not e2e"` runs the unit tests alone):

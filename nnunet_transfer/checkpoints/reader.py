@@ -223,13 +223,16 @@ class Checkpoint:
 
     # -- the network -------------------------------------------------------------------------
 
-    def network(self, load_weights: bool = True, shapes_only: bool = False) -> nn.Module:
+    def network(self, load_weights: bool = True, shapes_only: bool = False,
+                dataset_json: dict | None = None) -> nn.Module:
         """The network the plans describe (init_args: plans, configuration, dataset.json),
         built as nnUNetv2_predict builds it (nnUNetTrainer.build_network_architecture's call),
         with these weights unless `load_weights` is False. Deep supervision is on, as in
         training, so every output layer exists. `shapes_only` builds it on torch's meta device:
         every tensor has its shape and no values, nothing is initialised (counting parameters
-        costs no time); its weights are not loaded.
+        costs no time); its weights are not loaded. `dataset_json` (another dataset's) builds
+        the plans' network for its channels and labels instead, as a target trained under
+        these plans gets it; its weights are then not loaded (their shapes may differ).
 
         Raises UserError, before building anything, when the plans' network class is not
         installed here (`require_installed_network`)."""
@@ -240,7 +243,8 @@ class Checkpoint:
         )
 
         plans_manager, configuration = self._plans_and_configuration()
-        dataset_json = self.init_args["dataset_json"]
+        own = dataset_json is None
+        dataset_json = self.init_args["dataset_json"] if own else dataset_json
         with torch.device("meta") if shapes_only else contextlib.nullcontext():
             network = get_network_from_plans(
                 network_class, configuration.network_arch_init_kwargs,
@@ -248,7 +252,7 @@ class Checkpoint:
                 determine_num_input_channels(plans_manager, configuration, dataset_json),
                 plans_manager.get_label_manager(dataset_json).num_segmentation_heads,
                 allow_init=not shapes_only, deep_supervision=True)
-        if load_weights and not shapes_only:
+        if load_weights and own and not shapes_only:
             network.load_state_dict(self.weights)
         return network
 

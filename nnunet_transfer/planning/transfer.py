@@ -72,9 +72,10 @@ def model_plans(source_model: str) -> tuple[dict, str]:
 
 
 def _moved(plans: dict, target_name: str, target_plans: str, raw: str,
-           target_json: dict) -> dict:
+           target_json: dict, example: str | None = None) -> dict:
     """`plans` for the target (as nnU-Net's move_plans_between_datasets makes them): its
-    dataset name, the new identifier in plans and data identifiers, the target's reader."""
+    dataset name, the new identifier in plans and data identifiers, the target's reader
+    (found by reading `example`, an image file of the target; default its first case's)."""
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
     from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
@@ -87,13 +88,23 @@ def _moved(plans: dict, target_name: str, target_plans: str, raw: str,
             configuration["data_identifier"] = (
                 target_plans + old[len(source_plans):] if old.startswith(source_plans)
                 else f"{target_plans}_{old}")
-    cases = get_filenames_of_train_images_and_targets(raw, target_json)
-    if not cases:
-        raise UserError(f"the target {target_name} in {raw} has no training cases")
-    example = next(iter(cases.values()))["images"][0]
+    if example is None:
+        cases = get_filenames_of_train_images_and_targets(raw, target_json)
+        if not cases:
+            raise UserError(f"the target {target_name} in {raw} has no training cases")
+        example = next(iter(cases.values()))["images"][0]
     moved["image_reader_writer"] = determine_reader_writer_from_dataset_json(
         target_json, example, allow_nonmatching_filename=True, verbose=False).__name__
     return moved
+
+
+def plans_for_target(plans: dict, target_name: str, target_plans: str, raw: str,
+                     target_json: dict, example: str | None = None) -> tuple[dict, list[str]]:
+    """`plans` moved to the target dataset in `raw` (named `target_plans`) and fitted to its
+    channels, as plans-transfer writes them; with the notes on the channels' normalisation.
+    nnU-Net finds the reader by reading one image: `example` (default the first case's)."""
+    moved = _moved(plans, target_name, target_plans, raw, target_json, example)
+    return moved, _fit_plans_to_channels(moved, len(target_json["channel_names"]))
 
 
 def transfer_plans(source: str | int | None, target: str | int,
@@ -151,8 +162,7 @@ def transfer_plans(source: str | int | None, target: str | int,
                 f"{target_name[7:10]} --verify_dataset_integrity -no_pp for details.") from None
     # nnU-Net's planner leaves dataset.json beside the plans; preprocessing reads it there.
     shutil.copyfile(os.path.join(raw, "dataset.json"), os.path.join(preprocessed, "dataset.json"))
-    moved = _moved(plans, target_name, target_plans, raw, target_json)
-    notes = _fit_plans_to_channels(moved, len(target_json["channel_names"]))
+    moved, notes = plans_for_target(plans, target_name, target_plans, raw, target_json)
     moved["transferred_from"] = {"dataset": plans.get("dataset_name"),
                                  "plans": plans["plans_name"], "notes": notes,
                                  **({"model": source_label} if source_model else {})}
