@@ -335,7 +335,8 @@ def study_findings(layout: StudyLayout, spec: StudySpec, cells: list[CellAccurac
         for cell, folder in _analysis_cells(layout, runs, kind):
             path = os.path.join(folder, name)
             if os.path.isfile(path):
-                where = f"{cell[1]}, n = {cell[2]}" if len(cell_names) > 1 else ""
+                source = f"source {cell[0]}, " if len(spec.sources) > 1 else ""
+                where = f"{source}{cell[1]}, n = {cell[2]}" if len(cell_names) > 1 else ""
                 findings += read(pd.read_csv(path), os.path.relpath(path, layout.root), where)
     return findings
 
