@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import json
 import os
-import pydoc
 import subprocess
 
 import torch
-from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
 
 from nnunet_transfer.checkpoints.reader import Checkpoint
 from nnunet_transfer.study.grid import (StudyLayout, configuration_of, expand,
-                                        preprocessing_source, transferred_plans)
+                                        preprocessing_source, ranked_sources, ranks_sources,
+                                        transferred_plans)
 from nnunet_transfer.study.study_file import load_study
 
-from support.checkpoint_files import (nnssl_checkpoint, plain_arch_kwargs, v2_plans,
+from support.checkpoint_files import (plain_arch_kwargs, v2_plans, write_nnssl_encoder,
                                       write_v2_model)
 from support.refusals import assert_refused
 from support.smoke_study import cli, environment
@@ -27,6 +26,7 @@ from support.study_files import write_study_text
 DATASET_JSON = {"labels": {"background": 0, "organ": 1}, "channel_names": {"0": "MRI"},
                 "file_ending": ".nii.gz", "numTraining": 4}
 OTHER_LABELS = {**DATASET_JSON, "labels": {"background": 0, "liver": 1}}
+RESENC = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
 
 
 def _v2_model(root, dataset_json=DATASET_JSON, features=(4, 8, 16), plans_name="nnUNetPlans"
@@ -39,16 +39,8 @@ def _v2_model(root, dataset_json=DATASET_JSON, features=(4, 8, 16), plans_name="
     return write_v2_model(str(root), plans, dataset_json, weights)
 
 
-def _nnssl_file(root) -> str:
-    kwargs = {**plain_arch_kwargs([4, 8])}
-    kwargs.pop("n_conv_per_stage")
-    kwargs.update(n_blocks_per_stage=[1, 1], n_conv_per_stage_decoder=[1])
-    built = {k: (pydoc.locate(v) if k in ("conv_op", "norm_op", "nonlin") else v)
-             for k, v in kwargs.items()}
-    network = ResidualEncoderUNet(1, num_classes=2, deep_supervision=True, **built)
-    path = os.path.join(str(root), "encoder.pth")
-    torch.save(nnssl_checkpoint(network, kwargs, [32, 32, 32]), path)
-    return path
+def _nnssl_file(root, features=(4, 8)) -> str:
+    return write_nnssl_encoder(os.path.join(str(root), "encoder.pth"), features)
 
 
 STUDY = """\
@@ -135,18 +127,96 @@ def test_model_mistakes_are_reported_together_with_their_lines(tmp_path):
 
 
 def test_nnssl_source_with_frozen_decoder_is_refused_with_the_source_named(tmp_path):
-    """inspect's verdict for the pair, at the strategy's line, beside the refusal to train an
-    nnssl source (with what to run by hand); nothing is made."""
+    """inspect's verdict for the pair, at the strategy's line; the pair that loads the encoder
+    is accepted; nothing is made."""
     encoder = _nnssl_file(tmp_path)
     path = _study(tmp_path, {"ssl": encoder}, "[src, ssl]",
                   "    strategies: [FineTune, FrozenDecoder]")
     result = _check(path)
     assert_refused(result, "strategies.1: source 'ssl' (nnssl checkpoint",
                    "cannot feed FrozenDecoder: freezes the decoder, which the file does not "
-                   "provide fully", "models.ssl: model 'ssl' is an nnssl encoder",
-                   "NNUNET_TRANSFER_LOAD=encoder nnUNetv2_train")
+                   "provide fully")
     assert "source 'src'" not in result.stderr   # the dataset source feeds both
+    assert "FineTune" not in result.stderr   # the encoder feeds it
     assert not os.path.exists(tmp_path / "models")
+
+
+def test_an_nnssl_source_trains_its_network_under_the_targets_own_plans(tmp_path):
+    """The target is planned by nnU-Net (a setup step); the nnssl source's plans are the
+    target's own (data identifier kept: no second preprocessing) with the encoder's network and
+    a patch its strides divide, which nnU-Net builds with the encoder's shapes; Scratch from it
+    trains that network too; it is left out of the ranking, and `study check` says all this."""
+    from nnunet_transfer.study.commands import check_summary
+    from nnunet_transfer.study.setup import StudySetup
+    encoder = _nnssl_file(tmp_path, features=(4, 8, 16))   # strides 1, 2, 2: patch axes % 4
+    path = _study(tmp_path, {"ssl": encoder}, "[src, ssl]",
+                  "    strategies: [Scratch, FrozenEncoder]\n    analyses: [weights]")
+    spec = load_study(path)
+    assert transferred_plans(spec, "ssl") == "nnUNetPlans_from_ssl"
+    assert configuration_of(spec, "ssl", "unet") == "3d_fullres"
+    assert ranked_sources(spec) == ("src",) and not ranks_sources(spec)
+    runs = [r for r in expand(spec, 6)[1] if r.source == "ssl"]
+    assert {r.strategy.name for r in runs} == {"Scratch", "FrozenEncoder"}
+    assert all("nnUNetPlans_from_ssl" in StudyLayout(spec).run_folder(r).path for r in runs)
+    setup = StudySetup(spec)
+    assert [s.name for s in setup.steps() if s.name.startswith("plan_")] == [
+        "plan_src", "plan_tgt"]
+    summary = check_summary(spec)
+    assert ("the target planned by nnU-Net with the study's plans nnUNetPlans (3d_fullres), "
+            "its network the encoder's ResidualEncoderUNet") in summary
+    assert "not ranked: an nnssl encoder" in summary
+
+    folder = setup.preprocessed_folder("tgt")
+    os.makedirs(folder)
+    os.makedirs(setup.layout.path("setup"))
+    own = v2_plans(plain_arch_kwargs([4, 8, 16, 32]), [29, 33, 30],
+                   dataset_name="Dataset802_Tgt")   # as nnU-Net planned the target
+    with open(os.path.join(folder, "nnUNetPlans.json"), "w") as f:
+        json.dump(own, f)
+    setup.transfer_plans("ssl")
+    with open(os.path.join(folder, "nnUNetPlans_from_ssl.json")) as f:
+        plans = json.load(f)
+    config, planned = plans["configurations"]["3d_fullres"], own["configurations"]["3d_fullres"]
+    architecture = config["architecture"]
+    adaptation = torch.load(encoder, weights_only=False)["nnssl_adaptation_plan"]
+    assert architecture["network_class_name"] == RESENC
+    assert architecture["arch_kwargs"] == adaptation["architecture_plans"]["arch_kwargs"]
+    assert sorted(architecture["_kw_requires_import"]) == ["conv_op", "nonlin", "norm_op"]
+    assert config["patch_size"] == [28, 32, 28]
+    assert config["data_identifier"] == planned["data_identifier"] == "nnUNetPlans_3d_fullres"
+    assert {k: config[k] for k in ("spacing", "normalization_schemes", "batch_size")} == {
+        k: planned[k] for k in ("spacing", "normalization_schemes", "batch_size")}
+    network = Checkpoint.of({"network_weights": {}, "init_args": {
+        "plans": plans, "configuration": "3d_fullres", "dataset_json": DATASET_JSON}}).network(
+        load_weights=False).state_dict()
+    weights = Checkpoint.read(encoder).weights   # the encoder and stem, renamed as v2 names them
+    assert weights and {k: network[k].shape for k in weights} == {
+        k: v.shape for k, v in weights.items()}
+
+
+def test_an_nnssl_architecture_the_plans_cannot_describe_is_refused(tmp_path):
+    """A Primus encoder: refused at the model's path, saying what the study plans and how to
+    fine-tune by hand; nnssl's ResEncL preset (no arch_kwargs) is nnU-Net's ResEnc-L."""
+    from nnunet_transfer.errors import UserError
+    from nnunet_transfer.planning.nnssl_plans import NnsslArchitecture
+    path = _nnssl_file(tmp_path)
+    content = torch.load(path, weights_only=False)
+
+    def architecture(name: str) -> NnsslArchitecture:
+        content["nnssl_adaptation_plan"]["architecture_plans"] = {"arch_class_name": name,
+                                                                  "arch_kwargs": None}
+        torch.save(content, path)
+        return NnsslArchitecture.of(Checkpoint.read(path))
+
+    resenc_l = architecture("ResEncL")
+    assert resenc_l.network_class == RESENC and resenc_l.divisors(3) == [32, 32, 32]
+    assert resenc_l.arch_kwargs["features_per_stage"] == [32, 64, 128, 256, 320, 320]
+    try:
+        architecture("PrimusM")
+    except UserError as error:
+        assert "this one is PrimusM" in str(error) and "inspect PATH --target" in str(error)
+    else:
+        raise AssertionError("a Primus encoder was accepted")
 
 
 def test_frozen_head_on_a_new_label_is_refused_for_a_dataset_source(tmp_path):

@@ -1,7 +1,9 @@
-"""A study with three sources, one of each kind, through `nnunet-transfer study run`: a dataset
+"""A study with four sources, one of each kind, through `nnunet-transfer study run`: a dataset
 pretrained in the study, a v2 model folder trained by nnU-Net's own trainer under plans of its
-own (other patch and features than the target would get), and a v1 model made by v1's own
-Generic_UNet. Every run starts from its source's tensors; the report has a panel per source.
+own (other patch and features than the target would get), a v1 model made by v1's own
+Generic_UNet, and an nnssl encoder (a small ResidualEncoderUNet: the target planned by nnU-Net,
+the encoder's network, its encoder loaded). Every run starts from its source's tensors; the
+report has a panel per source; the nnssl source is left out of the ranking, saying why.
 
 The runner is killed twice on the way, with everything it started: while the target is planned
 from a model, and while the sources are ranked; each next `study run` redoes nothing that had
@@ -24,7 +26,7 @@ from nnunet_transfer.study.grid import RANKING_KEY, StudyLayout, expand
 from nnunet_transfer.study.study_file import load_study
 
 from support.checkpoint_files import (V1_MISSING, v1_available, v1_network, v1_plans,
-                                      write_v1_model)
+                                      write_nnssl_encoder, write_v1_model)
 from support.smoke_study import cli, environment, read_state, wait_for
 
 STUDY = """\
@@ -38,7 +40,8 @@ STUDY = """\
     models:
       plain: {{path: {plain}}}
       old: {{path: {v1}}}
-    source: [src, plain, old]
+      ssl: {{path: encoder.pth}}
+    source: [src, plain, old, ssl]
     target: tgt
     test_cases: 2
     validation_cases: 1
@@ -66,6 +69,8 @@ def study(plain_model, tmp_path_factory) -> dict:
         pytest.skip(V1_MISSING)
     folder = str(tmp_path_factory.mktemp("three_sources"))
     v1 = _v1_model(os.path.join(folder, "v1"))
+    # a small ResidualEncoderUNet (4, 8, 16 features): the study's 24^3 patch suits its strides
+    write_nnssl_encoder(os.path.join(folder, "encoder.pth"), (4, 8, 16), seed=13)
     path = os.path.join(folder, "study.yaml")
     with open(path, "w") as f:
         f.write(textwrap.dedent(STUDY.format(plain=plain_model, v1=os.path.relpath(v1, folder))))
@@ -92,7 +97,7 @@ def study(plain_model, tmp_path_factory) -> dict:
                             job_group=lambda: record["handle"]["pgid"]))
     result = subprocess.run(cli("study", "run", path), env=environment(), capture_output=True,
                             text=True, timeout=1200)
-    print(f"three-source study, killed twice: {time.time() - started:.0f} s")
+    print(f"four-source study, killed twice: {time.time() - started:.0f} s")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return {"path": path, "folder": folder, "result": result, "kills": kills}
 
@@ -121,7 +126,7 @@ def _run_until(path: str, folder: str, predicate, what: str, job_group=None) -> 
                           if r["state"] == "succeeded"}}
 
 
-def test_three_sources_run_to_the_end_from_their_own_tensors(study):
+def test_four_sources_run_to_the_end_from_their_own_tensors(study):
     spec = load_study(study["path"])
     layout = StudyLayout(spec)
     pretrainings, runs = expand(spec, 3)
@@ -129,15 +134,24 @@ def test_three_sources_run_to_the_end_from_their_own_tensors(study):
     jobs = read_state(study["folder"])
     assert jobs and all(r["state"] == "succeeded" for r in jobs.values()), {
         k: (r["state"], r.get("note")) for k, r in jobs.items() if r["state"] != "succeeded"}
-    assert len(runs) == 6
+    assert len(runs) == 8
     for run in runs:
         source = Checkpoint.read(layout.source_weights(run.source, run.architecture)).weights
         start = torch.load(layout.run_folder(run).snapshot_path(0), map_location="cpu",
                            weights_only=False)["network_weights"]
-        # the body; the head too, its labels being the target's (background, organ)
         keys = [k for k in source if k in start and start[k].shape == source[k].shape]
-        assert len(keys) >= 0.9 * len(start), (run.key, len(keys), len(start))
+        if run.source == "ssl":   # the encoder's network: every tensor of the file loads
+            assert keys == list(source) and len(keys) < len(start), run.key
+        else:   # the body; the head too, its labels being the target's (background, organ)
+            assert len(keys) >= 0.9 * len(start), (run.key, len(keys), len(start))
         assert all(torch.equal(start[k], source[k]) for k in keys), run.key
+    # the nnssl encoder stays as it was where it is frozen, and trains where it is not
+    for run in (r for r in runs if r.source == "ssl"):
+        source = Checkpoint.read(layout.source_weights(run.source, run.architecture)).weights
+        final = torch.load(layout.run_folder(run).final_checkpoint, map_location="cpu",
+                           weights_only=False)["network_weights"]
+        unchanged = all(torch.equal(final[k], source[k]) for k in source)
+        assert unchanged == (run.strategy.name == "FrozenEncoder"), run.key
     # each model's network is its own: the plain model's 4 features, v1's 8
     plain = next(r for r in runs if r.source == "plain")
     old = next(r for r in runs if r.source == "old")
@@ -152,7 +166,7 @@ def test_three_sources_run_to_the_end_from_their_own_tensors(study):
 def test_the_report_has_a_panel_per_source(study):
     with open(os.path.join(study["folder"], "study", "report.md")) as f:
         report = f.read()
-    for source in ("src", "plain", "old"):
+    for source in ("src", "plain", "old", "ssl"):
         assert f"source {source}, unet" in report, source
 
 
@@ -197,3 +211,4 @@ def test_sources_ranked_on_the_training_pool_only(study):
     with open(os.path.join(study["folder"], "study", "report.md")) as f:
         report = f.read()
     assert "Which source" in report and "Kendall" in report
+    assert "Not ranked by the study, so left out of tau: ssl (an nnssl encoder" in report

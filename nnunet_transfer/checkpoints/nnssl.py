@@ -47,7 +47,8 @@ def read_nnssl(content: dict, path: str) -> Content:
     if not isinstance(plan, dict) or not isinstance(weights, dict):
         raise UserError(f"{path} has an '{ADAPTATION_PLAN}' but no usable 'network_weights' "
                         "or plan; it is not a complete nnssl checkpoint")
-    architecture = (plan.get("architecture_plans") or {}).get("arch_class_name")
+    architecture_plans = plan.get("architecture_plans") or {}
+    architecture = architecture_plans.get("arch_class_name")
     key_to_encoder, key_to_stem = plan.get("key_to_encoder"), plan.get("key_to_stem")
     if not key_to_encoder:
         raise UserError(f"{path}: the adaptation plan names no 'key_to_encoder'; without it "
@@ -83,7 +84,9 @@ def read_nnssl(content: dict, path: str) -> Content:
         network_class=network_class,
         origins=origins, encoder_only=True,
         details={"architecture": architecture,
-                 "arch_kwargs": (plan.get("architecture_plans") or {}).get("arch_kwargs"),
+                 "arch_kwargs": architecture_plans.get("arch_kwargs"),
+                 "arch_kwargs_requiring_import": architecture_plans.get(
+                     "arch_kwargs_requiring_import"),
                  "configuration": next(iter(configurations), None) if isinstance(
                      configurations, dict) else None,
                  "patch_size": configuration.get("patch_size"),

@@ -7,6 +7,7 @@ import os
 
 from nnunet_transfer.arguments import add_command, positive_int
 from nnunet_transfer.study.demo import example_study, write_demo_study
+from nnunet_transfer.study.grid import plans_of_source, transferred_plans, unranked_sources
 from nnunet_transfer.study.spec import StudySpec
 from nnunet_transfer.study.study_file import load_study
 
@@ -22,7 +23,7 @@ def load_with_environment(study_file: str) -> StudySpec:
 def check_summary(spec: StudySpec) -> str:
     """What `study check` says of a file without mistakes: the sources and their kinds, the
     grid, and what the study chose where the file is silent."""
-    sources = "\n".join(f"  {s}: {spec.source_kind(s)}" for s in spec.sources)
+    sources = "\n".join(_source_line(spec, s) for s in spec.sources)
     chosen = "".join(f"\n  {line}" for line in spec.defaults)
     return (f"Study {spec.name}: sources\n{sources}\nstrategies "
             f"{', '.join(s.name for s in spec.strategies)}; sizes {list(spec.sizes)}; "
@@ -31,6 +32,20 @@ def check_summary(spec: StudySpec) -> str:
             f"analyses {', '.join(spec.analyses) or 'none'}; "
             f"executor {spec.executor.kind} x {spec.executor.jobs or 'default'}; files under "
             f"{spec.workdir}" + (f"\nChosen where the file is silent:{chosen}" if chosen else ""))
+
+
+def _source_line(spec: StudySpec, source: str) -> str:
+    """A source and its kind; for an nnssl encoder also how the study plans and ranks it."""
+    line = f"  {source}: {spec.source_kind(source)}"
+    nnssl = spec.models[source].nnssl if spec.is_model(source) else None
+    if nnssl is None:
+        return line
+    unranked = unranked_sources(spec)[source]
+    return (f"{line}; the target planned by nnU-Net with the study's plans "
+            f"{plans_of_source(spec)} ({spec.configuration}), its network the encoder's "
+            f"{nnssl.name} ({nnssl.network_class.rsplit('.', 1)[-1]}), as the plans "
+            f"{transferred_plans(spec, source)}; runs load the encoder only "
+            f"(NNUNET_TRANSFER_LOAD=encoder); not ranked: {unranked}")
 
 
 def _cmd_check(args):

@@ -35,9 +35,12 @@ def plans_of_source(spec: StudySpec) -> str:
 def transferred_plans(spec: StudySpec, source_key: str) -> str:
     """The target's plans made from a source's: a dataset source's as planning.transfer_plans
     names them (<plans>_from<id>), a model's <its plans>_from_<key> (a key, unlike an id, may
-    hold letters, so the two never meet)."""
+    hold letters, so the two never meet); an nnssl encoder's <the study's plans>_from_<key>,
+    the target's own plans with the encoder's network (`planning.nnssl_plans`)."""
     if spec.is_model(source_key):
-        return f"{spec.models[source_key].plans_name or 'plans'}_from_{source_key}"
+        model = spec.models[source_key]
+        plans = plans_of_source(spec) if model.nnssl else model.plans_name or "plans"
+        return f"{plans}_from_{source_key}"
     return f"{plans_of_source(spec)}_from{spec.datasets[source_key].id:03d}"
 
 
@@ -54,8 +57,9 @@ def preprocessing_source(spec: StudySpec, source_key: str) -> str:
 
 def configuration_of(spec: StudySpec, source: str, architecture: str) -> str:
     """The configuration a source's runs train: a model's own, else the study's (with the
-    architecture's suffix)."""
-    if spec.is_model(source):
+    architecture's suffix; an nnssl encoder's runs train the study's configuration, its network
+    replaced)."""
+    if spec.is_model(source) and not spec.models[source].nnssl:
         return spec.models[source].configuration
     if architecture == UNET:
         return spec.configuration
@@ -134,10 +138,24 @@ def cells(runs: list[Run]) -> list[tuple]:
 RANKING_KEY = "rank__sources"
 
 
+def unranked_sources(spec: StudySpec) -> dict[str, str]:
+    """The sources `rank-sources` cannot score, with why: an nnssl encoder has no decoder whose
+    features it scores and no plans of its own to compare."""
+    return {source: "an nnssl encoder: rank-sources scores a source's decoder features, and it "
+                    "has no decoder (nor plans of its own)"
+            for source in spec.sources if spec.is_model(source) and spec.models[source].nnssl}
+
+
+def ranked_sources(spec: StudySpec) -> tuple[str, ...]:
+    """The sources the ranking scores: every source but the `unranked_sources`."""
+    left_out = unranked_sources(spec)
+    return tuple(s for s in spec.sources if s not in left_out)
+
+
 def ranks_sources(spec: StudySpec) -> bool:
-    """Whether the study ranks its sources: where there are two or more to choose from and a
+    """Whether the study ranks its sources: where there are two or more it can score and a
     strategy that loads one (the report then tests the ranking against the fine-tuned one)."""
-    return len(spec.sources) >= 2 and any(s.needs_pretrained for s in spec.strategies)
+    return len(ranked_sources(spec)) >= 2 and any(s.needs_pretrained for s in spec.strategies)
 
 
 def ranking_architecture(spec: StudySpec) -> str:

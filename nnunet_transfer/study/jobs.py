@@ -20,8 +20,8 @@ from nnunet_transfer.discovery import console_script
 from nnunet_transfer.study.executors.base import CommandJob
 from nnunet_transfer.study.grid import (
     GENERALIZATION, PRETRAIN_TRAINER, RANKING_KEY, TEST, Pretraining, Run, StudyLayout,
-    analysis_key, cells, configuration_of, expand, plans_of_source, ranking_architecture,
-    ranks_sources, transferred_plans)
+    analysis_key, cells, configuration_of, expand, plans_of_source, ranked_sources,
+    ranking_architecture, ranks_sources, transferred_plans)
 from nnunet_transfer.study.setup import StudySetup
 from nnunet_transfer.study.spec import StudySpec
 from nnunet_transfer.study.state import SUCCEEDED, StudyState
@@ -119,8 +119,9 @@ class StudyJobs:
                         waits_for=waits, runs=(run,))
 
     def ranking_job(self) -> StudyJob:
-        """`nnunet-transfer rank-sources` over every source's network, on the target's training
-        pool only: the held-out test cases are written to a file the command never reads."""
+        """`nnunet-transfer rank-sources` over every network it can score (`ranked_sources`),
+        on the target's training pool only: the held-out test cases are written to a file the
+        command never reads."""
         spec, layout = self.spec, self.layout
         architecture = ranking_architecture(spec)
         excluded = layout.path("ranking", "test_cases.txt")
@@ -133,7 +134,7 @@ class StudyJobs:
                     str(spec.datasets[spec.target].id), "--csv", layout.ranking_csv,
                     "--exclude-cases", excluded, "-device", self.device,
                     *(f"{source}={layout.source_weights(source, architecture)}"
-                      for source in spec.sources)]
+                      for source in ranked_sources(spec))]
             return self._job(RANKING_KEY, attempt, argv, {})
 
         def missing() -> str | None:

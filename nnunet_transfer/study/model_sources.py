@@ -19,7 +19,7 @@ import os
 
 from nnunet_transfer.atomic_files import atomic_write_json
 from nnunet_transfer.checkpoints.content import FORMAT_NNSSL
-from nnunet_transfer.checkpoints.inspection import next_commands
+from nnunet_transfer.planning.nnssl_plans import NnsslArchitecture
 from nnunet_transfer.checkpoints.reader import Checkpoint, CheckpointUse, file_sha256
 from nnunet_transfer.errors import UserError
 from nnunet_transfer import value_rules as rules
@@ -78,7 +78,10 @@ def read_model(key: str, path: str) -> tuple[ModelSpec, Checkpoint]:
     """The model at `path` (absolute) as a ModelSpec, with its Checkpoint. Raises UserError
     (naming the file and the fix) when it cannot be read or its network not be rebuilt."""
     checkpoint = Checkpoint.read(path, _MODEL_USE)
-    if checkpoint.format != FORMAT_NNSSL:
+    nnssl = None
+    if checkpoint.format == FORMAT_NNSSL:   # no plans: the target's own, with its network
+        nnssl = NnsslArchitecture.of(checkpoint)
+    else:
         if not checkpoint.plans or not checkpoint.configuration:
             raise UserError(f"{path} records no plans (no init_args in the checkpoint and no "
                             "plans.json beside its fold folder); give the model folder as "
@@ -89,7 +92,7 @@ def read_model(key: str, path: str) -> tuple[ModelSpec, Checkpoint]:
         key=key, path=path, format=checkpoint.format, checkpoint=checkpoint.path,
         files=model_files(checkpoint.path), configuration=checkpoint.configuration,
         plans_name=checkpoint.plans_name, plans_digest=plans_digest(checkpoint),
-        labels=labels, encoder_only=checkpoint.encoder_only), checkpoint
+        labels=labels, encoder_only=checkpoint.encoder_only, nnssl=nnssl), checkpoint
 
 
 def model_files(checkpoint_path: str) -> tuple[str, ...]:
@@ -117,17 +120,6 @@ def plans_digest(checkpoint: Checkpoint) -> str | None:
         for name, c in checkpoint.plans.get("configurations", {}).items()}
     text = json.dumps([plans, checkpoint.configuration], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def training_problem(model: ModelSpec, checkpoint: Checkpoint, target: str) -> str | None:
-    """Why a study cannot train from this model on `target` (a dataset id; None: it can)."""
-    if model.format != FORMAT_NNSSL:
-        return None
-    commands = "\n    ".join(next_commands(checkpoint, model.path, target, None))
-    return (f"model {model.key!r} is an nnssl encoder, which a study cannot plan the target "
-            "for yet (it carries no nnU-Net plans: the target must be planned for the "
-            f"architecture it names, {checkpoint.architecture}); fine-tune from it by hand:\n    "
-            + commands)
 
 
 def hold_model_files(models: dict[str, ModelSpec], record: str) -> None:

@@ -1,8 +1,9 @@
 """The steps before any training: make the datasets, check every (source, strategy) pair against
 the labels the datasets turned out to have, plan and preprocess the dataset sources, move each
 source's plans to the target (a model source's own plans, as `plans-transfer --source-model`
-does; models with the same plans share one preprocessing), write the few-shot splits and the
-held-out test folder.
+does; models with the same plans share one preprocessing; an nnssl encoder's runs get the
+target's own plans, planned as a dataset source's are, with the encoder's network), write the
+few-shot splits and the held-out test folder.
 
 The datasets and the splits are made by calling the data functions; planning runs nnU-Net's
 preprocessing with the study's nnU-Net folders, so it runs as commands in a subprocess (nnU-Net's
@@ -25,6 +26,7 @@ from nnunet_transfer.atomic_files import atomic_write_json
 from nnunet_transfer.data.raw_dataset import read_dataset_json
 from nnunet_transfer.discovery import console_script, ext_trainer_value
 from nnunet_transfer.errors import UserError
+from nnunet_transfer.planning.nnssl_plans import nnssl_plans
 from nnunet_transfer.planning.plans_files import read_json
 from nnunet_transfer.study.executors.kinds import jobs_in_flight
 from nnunet_transfer.study.grid import (
@@ -105,9 +107,13 @@ class StudySetup:
         steps = [SetupStep(f"dataset_{key}", lambda key=key: self.make_dataset(spec.datasets[key]))
                  for key in self._dataset_order()]
         steps.append(SetupStep("check_sources", self.check_sources))
-        for source in spec.sources:
-            if not spec.is_model(source):
-                steps.append(SetupStep(f"plan_{source}", lambda s=source: self.plan_source(s)))
+        # the dataset sources are planned by nnU-Net; so is the target where an nnssl encoder
+        # (which brings no plans) trains under the target's own plans
+        planned = [s for s in spec.sources if not spec.is_model(s)] + (
+            [spec.target] if any(spec.models[s].nnssl for s in spec.sources
+                                 if spec.is_model(s)) else [])
+        steps += [SetupStep(f"plan_{key}", lambda key=key: self.plan_dataset(key))
+                  for key in planned]
         steps.append(SetupStep("splits", self.write_splits))
         for source in spec.sources:
             steps.append(SetupStep(f"transfer_plans_{source}",
@@ -213,9 +219,11 @@ class StudySetup:
                                description=f"{len(cases)} cases of {os.path.basename(source)}")
         self.log(f"dataset_{dataset.key}", report.summary())
 
-    def plan_source(self, source: str) -> None:
-        spec, step = self.spec, f"plan_{source}"
-        dataset_id = str(spec.datasets[source].id)
+    def plan_dataset(self, key: str) -> None:
+        """nnU-Net's plans and preprocessing of a dataset with the study's `plans:` (and its
+        small plans and extra architectures)."""
+        spec, step = self.spec, f"plan_{key}"
+        dataset_id = str(spec.datasets[key].id)
         self.command(step, "nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c",
                      spec.configuration, "-np", str(self.processes), "--verify_dataset_integrity")
         plans = spec.plans
@@ -280,6 +288,9 @@ class StudySetup:
                          str(self.processes))
             return
         model = spec.models[source]
+        if model.nnssl:
+            self._nnssl_plans(source)
+            return
         first = preprocessing_source(spec, source)
         if first == source:
             self.command(step, "nnunet-transfer", "plans-transfer", "--source-model", model.path,
@@ -296,6 +307,18 @@ class StudySetup:
                                      "data_of": first}
         atomic_write_json(os.path.join(folder, plans["plans_name"] + ".json"), plans)
         self.log(step, f"same plans as source {first!r}: its preprocessed data is used")
+
+    def _nnssl_plans(self, source: str) -> None:
+        """The target's own plans (step plan_<target>) with the nnssl encoder's network, on the
+        target's preprocessed data."""
+        spec, folder = self.spec, self.preprocessed_folder(self.spec.target)
+        own = read_json(os.path.join(folder, plans_of_source(spec) + ".json"),
+                        "the target's own plans")
+        model = spec.models[source]
+        plans = nnssl_plans(own, spec.configuration, model.nnssl,
+                            transferred_plans(spec, source), model.path)
+        atomic_write_json(os.path.join(folder, plans["plans_name"] + ".json"), plans)
+        self.log(f"transfer_plans_{source}", "; ".join(plans["transferred_from"]["notes"]))
 
     def write_test_folder(self) -> None:
         """The images every run predicts, in one folder for one nnUNetv2_predict call: the

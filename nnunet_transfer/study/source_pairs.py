@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from nnunet_transfer.checkpoints.inspection import part_coverage, strategy_verdict
 from nnunet_transfer.checkpoints.reader import Checkpoint
-from nnunet_transfer.study.model_sources import training_problem
 from nnunet_transfer.study.spec import DatasetSpec
 from nnunet_transfer.training.strategies import Strategy
 from nnunet_transfer.yaml_lines import Problems
@@ -118,12 +117,7 @@ def judge_pairs(problems: Problems, written: bool, strategies: tuple, sources: t
     source, so that the sources are compared on the same strategies)."""
     target_labels = known_labels(target, datasets, raw) if target else None
     refused = []
-    for index, source in enumerate(sources):
-        if source in models:
-            target_id = str(datasets[target].id) if target else "<target id>"
-            problem = training_problem(models[source], checkpoints[source], target_id)
-            if problem:
-                problems.add(("models", source), problem)
+    for source in sources:
         verdict = ModelVerdicts(checkpoints[source]) if source in models else None
         source_labels = (models[source].labels if source in models
                          else known_labels(source, datasets, raw))

@@ -18,7 +18,8 @@ from nnunet_transfer.document import Section, markdown_table, md_escape
 from nnunet_transfer.document.markdown import md_code
 from nnunet_transfer.evaluation.stats import p_text
 from nnunet_transfer.study.findings import Finding, ranking_findings, source_findings
-from nnunet_transfer.study.grid import StudyLayout, transferred_plans
+from nnunet_transfer.study.grid import (
+    StudyLayout, ranks_sources, transferred_plans, unranked_sources)
 from nnunet_transfer.study.source_choice import (
     rank_agreement, ranking_caveat, read_ranking, scratch_baselines, source_comparison,
     source_means)
@@ -40,6 +41,12 @@ def baseline_note(spec: StudySpec) -> str | None:
     return ("The sources bring different plans, so each source has its own Scratch baseline "
             "(the target trained from scratch under the same plans):\n\n"
             + "\n".join(f"- {md_escape(line)}" for line in lines) + "\n")
+
+
+def _left_out_text(left_out: dict[str, str]) -> str:
+    """The sources the study does not rank, with why (Markdown)."""
+    return ("Not ranked by the study, so left out of tau: " + "; ".join(
+        f"{md_escape(source)} ({md_escape(why)})" for source, why in left_out.items()) + ".")
 
 
 def _n(value) -> str:
@@ -80,7 +87,11 @@ def which_source(layout: StudyLayout, spec: StudySpec, runs: pd.DataFrame, test_
     if runs.empty:
         return Section("Which source", key=KEY, markdown="No run has been evaluated yet."), []
     parts, figures, tables, findings = [], [], [], []
-    if ranking is None:
+    left_out = unranked_sources(spec)
+    if ranking is None and left_out and not ranks_sources(spec):
+        parts.append("No ranking of the sources to test: `rank-sources` can score fewer than "
+                     "two of them. " + _left_out_text(left_out))
+    elif ranking is None:
         parts.append(f"No ranking of the sources to test: {md_code(shown)} {md_escape(why_not)}.")
     else:
         # Scratch takes nothing from a source but its plans: the score says nothing of it
@@ -107,10 +118,13 @@ def which_source(layout: StudyLayout, spec: StudySpec, runs: pd.DataFrame, test_
                      "out, as it takes nothing from a source but its plans).\n\n"
                      + _agreement_table(agreement) + "\n\n"
                      + " ".join(md_escape(ranking_caveat(k)) for k in counts))
-        unranked = [s for s in spec.sources if s not in set(ranking["source"])]
-        if unranked:
+        missing = [s for s in spec.sources
+                   if s not in set(ranking["source"]) and s not in left_out]
+        if left_out:
+            parts.append(_left_out_text(left_out))
+        if missing:
             parts.append(f"Not in the ranking, so left out of tau: "
-                         f"{md_escape(', '.join(unranked))}.")
+                         f"{md_escape(', '.join(missing))}.")
         tables.append((agreement_path, "tau, p and the verdict per strategy and n"))
         findings += ranking_findings(agreement, os.path.relpath(agreement_path, layout.root))
     comparison = source_comparison(runs)

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field, replace
 
 from nnunet_transfer.analysis.options import AnalysisSettings
+from nnunet_transfer.planning.nnssl_plans import NnsslArchitecture
 from nnunet_transfer.training.budget import Budget
 from nnunet_transfer.training.run_folder import CHECKPOINT_BEST, CHECKPOINT_FINAL
 from nnunet_transfer.training.strategies import Strategy
@@ -68,12 +69,15 @@ class ModelSpec:
         files: the files a run reads from it (the checkpoint and the plans / dataset json
             beside it), whose sha256 the study records when it starts.
         configuration: the model's own configuration, which the target is preprocessed for
-            (None for an nnssl encoder: it carries no nnU-Net plans).
+            (None for an nnssl encoder: it carries no nnU-Net plans; the target is planned
+            with the study's `plans:`).
         plans_name: the identifier of the model's plans (None without plans).
         plans_digest: sha256 of its plans as they reach the target (without their names), so
             that models with the same plans share one preprocessing.
         labels: the model's label names (None when unknown).
         encoder_only: it holds an encoder only (decoder and head start fresh).
+        nnssl: for an nnssl encoder, the network it was pretrained in, which its runs train
+            under the target's own plans (`planning.nnssl_plans`); None for other models.
     """
 
     key: str
@@ -86,6 +90,7 @@ class ModelSpec:
     plans_digest: str | None
     labels: tuple[str, ...] | None
     encoder_only: bool
+    nnssl: NnsslArchitecture | None = None
 
 
 @dataclass(frozen=True)

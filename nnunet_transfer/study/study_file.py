@@ -102,11 +102,11 @@ TOP_LEVEL_KEYS = {
                 "test_cases, shape, low_quality, core, seed}`, `msd: FOLDER` (converted), "
                 "`subset: KEY` with `count: N` and/or `exclude: KEY`, `degrade: KEY` "
                 "(low-quality-site copy), `pool: [KEY, ...]`, `existing: true`",
-    "models": "models to fine-tune from, by a key: `{path: PATH}`, anything "
-              "`-pretrained_weights` takes (v2 model folder, fold folder or checkpoint; v1 model "
-              "folder or `.model`), relative to the study file; the target is preprocessed with "
-              "each model's plans and configuration; the files' sha256 are held from the first "
-              "`study run` on",
+    "models": "models to fine-tune from, by a key: `{path: PATH}`, anything `-pretrained_"
+              "weights` takes (v2 model / fold folder or checkpoint; v1 model folder or `.model`; "
+              "nnssl checkpoint), relative to the study file; the target preprocessed with each "
+              "model's plans (an nnssl encoder: the study's `plans`, with its network, encoder "
+              "loaded); the files' sha256 are held from the first `study run` on",
     "source": "the dataset key(s) pretrained on (each once, `nnUNetTrainer_Scratch`, fold "
               "`all`, without nnU-Net's final validation) and/or model keys, mixed",
     "target": "the dataset key fine-tuned on",
@@ -116,7 +116,8 @@ TOP_LEVEL_KEYS = {
     "generalization": "the key of a second, unseen test set",
     "plans": "`identifier` (nnUNetPlans), `configuration` (3d_fullres), optional `small: "
              "{patch, features, max_features, batch, stages}` (CPU-size plans); for the dataset "
-             "sources (model sources bring their own)",
+             "sources and for the target where an nnssl encoder trains under its own plans "
+             "(other model sources bring their own)",
     "sizes": "target training cases per run (`all` = the pool but one validation case); each "
              "(n, seed) is one fold of `splits_final.json`",
     "seeds": "seeds: another draw of the cases and another initialisation ([0])",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import pydoc
 import sys
 import warnings
 
@@ -128,6 +129,23 @@ def nnssl_checkpoint(network: nn.Module, arch_kwargs: dict, patch: list) -> dict
             "key_to_lpe": None,
         },
     }
+
+
+def write_nnssl_encoder(path: str, features=(4, 8), seed: int = 0) -> str:
+    """An nnssl checkpoint at `path` of a small ResidualEncoderUNet (one block per stage, 3x3x3
+    kernels, stride 2 below the first stage: patch axes divisible by 2 ** (stages - 1));
+    returns `path`."""
+    from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
+    kwargs = plain_arch_kwargs(list(features))
+    kwargs.pop("n_conv_per_stage")
+    kwargs.update(n_blocks_per_stage=[1] * len(features),
+                  n_conv_per_stage_decoder=[1] * (len(features) - 1))
+    built = {k: (pydoc.locate(v) if k in ("conv_op", "norm_op", "nonlin") else v)
+             for k, v in kwargs.items()}
+    torch.manual_seed(seed)
+    network = ResidualEncoderUNet(1, num_classes=2, deep_supervision=True, **built)
+    torch.save(nnssl_checkpoint(network, kwargs, [32, 32, 32]), path)
+    return path
 
 
 PLAIN_CONV_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
