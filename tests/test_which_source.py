@@ -18,13 +18,15 @@ from PIL import Image
 from scipy import stats
 
 from nnunet_transfer.analysis.source_figure import source_score_figure
-from nnunet_transfer.study.grid import TEST, StudyLayout, expand, transferred_plans
+from nnunet_transfer.study.grid import (TEST, StudyLayout, expand, ranked_sources,
+                                        transferred_plans)
 from nnunet_transfer.study.results import write_study_report
 from nnunet_transfer.study.source_choice import (
     ranking_caveat, scratch_baselines, smallest_p, tau_values, verdict)
 from nnunet_transfer.study.state import StudyState
 from nnunet_transfer.study.study_file import load_study
 
+from support.checkpoint_files import write_nnssl_encoder
 from support.script_modules import inspect_report
 from support.study_files import write_study_text
 
@@ -260,3 +262,21 @@ def test_the_section_reads_in_the_browser(study, tmp_path):
     assert "which-source" in [s["id"] for s in found["sections"]]
     assert inspect_report.layout_problems(found) == []
     assert found["broken_images"] == 0 and found["too_wide"] == []
+
+
+def test_an_nnssl_source_is_named_as_not_ranked_with_why(tmp_path):
+    """Source c an nnssl encoder: the ranking scores a and b only, and the section says that c
+    was left out and why (not as missing from the CSV)."""
+    write_nnssl_encoder(str(tmp_path / "encoder.pth"))
+    text = STUDY.replace("      c: {id: 804, name: SrcC, synthetic: {cases: 6}}\n", "").replace(
+        "    source: [a, b, c]\n", "    models:\n      c: {path: encoder.pth}\n"
+        "    source: [a, b, c]\n").replace(", HeadOnly]", "]")
+    spec, layout = evaluated_study(tmp_path, ranking=RANKING[RANKING["source"] != "c"],
+                                   text=text)
+    assert ranked_sources(spec) == ("a", "b")
+    report = report_text(layout)
+    assert ("Not ranked by the study, so left out of tau: c (an nnssl encoder: rank-sources "
+            "scores a source's decoder features") in report
+    assert "Not in the ranking" not in report
+    agreement = pd.read_csv(layout.path("tables", TEST, "ranking_agreement.csv"))
+    assert set(agreement["sources"]) == {2}

@@ -122,5 +122,8 @@ def nnssl_plans(target_plans: dict, configuration: str, architecture: NnsslArchi
     plans["transferred_from"] = {
         "model": model, "plans": target_plans.get("plans_name"),
         "notes": [f"{configuration}: the network of the nnssl encoder ({architecture.name}); "
-                  f"patch {planned} -> {config['patch_size']} (divisible by the strides)"]}
+                  f"the target's patch {planned} -> {config['patch_size']} (divisible by the "
+                  "strides)" + (f"; nnssl recommends {list(architecture.recommended_patch)} "
+                                "for its pretraining's spacing"
+                                if architecture.recommended_patch else "")]}
     return plans
