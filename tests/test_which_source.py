@@ -19,7 +19,7 @@ from scipy import stats
 
 from nnunet_transfer.analysis.source_figure import source_score_figure
 from nnunet_transfer.study.grid import (TEST, StudyLayout, expand, ranked_sources,
-                                        transferred_plans)
+                                        ranks_sources, transferred_plans)
 from nnunet_transfer.study.results import write_study_report
 from nnunet_transfer.study.source_choice import (
     ranking_caveat, scratch_baselines, smallest_p, tau_values, verdict)
@@ -264,19 +264,31 @@ def test_the_section_reads_in_the_browser(study, tmp_path):
     assert found["broken_images"] == 0 and found["too_wide"] == []
 
 
+def _with_nnssl_source(folder, sources: str) -> str:
+    """STUDY with source c an nnssl encoder (HeadOnly, which keeps its decoder, left out)."""
+    folder.mkdir()
+    write_nnssl_encoder(str(folder / "encoder.pth"))
+    return STUDY.replace("      c: {id: 804, name: SrcC, synthetic: {cases: 6}}\n", "").replace(
+        "    source: [a, b, c]\n", "    models:\n      c: {path: encoder.pth}\n"
+        f"    source: {sources}\n").replace(", HeadOnly]", "]")
+
+
 def test_an_nnssl_source_is_named_as_not_ranked_with_why(tmp_path):
     """Source c an nnssl encoder: the ranking scores a and b only, and the section says that c
-    was left out and why (not as missing from the CSV)."""
-    write_nnssl_encoder(str(tmp_path / "encoder.pth"))
-    text = STUDY.replace("      c: {id: 804, name: SrcC, synthetic: {cases: 6}}\n", "").replace(
-        "    source: [a, b, c]\n", "    models:\n      c: {path: encoder.pth}\n"
-        "    source: [a, b, c]\n").replace(", HeadOnly]", "]")
-    spec, layout = evaluated_study(tmp_path, ranking=RANKING[RANKING["source"] != "c"],
-                                   text=text)
+    was left out and why (not as missing from the CSV); with a and c only, nothing is ranked,
+    and the section says why."""
+    spec, layout = evaluated_study(tmp_path / "abc", ranking=RANKING[RANKING["source"] != "c"],
+                                   text=_with_nnssl_source(tmp_path / "abc", "[a, b, c]"))
     assert ranked_sources(spec) == ("a", "b")
     report = report_text(layout)
-    assert ("Not ranked by the study, so left out of tau: c (an nnssl encoder: rank-sources "
-            "scores a source's decoder features") in report
+    why = "c (an nnssl encoder: rank-sources scores a source's decoder features"
+    assert f"Not ranked by the study, so left out of tau: {why}" in report
     assert "Not in the ranking" not in report
     agreement = pd.read_csv(layout.path("tables", TEST, "ranking_agreement.csv"))
     assert set(agreement["sources"]) == {2}
+
+    spec, layout = evaluated_study(tmp_path / "ac", ranking=None,
+                                   text=_with_nnssl_source(tmp_path / "ac", "[a, c]"))
+    assert not ranks_sources(spec)
+    assert ("No ranking of the sources to test: `rank-sources` can score fewer than two of "
+            f"them. Not ranked by the study, so left out of tau: {why}") in report_text(layout)

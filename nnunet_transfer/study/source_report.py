@@ -19,7 +19,7 @@ from nnunet_transfer.document.markdown import md_code
 from nnunet_transfer.evaluation.stats import p_text
 from nnunet_transfer.study.findings import Finding, ranking_findings, source_findings
 from nnunet_transfer.study.grid import (
-    StudyLayout, ranks_sources, transferred_plans, unranked_sources)
+    StudyLayout, ranked_sources, transferred_plans, unranked_sources)
 from nnunet_transfer.study.source_choice import (
     rank_agreement, ranking_caveat, read_ranking, scratch_baselines, source_comparison,
     source_means)
@@ -88,7 +88,7 @@ def which_source(layout: StudyLayout, spec: StudySpec, runs: pd.DataFrame, test_
         return Section("Which source", key=KEY, markdown="No run has been evaluated yet."), []
     parts, figures, tables, findings = [], [], [], []
     left_out = unranked_sources(spec)
-    if ranking is None and left_out and not ranks_sources(spec):
+    if ranking is None and left_out and len(ranked_sources(spec)) < 2:
         parts.append("No ranking of the sources to test: `rank-sources` can score fewer than "
                      "two of them. " + _left_out_text(left_out))
     elif ranking is None:
