@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
 from nnunet_transfer.data.synthetic import LOW_QUALITY_DOMAIN, write_synthetic_dataset
+from nnunet_transfer.training.strategies import ONE_PHASE_STRATEGIES, Pretrained
 
 from support.browser import CHROMIUM_NAMES
 from support.plain_model import train_plain_model
@@ -159,7 +161,6 @@ NEEDS_SOURCE_LABELS = {"FrozenDecoderAndHead"}
 
 
 def _train(workspace, source, target, strategy) -> dict:
-    from nnunet_transfer.training.strategies import Pretrained
     args = ["nnUNetv2_train", str(target["id"]), "3d_fullres", "0", "-p", target["plans"],
             "-tr", strategy.trainer_name, "-device", "cpu"]
     if strategy.pretrained is Pretrained.REQUIRED:
@@ -175,24 +176,24 @@ def _predict(workspace, target, strategy) -> str:
     workspace.run("nnUNetv2_predict", "-i",
                   os.path.join(workspace.raw, target["name"], "imagesTs"), "-o", out,
                   "-d", str(target["id"]), "-c", "3d_fullres", "-f", "0", "-p", target["plans"],
-                  "-tr", strategy.trainer_name, "-device", "cpu", "-npp", "1", "-nps", "1")
+                  "-tr", strategy.trainer_name, "-device", "cpu", "-npp", "1", "-nps", "1",
+                  extra_env=ONE_THREAD)
     return out
 
 
 @pytest.fixture(scope="session")
 def strategy_runs(workspace, source, target, same_labels_target) -> dict:
-    """Every strategy trained on a target (two trainings at a time, one thread each: a tiny
-    run is mostly start-up and nnU-Net's final validation) and predicted on its test images
-    (one at a time: nnUNetv2_predict takes every core)."""
-    from concurrent.futures import ThreadPoolExecutor
-    from nnunet_transfer.training.strategies import ONE_PHASE_STRATEGIES
+    """Every strategy trained on a target, then predicted on its test images: two processes
+    at a time, one thread each (a tiny run or prediction is mostly start-up, nnU-Net's final
+    validation and its spawned export workers, not arithmetic)."""
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {s: pool.submit(
             _train, workspace, source,
             same_labels_target if s.name in NEEDS_SOURCE_LABELS else target, s)
             for s in ONE_PHASE_STRATEGIES}
         runs = {s.name: future.result() for s, future in futures.items()}
-    for strategy in ONE_PHASE_STRATEGIES:
-        run = runs[strategy.name]
-        run["predictions"] = _predict(workspace, run["target"], strategy)
+        predictions = {s: pool.submit(_predict, workspace, runs[s.name]["target"], s)
+                       for s in ONE_PHASE_STRATEGIES}
+        for strategy, future in predictions.items():
+            runs[strategy.name]["predictions"] = future.result()
     return runs

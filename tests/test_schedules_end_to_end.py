@@ -8,7 +8,10 @@ four epochs of two iterations, so that every phase of LP-FT and of the custom fi
 Every scheduled strategy runs on U-Net; on karimi, those whose checks below read karimi's runs
 (the phases' frozen parts, LoRA's merge). What the others select and step on every
 architecture is checked in-process (test_schedules.test_every_architecture_selects_and_steps),
-in a fraction of the time of a real run each.
+in a fraction of the time of a real run each. `nnUNetv2_predict` runs on the checkpoints that
+differ in kind at inference: LoRA's merged weights and the custom file's trainer (predicted from
+a shell without the strategy file); the other scheduled trainers save what FineTune saves, and
+FineTune's checkpoints are predicted by `strategy_runs` and the architecture matrix.
 """
 
 from __future__ import annotations
@@ -59,8 +62,10 @@ CUSTOM_PHASES = ["head", "decoder", "all", "all"]
 NAMES = [s.name for s in SCHEDULED_STRATEGIES] + ["Custom"]
 UNET, KARIMI = "3d_fullres", "3d_fullres_karimi"
 ON_KARIMI = ["LinearProbeThenFineTune", "LoRA", "Custom"]
-# (configuration, strategy) pairs trained and predicted
+# (configuration, strategy) pairs trained, and those predicted
 RUNS = [(UNET, name) for name in NAMES] + [(KARIMI, name) for name in ON_KARIMI]
+PREDICTED = [(configuration, name) for configuration, name in RUNS
+             if name in ("LoRA", "Custom")]
 
 
 def trainer_of(name: str) -> str:
@@ -77,8 +82,8 @@ def custom_file(workspace) -> str:
 
 @pytest.fixture(scope="module")
 def scheduled_runs(workspace, source, target, custom_file) -> dict:
-    """The RUNS of the scheduled strategies and the custom file (two trainings at a time), then
-    one prediction each (one at a time)."""
+    """The RUNS of the scheduled strategies and the custom file, then the PREDICTED ones'
+    predictions, two processes at a time (one thread each)."""
     for dataset, plans in ((SOURCE_ID, SMALL_PLANS), (target["id"], target["plans"])):
         workspace.run("nnunet-transfer", "add-architectures", "-d", str(dataset), "-p", plans,
                       "--only", "karimi")
@@ -100,14 +105,23 @@ def scheduled_runs(workspace, source, target, custom_file) -> dict:
         for (configuration, name), future in futures.items():
             runs[configuration, name] = {"train": future.result(), "folder": workspace.run_folder(
                 target["name"], trainer_of(name), target["plans"], configuration=configuration)}
-    for (configuration, name), run in runs.items():
+    # a later shell: the budget and the one-thread share, no strategy file
+    predict_env = {key: value for key, value in env.items()
+                   if key != "NNUNET_TRANSFER_STRATEGY_FILE"}
+
+    def predict(configuration, name):
         out = os.path.join(workspace.root, "predictions_scheduled", configuration, name)
         workspace.run("nnUNetv2_predict", "-i", os.path.join(workspace.raw, target["name"],
                                                              "imagesTs"),
                       "-o", out, "-d", str(target["id"]), "-c", configuration, "-f", "0",
                       "-p", target["plans"], "-tr", trainer_of(name), "-device", "cpu",
-                      "-npp", "1", "-nps", "1", extra_env=env)
-        run["predictions"] = out
+                      "-npp", "1", "-nps", "1", extra_env=predict_env)
+        return out
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        predictions = {run: pool.submit(predict, *run) for run in PREDICTED}
+        for run, future in predictions.items():
+            runs[run]["predictions"] = future.result()
     return runs
 
 
@@ -124,8 +138,7 @@ def changed_parts(folder: str, first: int, second: int) -> set[str]:
 
 
 @pytest.mark.parametrize("configuration, name", RUNS)
-def test_scheduled_strategy_trains_and_predicts(scheduled_runs, workspace, target, name,
-                                                configuration):
+def test_scheduled_strategy_trains_its_phases(scheduled_runs, configuration, name):
     run = scheduled_runs[configuration, name]
     settings = json.load(open(os.path.join(run["folder"], "transfer", "settings.json")))
     phases = [row["phase"] for row in epochs_csv(run["folder"])]
@@ -135,8 +148,14 @@ def test_scheduled_strategy_trains_and_predicts(scheduled_runs, workspace, targe
     assert phases == expected
     assert settings["schedule"]["phases"] and settings["strategy"] == (
         "HeadDecoderAll" if name == "Custom" else name)
+
+
+@pytest.mark.parametrize("configuration, name", PREDICTED)
+def test_nnunet_predict_segments_with_a_scheduled_checkpoint(scheduled_runs, workspace, target,
+                                                             configuration, name):
     assert_predictions_match_images(os.path.join(workspace.raw, target["name"], "imagesTs"),
-                                    run["predictions"], target["labels"])
+                                    scheduled_runs[configuration, name]["predictions"],
+                                    target["labels"])
 
 
 @pytest.mark.parametrize("configuration", [UNET, KARIMI])
