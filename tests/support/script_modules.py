@@ -1,6 +1,6 @@
 """Code that lives under scripts/ (kept out of the package), for the tests that check it: the
-benchmark code of scripts/benchmarking/ and the layer check scripts/check_layering.py, the
-report's layout check scripts/inspect_report.py. The
+benchmark code of scripts/benchmarking/, the layer check scripts/check_layering.py, the report's
+layout check scripts/inspect_report.py and the suite's balance scripts/suite_balance.py. The
 scripts import it from their own folder, so the tests put that folder on sys.path too."""
 
 import os
@@ -15,6 +15,7 @@ from benchmarking.segmentation_loss import SegmentationLoss  # noqa: E402
 from benchmarking.step_cost import apply_strategy  # noqa: E402
 from check_layering import LAYERS, check_layering, layer_of  # noqa: E402
 import inspect_report  # noqa: E402
+import suite_balance  # noqa: E402
 
 __all__ = ["SCRIPTS", "LAYERS", "SegmentationLoss", "apply_strategy", "check_layering",
-           "inspect_report", "layer_of"]
+           "inspect_report", "layer_of", "suite_balance"]
