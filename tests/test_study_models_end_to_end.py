@@ -201,7 +201,7 @@ def test_sources_ranked_on_the_training_pool_only(study):
         rows = list(csv.DictReader(f))
     assert sorted(r["source"] for r in rows) == ["old", "plain", "src"]
     assert sorted(int(r["rank"]) for r in rows) == [1, 2, 3]
-    with open(layout.path("ranking", "test_cases.txt")) as f:
+    with open(layout.ranking_excluded_cases) as f:
         held_out = f.read().split()
     assert len(held_out) == 2
     log = os.path.join(layout.job_folder(RANKING_KEY), "attempt2.log")

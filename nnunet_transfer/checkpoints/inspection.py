@@ -52,24 +52,35 @@ def part_coverage(checkpoint: Checkpoint) -> tuple[dict[str, int], dict[str, str
     return counts, coverage
 
 
-def strategy_verdict(strategy: Strategy, checkpoint: Checkpoint,
-                     coverage: dict[str, str]) -> str:
-    """Whether `strategy` can start from `checkpoint`, and how, in a few words. A strategy
-    needs whole from the file every part it keeps frozen or adapted in some phase
+def strategy_refusal(strategy: Strategy, checkpoint: Checkpoint,
+                     coverage: dict[str, str]) -> str | None:
+    """Why `strategy` cannot start from `checkpoint` (None: it can). A strategy needs whole
+    from the file every part it keeps frozen or adapted in some phase
     (`Strategy.parts_needed`); a part it trains from the start may start fresh instead."""
     if not strategy.needs_pretrained:
-        return "trains from random weights (takes no -pretrained_weights)"
+        return None
     needed = strategy.parts_needed
     one_phase = len(strategy.schedule.phases) == 1
     lacking = [p for p in needed if coverage.get(p) != "all"]
     if lacking:
         holds = "freezes" if one_phase else "holds"
         when = "" if one_phase else f" (from phase {needed[lacking[0]]!r})"
-        return (f"no: {holds} the {', '.join(lacking)}{when}, which the file does not "
-                "provide fully")
+        return f"{holds} the {', '.join(lacking)}{when}, which the file does not provide fully"
     if "head" in needed and checkpoint.labels is None:
-        return "no: freezes the head, and the file's label names are unknown"
-    if "head" in needed:
+        return "freezes the head, and the file's label names are unknown"
+    return None
+
+
+def strategy_verdict(strategy: Strategy, checkpoint: Checkpoint,
+                     coverage: dict[str, str]) -> str:
+    """Whether `strategy` can start from `checkpoint`, and how, in a few words: "no: " and
+    `strategy_refusal`'s reason, or "yes" and what it takes."""
+    if not strategy.needs_pretrained:
+        return "trains from random weights (takes no -pretrained_weights)"
+    refusal = strategy_refusal(strategy, checkpoint, coverage)
+    if refusal:
+        return f"no: {refusal}"
+    if "head" in strategy.parts_needed:
         return "yes, on a target with the same labels (a frozen head must be the source's)"
     if checkpoint.encoder_only or coverage.get("decoder") != "all":
         return "yes, with NNUNET_TRANSFER_LOAD=encoder (decoder and head start fresh)"

@@ -48,6 +48,11 @@ def acquisition_shift(image: np.ndarray, domain: Domain, rng: np.random.Generato
     return image + domain.noise * noise_scale * rng.standard_normal(image.shape)
 
 
+def synthetic_label_names(with_core: bool) -> dict[str, int]:
+    """The labels of a synthetic dataset, name -> value (its dataset.json's `labels`)."""
+    return {"background": 0, "organ": 1, **({"core": 2} if with_core else {})}
+
+
 def synthetic_case(rng: np.random.Generator, shape: tuple[int, int, int], domain: Domain,
                    with_core: bool) -> tuple[np.ndarray, np.ndarray]:
     """One (image float32, label uint8) pair of the given shape (z, y, x)."""
@@ -95,7 +100,7 @@ def write_synthetic_dataset(raw_folder: str, dataset_id: int, name: str, *, num_
             itk = sitk.GetImageFromArray(array)
             itk.SetSpacing(spacing)
             sitk.WriteImage(itk, os.path.join(out, f"{case}{suffix}.nii.gz"))
-    labels = {"background": 0, "organ": 1, **({"core": 2} if with_core else {})}
+    labels = synthetic_label_names(with_core)
     generate_dataset_json(folder, {0: "MRI"}, labels, num_training, ".nii.gz", dataset_name=name,
                           description="synthetic, made by nnunet-transfer")
     return folder

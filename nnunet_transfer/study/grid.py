@@ -208,6 +208,11 @@ class StudyLayout:
         return self.path("ranking", "sources.csv")
 
     @property
+    def ranking_excluded_cases(self) -> str:
+        """The held-out test cases, one per line, that `rank-sources` is told never to read."""
+        return self.path("ranking", "test_cases.txt")
+
+    @property
     def generalization_labels(self) -> str:
         return self.path("test", "labelsUnseen")
 

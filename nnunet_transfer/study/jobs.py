@@ -124,7 +124,7 @@ class StudyJobs:
         command never reads."""
         spec, layout = self.spec, self.layout
         architecture = ranking_architecture(spec)
-        excluded = layout.path("ranking", "test_cases.txt")
+        excluded = layout.ranking_excluded_cases
 
         def command(attempt: int) -> CommandJob:
             test = read_case_list(os.path.join(self.setup.preprocessed_folder(spec.target),

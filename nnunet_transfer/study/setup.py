@@ -32,7 +32,7 @@ from nnunet_transfer.study.executors.kinds import jobs_in_flight
 from nnunet_transfer.study.grid import (
     UNSEEN_PREFIX, StudyLayout, plans_of_source, preprocessing_source, study_ns,
     transferred_plans)
-from nnunet_transfer.study.source_pairs import label_problem, raw_labels
+from nnunet_transfer.study.source_pairs import pair_refusal, raw_labels
 from nnunet_transfer.study.spec import UNET, DatasetSpec, StudySpec
 
 
@@ -270,9 +270,9 @@ class StudySetup:
             labels = (spec.models[source].labels if spec.is_model(source)
                       else raw_labels(self.raw_folder(source)))
             for strategy in spec.strategies:
-                problem = label_problem(strategy, labels, target)
-                if problem:
-                    problems.append(f"source {source!r} cannot feed {strategy.name}: {problem}")
+                refusal = pair_refusal(source, strategy, None, labels, target)
+                if refusal:
+                    problems.append(refusal.message())
         if problems:
             raise UserError(f"{spec.path}: " + "\n  ".join(
                 ["the datasets made have labels that some pairs cannot train on; remove these "

@@ -1,6 +1,6 @@
 """Which (source, strategy) pairs of a study can train, judged before anything runs.
 
-A model source is judged by `inspect`'s own verdicts (`part_coverage`, `strategy_verdict`:
+A model source is judged as `inspect` judges it (`part_coverage`, `strategy_refusal`:
 the parts a strategy keeps frozen or adapted must come whole from the file). A dataset source
 pretrained in the study provides every part. Either way a strategy that keeps the head (it
 freezes or adapts it in some phase) needs every label of the target among the source's, by
@@ -15,15 +15,12 @@ import json
 import os
 from dataclasses import dataclass
 
-from nnunet_transfer.checkpoints.inspection import part_coverage, strategy_verdict
+from nnunet_transfer.checkpoints.inspection import part_coverage, strategy_refusal
 from nnunet_transfer.checkpoints.reader import Checkpoint
+from nnunet_transfer.data.synthetic import synthetic_label_names
 from nnunet_transfer.study.spec import DatasetSpec
 from nnunet_transfer.training.strategies import Strategy
 from nnunet_transfer.yaml_lines import Problems
-
-_SYNTHETIC_LABELS = ("background", "organ")
-_SYNTHETIC_CORE = "core"
-
 
 @dataclass(frozen=True)
 class PairRefusal:
@@ -31,19 +28,21 @@ class PairRefusal:
     strategy: str
     reason: str
 
-    def message(self, kind: str) -> str:
-        return f"source {self.source!r} ({kind}) cannot feed {self.strategy}: {self.reason}"
+    def message(self, kind: str | None = None) -> str:
+        """The refusal as a sentence, the source's kind in brackets where given."""
+        named = f"{self.source!r} ({kind})" if kind else repr(self.source)
+        return f"source {named} cannot feed {self.strategy}: {self.reason}"
 
 
-class ModelVerdicts:
-    """`inspect`'s verdict of every strategy on one model (its parts counted once)."""
+class ModelRefusals:
+    """`inspect`'s refusal of each strategy by one model (its parts counted once)."""
 
     def __init__(self, checkpoint: Checkpoint):
         self.checkpoint = checkpoint
         self.coverage = part_coverage(checkpoint)[1]
 
-    def __call__(self, strategy: Strategy) -> str:
-        return strategy_verdict(strategy, self.checkpoint, self.coverage)
+    def __call__(self, strategy: Strategy) -> str | None:
+        return strategy_refusal(strategy, self.checkpoint, self.coverage)
 
 
 def keeps_head(strategy: Strategy) -> bool:
@@ -64,12 +63,13 @@ def label_problem(strategy: Strategy, source_labels, target_labels) -> str | Non
             "FineTune)")
 
 
-def pair_refusal(source: str, strategy: Strategy, verdict: str | None, source_labels,
+def pair_refusal(source: str, strategy: Strategy, model_refusal: str | None, source_labels,
                  target_labels) -> PairRefusal | None:
-    """The refusal of one pair: `verdict` is inspect's for a model source (None for a dataset
-    source, which provides every part)."""
-    if verdict is not None and verdict.startswith("no:"):
-        return PairRefusal(source, strategy.name, verdict[3:].strip())
+    """The refusal of one pair: `model_refusal` is inspect's for a model source (None where the
+    model provides what the strategy needs, and for a dataset source, which provides every
+    part)."""
+    if model_refusal:
+        return PairRefusal(source, strategy.name, model_refusal)
     problem = label_problem(strategy, source_labels, target_labels)
     return PairRefusal(source, strategy.name, problem) if problem else None
 
@@ -82,8 +82,7 @@ def known_labels(key: str, datasets: dict[str, DatasetSpec], raw: str,
     if dataset is None or key in seen:   # a cycle: refused as such by the file's check
         return None
     if dataset.kind == "synthetic":
-        core = dataset.options["synthetic"]["core"]
-        return _SYNTHETIC_LABELS + ((_SYNTHETIC_CORE,) if core else ())
+        return tuple(synthetic_label_names(dataset.options["synthetic"]["core"]))
     if dataset.kind == "msd":   # MSD's dataset.json: {"0": "background", "1": ...}
         labels = _json_labels(os.path.join(dataset.options["msd"] or "", "dataset.json"))
         return tuple(labels.values()) if labels else None
@@ -118,11 +117,11 @@ def judge_pairs(problems: Problems, written: bool, strategies: tuple, sources: t
     target_labels = known_labels(target, datasets, raw) if target else None
     refused = []
     for source in sources:
-        verdict = ModelVerdicts(checkpoints[source]) if source in models else None
+        refusal_of = ModelRefusals(checkpoints[source]) if source in models else None
         source_labels = (models[source].labels if source in models
                          else known_labels(source, datasets, raw))
         for position, strategy in enumerate(strategies):
-            refusal = pair_refusal(source, strategy, verdict and verdict(strategy),
+            refusal = pair_refusal(source, strategy, refusal_of and refusal_of(strategy),
                                    source_labels, target_labels)
             if refusal:
                 refused.append((position, refusal))

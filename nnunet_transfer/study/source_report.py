@@ -74,6 +74,45 @@ def _comparison_table(comparison: pd.DataFrame) -> str:
                                  "test DSC", "vs best", "p (paired t-test)"], as_text=str)
 
 
+def _ranking_held(layout: StudyLayout, spec: StudySpec, runs: pd.DataFrame,
+                  ranking: pd.DataFrame, shown: str, test_set: str, parts: list, figures: list,
+                  tables: list, findings: list) -> None:
+    """Whether the ranking held: the figure, the tau table, the caveat, the sources left out
+    and their findings, appended to the section's lists."""
+    # Scratch takes nothing from a source but its plans: the score says nothing of it
+    means = source_means(runs[runs["strategy"] != SCRATCH.name])
+    agreement = rank_agreement(means, ranking)
+    if agreement.empty:
+        parts.append("No strategy but Scratch has been evaluated: no ranking to test yet.")
+        return
+    agreement_path = layout.path("tables", test_set, "ranking_agreement.csv")
+    atomic_write_bytes(agreement_path, agreement.to_csv(index=False).encode())
+    points = means.merge(ranking[["source", "score"]], on="source")
+    if not points.empty:
+        figure_path = layout.path("figures", "which_source.png")
+        order = list(ranking.sort_values("rank")["source"])
+        save_figure(source_score_figure(points, order), figure_path)
+        figures.append((figure_path, "Each source's transferability score (`rank-sources`, "
+                        "computed before any fine-tuning) against its mean test DSC after "
+                        "fine-tuning; a line per strategy through its sources by score "
+                        "(rising: the ranking held), a marker per source."))
+    counts = sorted({int(k) for k in agreement["sources"] if k >= 2})
+    parts.append(f"Whether the ranking of {md_code(shown)} (rank 1 = the highest score) "
+                 "held after fine-tuning: Kendall tau between it and the sources' mean test "
+                 "DSC, per strategy and n (1: the same order, -1: reversed; Scratch left "
+                 "out, as it takes nothing from a source but its plans).\n\n"
+                 + _agreement_table(agreement) + "\n\n"
+                 + " ".join(md_escape(ranking_caveat(k)) for k in counts))
+    left_out = unranked_sources(spec)
+    missing = [s for s in spec.sources if s not in set(ranking["source"]) and s not in left_out]
+    if left_out:
+        parts.append(_left_out_text(left_out))
+    if missing:
+        parts.append(f"Not in the ranking, so left out of tau: {md_escape(', '.join(missing))}.")
+    tables.append((agreement_path, "tau, p and the verdict per strategy and n"))
+    findings += ranking_findings(agreement, os.path.relpath(agreement_path, layout.root))
+
+
 def which_source(layout: StudyLayout, spec: StudySpec, runs: pd.DataFrame, test_set: str
                  ) -> tuple[Section | None, list[Finding]]:
     """The section and its findings; (None, []) for a study of one source. `runs`: the
@@ -94,39 +133,8 @@ def which_source(layout: StudyLayout, spec: StudySpec, runs: pd.DataFrame, test_
     elif ranking is None:
         parts.append(f"No ranking of the sources to test: {md_code(shown)} {md_escape(why_not)}.")
     else:
-        # Scratch takes nothing from a source but its plans: the score says nothing of it
-        means = source_means(runs[runs["strategy"] != SCRATCH.name])
-        agreement = rank_agreement(means, ranking)
-    if ranking is not None and agreement.empty:
-        parts.append("No strategy but Scratch has been evaluated: no ranking to test yet.")
-    elif ranking is not None:
-        agreement_path = layout.path("tables", test_set, "ranking_agreement.csv")
-        atomic_write_bytes(agreement_path, agreement.to_csv(index=False).encode())
-        points = means.merge(ranking[["source", "score"]], on="source")
-        if not points.empty:
-            figure_path = layout.path("figures", "which_source.png")
-            order = list(ranking.sort_values("rank")["source"])
-            save_figure(source_score_figure(points, order), figure_path)
-            figures.append((figure_path, "Each source's transferability score (`rank-sources`, "
-                            "computed before any fine-tuning) against its mean test DSC after "
-                            "fine-tuning; a line per strategy through its sources by score "
-                            "(rising: the ranking held), a marker per source."))
-        counts = sorted({int(k) for k in agreement["sources"] if k >= 2})
-        parts.append(f"Whether the ranking of {md_code(shown)} (rank 1 = the highest score) "
-                     "held after fine-tuning: Kendall tau between it and the sources' mean test "
-                     "DSC, per strategy and n (1: the same order, -1: reversed; Scratch left "
-                     "out, as it takes nothing from a source but its plans).\n\n"
-                     + _agreement_table(agreement) + "\n\n"
-                     + " ".join(md_escape(ranking_caveat(k)) for k in counts))
-        missing = [s for s in spec.sources
-                   if s not in set(ranking["source"]) and s not in left_out]
-        if left_out:
-            parts.append(_left_out_text(left_out))
-        if missing:
-            parts.append(f"Not in the ranking, so left out of tau: "
-                         f"{md_escape(', '.join(missing))}.")
-        tables.append((agreement_path, "tau, p and the verdict per strategy and n"))
-        findings += ranking_findings(agreement, os.path.relpath(agreement_path, layout.root))
+        _ranking_held(layout, spec, runs, ranking, shown, test_set,
+                      parts, figures, tables, findings)
     comparison = source_comparison(runs)
     if not comparison.empty:
         comparison_path = layout.path("tables", test_set, "source_comparison.csv")
