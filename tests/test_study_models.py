@@ -8,13 +8,20 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from dataclasses import replace
 
+import pytest
 import torch
 
 from nnunet_transfer.checkpoints.reader import Checkpoint
+from nnunet_transfer.errors import UserError
+from nnunet_transfer.planning.nnssl_plans import NnsslArchitecture
+from nnunet_transfer.study.commands import check_summary
 from nnunet_transfer.study.grid import (StudyLayout, configuration_of, expand,
                                         preprocessing_source, ranked_sources, ranks_sources,
                                         transferred_plans)
+from nnunet_transfer.study.model_sources import hold_model_files, read_model
+from nnunet_transfer.study.setup import StudySetup
 from nnunet_transfer.study.study_file import load_study
 
 from support.checkpoint_files import (plain_arch_kwargs, v2_plans, write_nnssl_encoder,
@@ -146,8 +153,6 @@ def test_an_nnssl_source_trains_its_network_under_the_targets_own_plans(tmp_path
     target's own (data identifier kept: no second preprocessing) with the encoder's network and
     a patch its strides divide, which nnU-Net builds with the encoder's shapes; Scratch from it
     trains that network too; it is left out of the ranking, and `study check` says all this."""
-    from nnunet_transfer.study.commands import check_summary
-    from nnunet_transfer.study.setup import StudySetup
     encoder = _nnssl_file(tmp_path, features=(4, 8, 16))   # strides 1, 2, 2: patch axes % 4
     path = _study(tmp_path, {"ssl": encoder}, "[src, ssl]",
                   "    strategies: [Scratch, FrozenEncoder]\n    analyses: [weights]")
@@ -197,8 +202,6 @@ def test_an_nnssl_source_trains_its_network_under_the_targets_own_plans(tmp_path
 def test_an_nnssl_architecture_the_plans_cannot_describe_is_refused(tmp_path):
     """A Primus encoder: refused at the model's path, saying what the study plans and how to
     fine-tune by hand; nnssl's ResEncL preset (no arch_kwargs) is nnU-Net's ResEnc-L."""
-    from nnunet_transfer.errors import UserError
-    from nnunet_transfer.planning.nnssl_plans import NnsslArchitecture
     path = _nnssl_file(tmp_path)
     content = torch.load(path, weights_only=False)
 
@@ -248,7 +251,6 @@ def test_default_analyses_apply_and_written_ones_are_still_refused(tmp_path):
 def test_models_with_the_same_plans_share_one_preprocessing(tmp_path):
     """The second model's setup step writes its own plans identifier over the first model's
     preprocessed data (data_identifier kept), without preprocessing again."""
-    from nnunet_transfer.study.setup import StudySetup
     path = _study(tmp_path, {"own": _v2_model(tmp_path / "own"),
                              "copy": _v2_model(tmp_path / "copy")}, "[own, copy]",
                   "    strategies: [FineTune]\n    analyses: [weights]")
@@ -272,8 +274,6 @@ def test_models_with_the_same_plans_share_one_preprocessing(tmp_path):
 def test_setup_checks_the_labels_the_datasets_turned_out_to_have(tmp_path):
     """An existing target not yet in nnU-Net's raw folder: its labels are unknown to the file's
     check, so the setup step refuses the pair once the dataset is there, before training."""
-    from nnunet_transfer.errors import UserError
-    from nnunet_transfer.study.setup import StudySetup
     path = _study(tmp_path, {"own": _v2_model(tmp_path / "own")}, "own",
                   "    strategies: [FineTune, FrozenDecoderAndHead]\n    analyses: [weights]"
                   )
@@ -307,7 +307,6 @@ def test_a_changed_model_file_is_refused_on_the_next_run(tmp_path):
     path = _study(tmp_path, {"own": own}, "own", "    strategies: [FineTune]\n"
                                                  "    analyses: [weights]")
     spec = load_study(path)
-    from nnunet_transfer.study.model_sources import hold_model_files
     layout = StudyLayout(spec)
     hold_model_files(spec.models, layout.models_record)   # what the first `study run` does
     with open(layout.models_record) as f:
@@ -329,10 +328,6 @@ def test_a_changed_model_file_is_refused_on_the_next_run(tmp_path):
 
 def test_a_source_pointed_at_another_model_is_refused(tmp_path):
     """The same key, another model: its files are not the ones the study started with."""
-    from dataclasses import replace
-
-    from nnunet_transfer.errors import UserError
-    from nnunet_transfer.study.model_sources import hold_model_files, read_model
     first = read_model("own", _v2_model(tmp_path / "first"))[0]
     other = read_model("own", _v2_model(tmp_path / "other", features=(4, 8)))[0]
     record = str(tmp_path / "models.json")
@@ -347,3 +342,16 @@ def test_a_source_pointed_at_another_model_is_refused(tmp_path):
     hold_model_files({"own": first, "new": replace(other, key="new")}, record)   # added: held
     with open(record) as f:
         assert set(json.load(f)["models"]) == {"own", "new"}
+
+
+def test_an_unreadable_record_of_the_model_files_is_named_and_kept(tmp_path):
+    """study/models.json damaged (not JSON, or not an object): a message naming the file and
+    the fix, never a traceback; the file is left as it was."""
+    model = read_model("own", _v2_model(tmp_path / "own"))[0]
+    record = tmp_path / "models.json"
+    for text in ("{not json", "[1, 2]"):
+        record.write_text(text)
+        with pytest.raises(UserError, match="record of the model files' sha256") as error:
+            hold_model_files({"own": model}, str(record))
+        assert str(record) in str(error.value) and "restore the file" in str(error.value)
+        assert record.read_text() == text

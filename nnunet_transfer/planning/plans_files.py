@@ -67,8 +67,18 @@ def load_plans(dataset: str, plans: str) -> dict:
 
 
 def read_json(path: str, what: str) -> dict:
+    """The JSON object in `path`; UserError naming `what` and the file where it is missing,
+    not JSON, or not an object."""
     if not os.path.isfile(path):
         raise UserError(f"{what} not found: {path}")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            content = json.load(f)
+    except (ValueError, OSError) as error:   # JSONDecodeError and UnicodeDecodeError included
+        raise UserError(f"{what} cannot be read: {path} ({type(error).__name__}: {error}); "
+                        "restore the file or write it again") from None
+    if not isinstance(content, dict):
+        raise UserError(f"{what} is not a JSON object: {path}; restore the file or write it "
+                        "again")
+    return content
 

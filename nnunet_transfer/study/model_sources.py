@@ -20,6 +20,7 @@ import os
 from nnunet_transfer.atomic_files import atomic_write_json
 from nnunet_transfer.checkpoints.content import FORMAT_NNSSL
 from nnunet_transfer.planning.nnssl_plans import NnsslArchitecture
+from nnunet_transfer.planning.plans_files import read_json
 from nnunet_transfer.checkpoints.reader import Checkpoint, CheckpointUse, file_sha256
 from nnunet_transfer.errors import UserError
 from nnunet_transfer import value_rules as rules
@@ -131,8 +132,7 @@ def hold_model_files(models: dict[str, ModelSpec], record: str) -> None:
         if now:
             atomic_write_json(record, {"models": now})
         return
-    with open(record) as f:
-        recorded = json.load(f).get("models", {})
+    recorded = read_json(record, "the record of the model files' sha256").get("models", {})
     changed = []
     for key, files in now.items():
         before = recorded.get(key)
