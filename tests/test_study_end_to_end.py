@@ -17,6 +17,7 @@ import sys
 
 import pytest
 
+from nnunet_transfer.training.run_folder import RunFolder
 from support.smoke_study import cli, environment, read_state, wait_for, write_study
 
 def run_folder(folder: str, training: str) -> str:
@@ -57,11 +58,14 @@ def resumed_study(tmp_path_factory):
         os.killpg(handle["pgid"], signal.SIGKILL)
     except ProcessLookupError:
         pytest.skip(f"{victim} finished between two polls; nothing was left to kill")
+    # whether the killed attempt had written a checkpoint decides how the next one starts
+    left_a_checkpoint = RunFolder(run_folder(folder, victim)).interrupted
     finished_before = {k: dict(r) for k, r in before.items() if r["state"] == "succeeded"}
     second = subprocess.run(cli("study", "run", path), env=environment(), capture_output=True,
                             text=True, timeout=1800)
     return {"folder": folder, "path": path, "second": second, "victim": victim,
-            "finished_before": finished_before, "after": read_state(folder)}
+            "left_a_checkpoint": left_a_checkpoint, "finished_before": finished_before,
+            "after": read_state(folder)}
 
 
 def test_resumed_study_finishes_everything(resumed_study):
@@ -93,8 +97,13 @@ def test_killed_training_is_run_again_and_its_log_is_whole(resumed_study):
     assert os.path.isfile(os.path.join(run, "transfer", "snapshots", "epoch_0000.pth"))
     with open(os.path.join(folder, "study", "jobs", victim, "attempt2.log")) as f:
         command = f.readline()
-    # continued when the killed attempt had left a checkpoint, started afresh otherwise
-    assert ("--c" in command) != ("-pretrained_weights" in command or strategy == "Scratch")
+    # continued when the killed attempt had left a checkpoint (never loading the source again
+    # over it), started afresh otherwise (from the source, unless it is Scratch)
+    if resumed_study["left_a_checkpoint"]:
+        assert "--c" in command and "-pretrained_weights" not in command, command
+    else:
+        assert "--c" not in command, command
+        assert ("-pretrained_weights" in command) == (strategy != "Scratch"), command
 
 
 def test_outputs_of_every_stage(resumed_study):
