@@ -74,11 +74,11 @@ def _comparison_table(comparison: pd.DataFrame) -> str:
                                  "test DSC", "vs best", "p (paired t-test)"], as_text=str)
 
 
-def _ranking_held(layout: StudyLayout, spec: StudySpec, runs: pd.DataFrame,
-                  ranking: pd.DataFrame, shown: str, test_set: str, parts: list, figures: list,
-                  tables: list, findings: list) -> None:
+def _ranking_held(layout: StudyLayout, spec: StudySpec, left_out: dict[str, str],
+                  runs: pd.DataFrame, ranking: pd.DataFrame, shown: str, test_set: str,
+                  parts: list, figures: list, tables: list, findings: list) -> None:
     """Whether the ranking held: the figure, the tau table, the caveat, the sources left out
-    and their findings, appended to the section's lists."""
+    (`left_out`: `unranked_sources`) and their findings, appended to the section's lists."""
     # Scratch takes nothing from a source but its plans: the score says nothing of it
     means = source_means(runs[runs["strategy"] != SCRATCH.name])
     agreement = rank_agreement(means, ranking)
@@ -103,7 +103,6 @@ def _ranking_held(layout: StudyLayout, spec: StudySpec, runs: pd.DataFrame,
                  "out, as it takes nothing from a source but its plans).\n\n"
                  + _agreement_table(agreement) + "\n\n"
                  + " ".join(md_escape(ranking_caveat(k)) for k in counts))
-    left_out = unranked_sources(spec)
     missing = [s for s in spec.sources if s not in set(ranking["source"]) and s not in left_out]
     if left_out:
         parts.append(_left_out_text(left_out))
@@ -133,7 +132,7 @@ def which_source(layout: StudyLayout, spec: StudySpec, runs: pd.DataFrame, test_
     elif ranking is None:
         parts.append(f"No ranking of the sources to test: {md_code(shown)} {md_escape(why_not)}.")
     else:
-        _ranking_held(layout, spec, runs, ranking, shown, test_set,
+        _ranking_held(layout, spec, left_out, runs, ranking, shown, test_set,
                       parts, figures, tables, findings)
     comparison = source_comparison(runs)
     if not comparison.empty:
